@@ -1,0 +1,21 @@
+//! # tributary-common
+//!
+//! Only what the agent and the collector must agree on:
+//!
+//! - [`record`]: the record model and its block encoding (shared by wire and disk);
+//! - [`wire`]: the framed, versioned ingest protocol (pure codec, no sockets);
+//! - [`codec`]: batch compression (none, gzip, lz4) with hard size limits;
+//! - [`config`]: YAML loading with precise errors, sizes and durations;
+//! - [`tls`]: rustls configurations from PEM files, errors naming the file;
+//! - [`timefmt`]: RFC 3339 formatting and parsing of epoch milliseconds;
+//! - [`telemetry`]: the tracing subscriber both binaries install.
+//!
+//! No tailing code and no storage code lives here.
+
+pub mod codec;
+pub mod config;
+pub mod record;
+pub mod telemetry;
+pub mod timefmt;
+pub mod tls;
+pub mod wire;
