@@ -75,10 +75,8 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) {
         }
         Compression::Gzip => {
             use std::io::Write;
-            let mut enc = flate2::write::GzEncoder::new(
-                std::mem::take(out),
-                flate2::Compression::fast(),
-            );
+            let mut enc =
+                flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::fast());
             // Writing into a Vec cannot fail.
             let _ = enc.write_all(input);
             *out = enc.finish().unwrap_or_default();
@@ -141,7 +139,9 @@ mod tests {
 
     #[test]
     fn roundtrip_every_codec() {
-        let input: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let input: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for c in ALL {
             let mut z = Vec::new();
             compress(c, &input, &mut z);

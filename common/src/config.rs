@@ -8,8 +8,8 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use thiserror::Error;
 
 /// A configuration file could not be loaded.
@@ -64,7 +64,11 @@ pub fn parse_yaml<T: DeserializeOwned>(name: &str, text: &str) -> Result<T, Conf
             path: name.to_owned(),
             line,
             column,
-            key: if key == "." { "(top level)".into() } else { key },
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
             message,
         }
     })
@@ -81,9 +85,7 @@ pub struct HumanDuration(pub Duration);
 /// Parse `64KiB`-style sizes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
@@ -98,17 +100,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        other => return Err(format!("unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size `{s}` is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size `{s}` is too large"))
 }
 
 /// Parse `500ms`/`30s`/`5m`/`2h`/`7d` durations; a bare number is milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
@@ -120,7 +125,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3_600_000,
         "d" => 86_400_000,
         "w" => 7 * 86_400_000,
-        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d)"
+            ));
+        }
     };
     n.checked_mul(ms)
         .map(Duration::from_millis)
@@ -220,7 +229,9 @@ mod tests {
     #[test]
     fn errors_name_line_column_and_key() {
         let text = "name: x\nitems:\n  - size: 64KiB\n    every: 5s\n  - size: 12 parsecs\n    every: 1s\n";
-        let err = parse_yaml::<Outer>("agent.yaml", text).unwrap_err().to_string();
+        let err = parse_yaml::<Outer>("agent.yaml", text)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("agent.yaml:5:"), "{err}");
         assert!(err.contains("items[1].size"), "{err}");
         assert!(err.contains("parsecs"), "{err}");
@@ -234,7 +245,8 @@ mod tests {
         let err = parse_yaml::<Outer>("c.yaml", text).unwrap_err().to_string();
         assert!(err.contains("missing field `every`"), "{err}");
 
-        let ok: Outer = parse_yaml("c.yaml", "name: x\nitems:\n  - {size: 5, every: 7d}\n").unwrap();
+        let ok: Outer =
+            parse_yaml("c.yaml", "name: x\nitems:\n  - {size: 5, every: 7d}\n").unwrap();
         assert_eq!(ok.items[0].size, ByteSize(5));
     }
 }

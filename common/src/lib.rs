@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod config;
 pub mod record;
+pub mod shutdown;
 pub mod telemetry;
 pub mod timefmt;
 pub mod tls;

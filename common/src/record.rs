@@ -476,9 +476,22 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let mut buf = Vec::new();
-        let mut b = BlockWriter::begin(&mut buf, "web-01", "/var/log/a.log", 7, br#"{"env":"prod"}"#);
+        let mut b = BlockWriter::begin(
+            &mut buf,
+            "web-01",
+            "/var/log/a.log",
+            7,
+            br#"{"env":"prod"}"#,
+        );
         b.push(&mut buf, 0, 1000, 0, b"", b"hello");
-        b.push(&mut buf, FLAG_PARTIAL, 1001, 6, br#"{"k":1}"#, b"\xff\xfebin");
+        b.push(
+            &mut buf,
+            FLAG_PARTIAL,
+            1001,
+            6,
+            br#"{"k":1}"#,
+            b"\xff\xfebin",
+        );
         b.finish(&mut buf);
         let b = BlockWriter::begin(&mut buf, "web-01", "/var/log/empty.log", 8, b"");
         b.finish(&mut buf);
@@ -541,7 +554,10 @@ mod tests {
         let mut b = BlockWriter::begin(&mut buf, "h", "s", 0, b"[1]");
         b.push(&mut buf, 0, 0, 0, b"", b"x");
         b.finish(&mut buf);
-        assert!(matches!(summarize(&buf), Err(DecodeError::BadFields { .. })));
+        assert!(matches!(
+            summarize(&buf),
+            Err(DecodeError::BadFields { .. })
+        ));
     }
 
     const PINNED_HASH: u32 = 331_067_990;
@@ -552,7 +568,10 @@ mod tests {
         // partitions and break their order.
         let h = crc32c::crc32c(b"web-01\0/var/log/app/api.log");
         assert_eq!(partition_for("web-01", "/var/log/app/api.log", 8), h % 8);
-        assert_eq!(partition_for("web-01", "/var/log/app/api.log", 1_000_003), h % 1_000_003);
+        assert_eq!(
+            partition_for("web-01", "/var/log/app/api.log", 1_000_003),
+            h % 1_000_003
+        );
         assert_eq!(h, PINNED_HASH);
         assert_eq!(partition_for("h", "s", 0), 0);
     }

@@ -1,8 +1,8 @@
 //! Timestamps: Unix epoch milliseconds in records, RFC 3339 (UTC, millisecond
 //! precision) for people.
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -50,7 +50,10 @@ mod tests {
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_ms(1_795_615_294_123), "2026-11-25T14:01:34.123Z");
         assert_eq!(parse_ms("2026-11-25T14:01:34.123Z"), Ok(1_795_615_294_123));
-        assert_eq!(parse_ms("2026-11-25T15:01:34.123+01:00"), Ok(1_795_615_294_123));
+        assert_eq!(
+            parse_ms("2026-11-25T15:01:34.123+01:00"),
+            Ok(1_795_615_294_123)
+        );
         assert_eq!(parse_ms("1795615294123"), Ok(1_795_615_294_123));
         assert!(parse_ms("yesterday").is_err());
         assert_eq!(format_ms(-1), "1969-12-31T23:59:59.999Z");

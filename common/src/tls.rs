@@ -79,15 +79,13 @@ pub fn server_config(
         })?;
     let builder = match client_ca {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots(ca)?),
-                provider(),
-            )
-            .build()
-            .map_err(|e| TlsError::Config {
-                path: ca.into(),
-                reason: e.to_string(),
-            })?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| TlsError::Config {
+                        path: ca.into(),
+                        reason: e.to_string(),
+                    })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

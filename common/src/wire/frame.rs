@@ -551,17 +551,20 @@ mod tests {
     fn malformed_frames_are_errors() {
         let mut c = FrameCodec::new(1024);
         for bytes in [
-            &[1u8, 0, 0, 0, 99][..],                  // unknown type
-            &[5, 0, 0, 0, T_HELLO, b'X', b'X', b'X', b'X'], // bad magic
-            &[3, 0, 0, 0, T_ACK, 1, 2],               // short body
-            &[0, 0, 0, 0],                            // empty frame
+            &[1u8, 0, 0, 0, 99][..],                          // unknown type
+            &[5, 0, 0, 0, T_HELLO, b'X', b'X', b'X', b'X'],   // bad magic
+            &[3, 0, 0, 0, T_ACK, 1, 2],                       // short body
+            &[0, 0, 0, 0],                                    // empty frame
             &[10, 0, 0, 0, T_ACK, 1, 2, 3, 4, 5, 6, 7, 8, 9], // trailing bytes
         ] {
             let mut buf = BytesMut::from(bytes);
             assert!(c.decode(&mut buf).is_err(), "{bytes:?} accepted");
         }
         let mut buf = BytesMut::from(&[9u8, 0, 0, 0, T_ACK][..]);
-        assert!(matches!(c.decode_eof(&mut buf), Err(WireError::TruncatedStream)));
+        assert!(matches!(
+            c.decode_eof(&mut buf),
+            Err(WireError::TruncatedStream)
+        ));
     }
 
     #[test]
@@ -576,7 +579,10 @@ mod tests {
 
             let mut bad = b.clone();
             bad.crc32c ^= 1;
-            assert_eq!(bad.open(1 << 20).unwrap_err().code(), ErrorCode::BadChecksum);
+            assert_eq!(
+                bad.open(1 << 20).unwrap_err().code(),
+                ErrorCode::BadChecksum
+            );
 
             let mut bad = b.clone();
             bad.records += 1;

@@ -23,6 +23,6 @@
 mod frame;
 
 pub use frame::{
-    BatchError, BatchFrame, ErrorCode, Frame, FrameCodec, WireError, DEFAULT_MAX_BATCH_BYTES,
-    DEFAULT_MAX_FRAME_BYTES, MAGIC, PROTOCOL_VERSION,
+    BatchError, BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame,
+    FrameCodec, MAGIC, PROTOCOL_VERSION, WireError,
 };

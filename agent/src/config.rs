@@ -1,0 +1,440 @@
+//! The agent's configuration, in two stages: [`AgentConfigFile`] mirrors what the
+//! user wrote in `agent.yaml` (unknown keys are errors); [`AgentConfigFile::resolve`]
+//! turns it into an [`AgentConfig`] with compiled patterns, loaded TLS and checked limits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tributary_common::codec::Compression;
+use tributary_common::config::{self, ByteSize, ConfigError, HumanDuration};
+use tributary_common::tls;
+
+/// `agent.yaml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfigFile {
+    /// Checkpoints and spool live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Host name put on every record; default: the machine's hostname.
+    pub host: Option<String>,
+    /// Log level when `RUST_LOG` is not set (`info`, `debug`, ...).
+    pub log_level: Option<String>,
+    pub inputs: Vec<InputFile>,
+    pub output: OutputFile,
+    pub metrics: Option<MetricsFile>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tributary-agent")
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    File,
+    Syslog,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    #[default]
+    Beginning,
+    End,
+}
+
+/// One entry of `inputs:`. Keys that do not belong to the input's `type` are refused at resolve time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFile {
+    #[serde(rename = "type")]
+    pub kind: InputType,
+    pub topic: String,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// Static labels added to every record.
+    #[serde(default)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Longer lines are split into pieces marked partial.
+    pub max_line_bytes: Option<ByteSize>,
+    /// Syslog listen addresses (`udp://…`, `tcp://…`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputFile {
+    /// `host:port` of collectors; several = failover in order.
+    pub collectors: Vec<String>,
+    pub tls: TlsFile,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub batch: BatchFile,
+    #[serde(default)]
+    pub spool: SpoolFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// CA that the collector's certificate must chain to.
+    pub ca: PathBuf,
+    /// Optional client certificate and key (mutual TLS).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Name to verify in the collector's certificate; default: host part of the address.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchFile {
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: ByteSize,
+    #[serde(default = "default_batch_records")]
+    pub max_records: u32,
+    #[serde(default = "default_linger")]
+    pub linger_ms: HumanDuration,
+}
+
+impl Default for BatchFile {
+    fn default() -> Self {
+        BatchFile {
+            max_bytes: default_batch_bytes(),
+            max_records: default_batch_records(),
+            linger_ms: default_linger(),
+        }
+    }
+}
+
+fn default_batch_bytes() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_batch_records() -> u32 {
+    10_000
+}
+fn default_linger() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolFile {
+    #[serde(default = "default_spool")]
+    pub max_bytes: ByteSize,
+}
+
+impl Default for SpoolFile {
+    fn default() -> Self {
+        SpoolFile {
+            max_bytes: default_spool(),
+        }
+    }
+}
+
+fn default_spool() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    pub listen: String,
+}
+
+/// Largest batch the agent builds; the collector accepts up to 32 MiB uncompressed.
+pub const MAX_BATCH_BYTES: u64 = 16 << 20;
+
+/// A resolved file input.
+#[derive(Debug, Clone)]
+pub struct FileInputConfig {
+    pub topic: Arc<str>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub read_from: ReadFrom,
+    pub fields_json: Arc<[u8]>,
+    pub max_line_bytes: usize,
+}
+
+/// A resolved collector address.
+#[derive(Debug, Clone)]
+pub struct CollectorAddr {
+    pub addr: String,
+    pub server_name: String,
+}
+
+/// The agent's configuration, ready to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub data_dir: PathBuf,
+    pub host: Arc<str>,
+    pub log_level: Option<String>,
+    pub files: Vec<FileInputConfig>,
+    pub collectors: Vec<CollectorAddr>,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub compression: Compression,
+    pub batch_max_bytes: usize,
+    pub batch_max_records: u32,
+    pub linger: Duration,
+    pub spool_max_bytes: u64,
+    pub metrics_listen: Option<String>,
+}
+
+impl AgentConfig {
+    /// Load and resolve `path`.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let file: AgentConfigFile = config::load_yaml(path)?;
+        file.resolve(&path.display().to_string())
+    }
+}
+
+fn value_err(path: &str, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        path: path.to_owned(),
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// `[A-Za-z0-9._-]{1,249}`, and not `.` or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl AgentConfigFile {
+    /// Check every value and build what the agent runs with. `path` names the file in errors.
+    pub fn resolve(self, path: &str) -> Result<AgentConfig, ConfigError> {
+        let host: Arc<str> = match self.host {
+            Some(h) if !h.trim().is_empty() => h.trim().into(),
+            Some(_) => return Err(value_err(path, "host", "must not be empty")),
+            None => gethostname::gethostname().to_string_lossy().into(),
+        };
+        if self.inputs.is_empty() {
+            return Err(value_err(path, "inputs", "at least one input is needed"));
+        }
+        let mut files = Vec::new();
+        for (i, input) in self.inputs.into_iter().enumerate() {
+            let key = |k: &str| format!("inputs[{i}].{k}");
+            if !valid_topic_name(&input.topic) {
+                return Err(value_err(
+                    path,
+                    key("topic"),
+                    format!(
+                        "`{}` is not a valid topic name ([A-Za-z0-9._-]{{1,249}})",
+                        input.topic
+                    ),
+                ));
+            }
+            match input.kind {
+                InputType::File => {
+                    if input.include.is_empty() {
+                        return Err(value_err(
+                            path,
+                            key("include"),
+                            "a file input needs at least one glob",
+                        ));
+                    }
+                    if !input.listen.is_empty() {
+                        return Err(value_err(path, key("listen"), "only syslog inputs listen"));
+                    }
+                    for (j, pattern) in input.include.iter().chain(&input.exclude).enumerate() {
+                        if let Err(e) = glob::Pattern::new(pattern) {
+                            let which = if j < input.include.len() {
+                                format!("include[{j}]")
+                            } else {
+                                format!("exclude[{}]", j - input.include.len())
+                            };
+                            return Err(value_err(
+                                path,
+                                key(&which),
+                                format!("bad glob `{pattern}`: {e}"),
+                            ));
+                        }
+                    }
+                    let max_line_bytes = input.max_line_bytes.map(|b| b.0).unwrap_or(1 << 20);
+                    if !(16..=(8 << 20)).contains(&max_line_bytes) {
+                        return Err(value_err(
+                            path,
+                            key("max_line_bytes"),
+                            "must be between 16 bytes and 8MiB",
+                        ));
+                    }
+                    let fields_json: Arc<[u8]> = if input.fields.is_empty() {
+                        Arc::from(&[][..])
+                    } else {
+                        serde_json::to_vec(&input.fields)
+                            .map_err(|e| value_err(path, key("fields"), e.to_string()))?
+                            .into()
+                    };
+                    files.push(FileInputConfig {
+                        topic: input.topic.into(),
+                        include: input.include,
+                        exclude: input.exclude,
+                        read_from: input.read_from,
+                        fields_json,
+                        max_line_bytes: max_line_bytes as usize,
+                    });
+                }
+                InputType::Syslog => {
+                    return Err(value_err(
+                        path,
+                        key("type"),
+                        "syslog inputs are not available in this version yet",
+                    ));
+                }
+            }
+        }
+        let out = self.output;
+        if out.collectors.is_empty() {
+            return Err(value_err(
+                path,
+                "output.collectors",
+                "at least one collector address is needed",
+            ));
+        }
+        let mut collectors = Vec::new();
+        for (i, addr) in out.collectors.iter().enumerate() {
+            let host = split_host(addr).ok_or_else(|| {
+                value_err(
+                    path,
+                    format!("output.collectors[{i}]"),
+                    format!("`{addr}` is not host:port"),
+                )
+            })?;
+            collectors.push(CollectorAddr {
+                addr: addr.clone(),
+                server_name: out
+                    .tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| host.to_owned()),
+            });
+        }
+        let client_cert = match (&out.tls.cert, &out.tls.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err(value_err(path, "output.tls", "cert and key go together")),
+        };
+        let tls = tls::client_config(&out.tls.ca, client_cert)
+            .map_err(|e| value_err(path, "output.tls", e.to_string()))?;
+        let batch = out.batch;
+        if batch.max_bytes.0 < 1024 || batch.max_bytes.0 > MAX_BATCH_BYTES {
+            return Err(value_err(
+                path,
+                "output.batch.max_bytes",
+                "must be between 1KiB and 16MiB",
+            ));
+        }
+        if batch.max_records == 0 {
+            return Err(value_err(
+                path,
+                "output.batch.max_records",
+                "must be at least 1",
+            ));
+        }
+        Ok(AgentConfig {
+            data_dir: self.data_dir,
+            host,
+            log_level: self.log_level,
+            files,
+            collectors,
+            tls,
+            compression: out.compression,
+            batch_max_bytes: batch.max_bytes.0 as usize,
+            batch_max_records: batch.max_records,
+            linger: batch.linger_ms.0,
+            spool_max_bytes: out.spool.max_bytes.0,
+            metrics_listen: self.metrics.map(|m| m.listen),
+        })
+    }
+}
+
+/// Host part of `host:port` or `[v6]:port`.
+fn split_host(addr: &str) -> Option<&str> {
+    if let Some(rest) = addr.strip_prefix('[') {
+        let end = rest.find(']')?;
+        rest[end + 1..].strip_prefix(':')?.parse::<u16>().ok()?;
+        return Some(&rest[..end]);
+    }
+    let (host, port) = addr.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    (!host.is_empty()).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(valid_topic_name("app"));
+        assert!(valid_topic_name("a.b_c-9"));
+        for bad in ["", ".", "..", "a/b", "../x", "é", &"x".repeat(250)] {
+            assert!(!valid_topic_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_part() {
+        assert_eq!(
+            split_host("collector.example.com:7400"),
+            Some("collector.example.com")
+        );
+        assert_eq!(split_host("127.0.0.1:7400"), Some("127.0.0.1"));
+        assert_eq!(split_host("[::1]:7400"), Some("::1"));
+        assert_eq!(split_host("nohost"), None);
+        assert_eq!(split_host("h:notaport"), None);
+    }
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        let f: AgentConfigFile = config::parse_yaml("agent.yaml", text)?;
+        f.resolve("agent.yaml")
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "inputs:\n  - type: file\n    topic: app\n    include: [\"/tmp/*.log\"]\noutput:\n  collectors: [\"127.0.0.1:7400\"]\n  tls: {ca: /nonexistent/ca.pem}\n";
+        let err = parse(base).unwrap_err().to_string();
+        assert!(
+            err.contains("output.tls") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+
+        let err = parse(&base.replace("topic: app", "topic: a/b"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("inputs[0].topic"), "{err}");
+
+        let err = parse(&base.replace("    include", "    inclde"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("agent.yaml:4:"), "{err}");
+        assert!(err.contains("unknown field `inclde`"), "{err}");
+
+        let err = parse(&base.replace("\"/tmp/*.log\"", "\"/tmp/[.log\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("inputs[0].include[0]"), "{err}");
+
+        let err = parse(&base.replace("type: file", "type: carrier-pigeon"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("agent.yaml:2:"), "{err}");
+        assert!(err.contains("inputs[0].type"), "{err}");
+    }
+}

@@ -1,0 +1,316 @@
+//! Discovery: expand the include globs into the regular files to tail, drop excluded
+//! paths, and open the files no reader follows yet.
+//!
+//! A scan never fails: an unreadable directory or file is reported once (warn) and
+//! skipped, then retried on later scans (a file only once its `ctime` changed, e.g. by
+//! a `chmod`). Discovery decides where a new file starts (its end at start-up unless
+//! `read_from_beginning`, 0 later, or where an earlier reader of the same inode
+//! stopped); it does not read lines.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glob::{MatchOptions, Pattern};
+use tracing::{debug, warn};
+
+use super::FileInputError;
+use super::fingerprint::FileKey;
+use super::reader::{Closed, StartAt, Tail, TailConfig};
+use super::watch::Watch;
+
+/// How long the position of a closed file is remembered in case its inode shows up
+/// again under a matching path (renamed back, or a scan that raced a rename).
+const CLOSED_TTL: Duration = Duration::from_secs(300);
+
+/// `*` and `?` stay inside one path component; `**` crosses directories.
+const PATH_MATCH: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+/// Compiled include and exclude patterns.
+#[derive(Debug)]
+pub(crate) struct PathFilter {
+    include: Vec<Pattern>,
+    exclude: Vec<Pattern>,
+}
+
+impl PathFilter {
+    /// Compile the patterns. Relative include patterns (and relative exclude patterns
+    /// naming directories) are taken relative to the current directory.
+    pub(crate) fn new(include: &[String], exclude: &[String]) -> Result<Self, FileInputError> {
+        if include.is_empty() {
+            return Err(FileInputError::NoInclude);
+        }
+        let mut cwd = None;
+        let mut compile = |pattern: &String, absolutize: bool| {
+            let text = if absolutize && !Path::new(pattern).is_absolute() {
+                if cwd.is_none() {
+                    let dir =
+                        std::env::current_dir().map_err(|source| FileInputError::CurrentDir {
+                            pattern: pattern.clone(),
+                            source,
+                        })?;
+                    cwd = Some(Pattern::escape(&dir.to_string_lossy()));
+                }
+                let base = cwd.as_deref().unwrap_or_default().trim_end_matches('/');
+                let rel = pattern.trim_start_matches("./");
+                format!("{base}/{rel}")
+            } else {
+                pattern.clone()
+            };
+            Pattern::new(&text).map_err(|source| FileInputError::Pattern {
+                pattern: pattern.clone(),
+                source,
+            })
+        };
+        let include = include
+            .iter()
+            .map(|p| compile(p, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let exclude = exclude
+            .iter()
+            .map(|p| compile(p, p.contains('/')))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PathFilter { include, exclude })
+    }
+
+    /// The absolute include patterns.
+    pub(crate) fn include_patterns(&self) -> impl Iterator<Item = &str> {
+        self.include.iter().map(Pattern::as_str)
+    }
+
+    /// Excluded by its full path or by its file name.
+    pub(crate) fn is_excluded(&self, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy());
+        self.exclude.iter().any(|p| {
+            p.matches_path_with(path, PATH_MATCH)
+                || name
+                    .as_deref()
+                    .is_some_and(|n| p.matches_with(n, PATH_MATCH))
+        })
+    }
+
+    /// Matched by an include pattern and not excluded.
+    pub(crate) fn matches(&self, path: &Path) -> bool {
+        self.include
+            .iter()
+            .any(|p| p.matches_path_with(path, PATH_MATCH))
+            && !self.is_excluded(path)
+    }
+}
+
+/// A regular file found by a scan.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub path: PathBuf,
+    pub key: FileKey,
+    pub ctime: (i64, i64),
+}
+
+/// What one rescan produced.
+pub(crate) struct ScanOutcome {
+    /// Every matching regular file, one entry per path (an inode may appear twice).
+    pub found: Vec<Found>,
+    /// Newly opened files, ready for a reader.
+    pub opened: Vec<Tail>,
+    /// Matching paths that cannot be opened.
+    pub unreadable: Vec<PathBuf>,
+}
+
+/// Discovery state carried from scan to scan; lives on the blocking pool while a
+/// scan runs.
+pub(crate) struct Scanner {
+    filter: Arc<PathFilter>,
+    watch: Watch,
+    cfg: Arc<TailConfig>,
+    read_from_beginning: bool,
+    first: bool,
+    warned: HashSet<PathBuf>,
+    unreadable: HashMap<FileKey, (i64, i64)>,
+    closed: HashMap<FileKey, Closed>,
+}
+
+impl Scanner {
+    pub(crate) fn new(
+        filter: Arc<PathFilter>,
+        watch: Watch,
+        cfg: Arc<TailConfig>,
+        read_from_beginning: bool,
+    ) -> Self {
+        Scanner {
+            filter,
+            watch,
+            cfg,
+            read_from_beginning,
+            first: true,
+            warned: HashSet::new(),
+            unreadable: HashMap::new(),
+            closed: HashMap::new(),
+        }
+    }
+
+    /// Remember where a stopped reader left its file.
+    pub(crate) fn remember(&mut self, key: FileKey, closed: Closed) {
+        self.closed.insert(key, closed);
+    }
+
+    /// Refresh the directory watches, expand the globs, and open every matching file
+    /// whose inode is not in `tracked`.
+    pub(crate) fn rescan(&mut self, tracked: &HashSet<FileKey>, dirs_changed: bool) -> ScanOutcome {
+        self.watch.refresh(dirs_changed);
+        let found = self.discover();
+        let present: HashSet<FileKey> = found.iter().map(|f| f.key).collect();
+        self.unreadable.retain(|k, _| present.contains(k));
+        self.closed.retain(|_, c| c.at.elapsed() < CLOSED_TTL);
+
+        let mut opened: Vec<Tail> = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut handled = HashSet::new();
+        for f in &found {
+            if tracked.contains(&f.key) || !handled.insert(f.key) {
+                continue;
+            }
+            if self.unreadable.get(&f.key) == Some(&f.ctime) {
+                unreadable.push(f.path.clone());
+                continue;
+            }
+            let prev = self.closed.get(&f.key).copied();
+            let start = match prev {
+                Some(c) if c.failed && c.ctime == f.ctime => continue,
+                Some(c) => StartAt::Resume(c),
+                None if self.first && !self.read_from_beginning => StartAt::End,
+                None => StartAt::Beginning,
+            };
+            match Tail::open(self.cfg.clone(), &f.path, f.key, start) {
+                Ok(Some(tail)) => {
+                    self.closed.remove(&f.key);
+                    self.unreadable.remove(&f.key);
+                    opened.push(tail);
+                }
+                Ok(None) => {
+                    debug!(path = %f.path.display(), "file replaced while opening it; next scan");
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    self.warn_once(
+                        &f.path,
+                        &e,
+                        "cannot open file; skipping it until it changes",
+                    );
+                    self.unreadable.insert(f.key, f.ctime);
+                    unreadable.push(f.path.clone());
+                }
+            }
+        }
+        self.first = false;
+        ScanOutcome {
+            found,
+            opened,
+            unreadable,
+        }
+    }
+
+    /// Expand the include globs into matching regular files.
+    fn discover(&mut self) -> Vec<Found> {
+        let mut found = Vec::new();
+        let filter = self.filter.clone();
+        for pattern in filter.include_patterns() {
+            let paths = match glob::glob_with(pattern, MatchOptions::new()) {
+                Ok(paths) => paths,
+                Err(e) => {
+                    // Compiled in `PathFilter::new` already, so this does not happen.
+                    debug!(pattern, error = %e, "bad glob pattern");
+                    continue;
+                }
+            };
+            for entry in paths {
+                let path = match entry {
+                    Ok(path) => path,
+                    Err(e) => {
+                        let path = e.path().to_path_buf();
+                        self.warn_once(&path, e.error(), "cannot read directory; skipping it");
+                        continue;
+                    }
+                };
+                if filter.is_excluded(&path) {
+                    continue;
+                }
+                match fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => found.push(Found {
+                        key: FileKey::of(&meta),
+                        ctime: (meta.ctime(), meta.ctime_nsec()),
+                        path,
+                    }),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => self.warn_once(&path, &e, "cannot stat file; skipping it"),
+                }
+            }
+        }
+        found
+    }
+
+    fn warn_once(&mut self, path: &Path, error: &io::Error, what: &str) {
+        if self.warned.insert(path.to_path_buf()) {
+            warn!(path = %path.display(), error = %error, "{what}");
+        } else {
+            debug!(path = %path.display(), error = %error, "{what}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(include: &[&str], exclude: &[&str]) -> PathFilter {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        PathFilter::new(&s(include), &s(exclude)).unwrap()
+    }
+
+    #[test]
+    fn exclude_by_full_path_and_by_name() {
+        let f = filter(&["/var/log/**/*"], &["*.gz", "/var/log/private/*"]);
+        assert!(f.matches(Path::new("/var/log/a.log")));
+        assert!(f.matches(Path::new("/var/log/x/y/a.log")));
+        assert!(!f.matches(Path::new("/var/log/x/a.gz")));
+        assert!(!f.matches(Path::new("/var/log/private/a.log")));
+        assert!(f.matches(Path::new("/var/log/private/sub/a.log")));
+        assert!(!f.matches(Path::new("/srv/a.log")));
+    }
+
+    #[test]
+    fn star_stays_in_one_directory() {
+        let f = filter(&["/var/log/*.log"], &[]);
+        assert!(f.matches(Path::new("/var/log/a.log")));
+        assert!(!f.matches(Path::new("/var/log/sub/a.log")));
+    }
+
+    #[test]
+    fn relative_patterns_are_taken_from_the_current_directory() {
+        let f = filter(&["logs/*.log", "./other.log"], &[]);
+        let cwd = std::env::current_dir().unwrap();
+        assert!(f.matches(&cwd.join("logs/a.log")));
+        assert!(f.matches(&cwd.join("other.log")));
+        assert!(f.include_patterns().all(|p| p.starts_with('/')));
+    }
+
+    #[test]
+    fn bad_pattern_names_the_pattern() {
+        let err = PathFilter::new(&["/var/log/[.log".to_string()], &[]).unwrap_err();
+        assert!(err.to_string().contains("/var/log/[.log"), "{err}");
+        let err = PathFilter::new(&["/a/*.log".to_string()], &["***".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("***"), "{err}");
+        assert!(matches!(
+            PathFilter::new(&[], &[]),
+            Err(FileInputError::NoInclude)
+        ));
+    }
+}

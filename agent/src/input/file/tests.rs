@@ -1,0 +1,751 @@
+//! Tests of the file input on real files in temporary directories. Nothing sleeps and
+//! hopes: tests poll the chunk channel (or `/proc/self/fd`) until the expected state
+//! arrives, with a generous deadline.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tributary_common::record::{FLAG_PARTIAL, blocks};
+
+use super::fingerprint::FileKey;
+use super::reader::{StartAt, Step, Tail, TailConfig};
+use super::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    path: String,
+    source_id: u64,
+    offset: u64,
+    flags: u8,
+    msg: Vec<u8>,
+}
+
+/// Decode a chunk, checking that it is one valid block consistent with its metadata.
+fn decode(c: &Chunk) -> Vec<Rec> {
+    let bs: Vec<_> = blocks(&c.payload, true)
+        .collect::<Result<_, _>>()
+        .expect("valid payload");
+    assert_eq!(bs.len(), 1, "one block per chunk");
+    let h = bs[0].header;
+    assert_eq!(h.source, &*c.path);
+    assert_eq!(h.source_id, c.source_id);
+    assert_ne!(c.source_id, 0);
+    assert_eq!(h.host, "test-host");
+    assert_eq!(h.record_count, c.records);
+    let recs: Vec<Rec> = bs[0]
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            assert!(r.timestamp_ms > 1_600_000_000_000);
+            Rec {
+                path: c.path.to_string(),
+                source_id: c.source_id,
+                offset: r.source_offset,
+                flags: r.flags,
+                msg: r.message.to_vec(),
+            }
+        })
+        .collect();
+    assert_eq!(recs.len() as u32, c.records);
+    assert_eq!(recs[0].offset, c.start_offset);
+    let last = recs.last().unwrap();
+    assert!(c.end_offset >= last.offset + last.msg.len() as u64);
+    recs
+}
+
+fn tail_config(chunk_bytes: usize, max_line_bytes: usize) -> Arc<TailConfig> {
+    Arc::new(TailConfig {
+        topic: "t".into(),
+        host: "test-host".into(),
+        fields: Arc::from(&br#"{"env":"test"}"#[..]),
+        chunk_bytes,
+        max_line_bytes,
+    })
+}
+
+fn open_tail(path: &Path, cfg: Arc<TailConfig>, start: StartAt) -> Tail {
+    let key = FileKey::of(&fs::metadata(path).unwrap());
+    Tail::open(cfg, path, key, start).unwrap().unwrap()
+}
+
+/// Step a tail until it reports the end of the file.
+fn drain(tail: &mut Tail) -> Vec<Rec> {
+    let mut out = Vec::new();
+    loop {
+        match tail.step().unwrap() {
+            Step::Chunk(c) => out.extend(decode(&c)),
+            Step::Progress | Step::Truncated { .. } => {}
+            Step::Eof => return out,
+        }
+    }
+}
+
+fn append(path: &Path, data: &[u8]) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(data).unwrap();
+}
+
+fn msgs(recs: &[Rec]) -> Vec<&[u8]> {
+    recs.iter().map(|r| r.msg.as_slice()).collect()
+}
+
+/// The records a file's content must produce (complete lines only), by a plain model.
+fn model(content: &[u8], max: usize) -> Vec<(u64, u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, &b) in content.iter().enumerate() {
+        if b != b'\n' {
+            continue;
+        }
+        let mut line = &content[start..i];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        let mut s = 0;
+        loop {
+            let end = (s + max).min(line.len());
+            let partial = line.len() - s > max;
+            out.push((
+                (start + s) as u64,
+                if partial { FLAG_PARTIAL } else { 0 },
+                line[s..end].to_vec(),
+            ));
+            if !partial {
+                break;
+            }
+            s = end;
+        }
+        start = i + 1;
+    }
+    out
+}
+
+// ---------------------------------------------------------------- line splitting
+
+#[test]
+fn lines_split_on_lf_and_crlf_keep_empty_lines_and_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let content: &[u8] = b"one\ntwo\r\n\n\r\nbin\x00\xff\xfe\rx\n";
+    fs::write(&p, content).unwrap();
+    let mut t = open_tail(&p, tail_config(1 << 16, 1024), StartAt::Beginning);
+    let recs = drain(&mut t);
+    assert_eq!(
+        msgs(&recs),
+        vec![&b"one"[..], b"two", b"", b"", b"bin\x00\xff\xfe\rx"]
+    );
+    assert_eq!(
+        recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 4, 9, 10, 12]
+    );
+    assert!(recs.iter().all(|r| r.flags == 0));
+    assert_eq!(t.offset(), content.len() as u64);
+}
+
+#[test]
+fn unfinished_line_is_held_until_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    fs::write(&p, b"first\nsec").unwrap();
+    let mut t = open_tail(&p, tail_config(1 << 16, 1024), StartAt::Beginning);
+    let recs = drain(&mut t);
+    assert_eq!(msgs(&recs), vec![&b"first"[..]]);
+    assert_eq!(t.offset(), 6, "the unfinished line is not consumed");
+    append(&p, b"ond");
+    assert!(drain(&mut t).is_empty());
+    append(&p, b"\r");
+    assert!(drain(&mut t).is_empty());
+    append(&p, b"\nthird\n");
+    let recs = drain(&mut t);
+    assert_eq!(msgs(&recs), vec![&b"second"[..], b"third"]);
+    assert_eq!((recs[0].offset, recs[1].offset), (6, 14));
+}
+
+#[test]
+fn long_lines_are_split_and_marked_partial_even_before_the_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    // 10 bytes exactly (one record), 25 bytes (10P 10P 5), 20 bytes + \r (10P 10).
+    fs::write(
+        &p,
+        b"0123456789\nabcdefghijklmnopqrstuvwxy\nABCDEFGHIJKLMNOPQRST\r\n",
+    )
+    .unwrap();
+    let mut t = open_tail(&p, tail_config(7, 10), StartAt::Beginning);
+    let recs = drain(&mut t);
+    let got: Vec<(u64, u8, &[u8])> = recs
+        .iter()
+        .map(|r| (r.offset, r.flags, r.msg.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, &b"0123456789"[..]),
+            (11, FLAG_PARTIAL, b"abcdefghij"),
+            (21, FLAG_PARTIAL, b"klmnopqrst"),
+            (31, 0, b"uvwxy"),
+            (37, FLAG_PARTIAL, b"ABCDEFGHIJ"),
+            (47, 0, b"KLMNOPQRST"),
+        ]
+    );
+
+    // Without a newline, full pieces are emitted as soon as the line is known to be
+    // longer than the limit, so memory stays bounded.
+    let q = dir.path().join("b.log");
+    fs::write(&q, vec![b'z'; 35]).unwrap();
+    let mut t = open_tail(&q, tail_config(1 << 16, 10), StartAt::Beginning);
+    let recs = drain(&mut t);
+    assert_eq!(recs.len(), 3);
+    assert!(
+        recs.iter()
+            .all(|r| r.flags == FLAG_PARTIAL && r.msg.len() == 10)
+    );
+    assert_eq!(t.offset(), 30);
+    append(&q, b"\n");
+    let recs = drain(&mut t);
+    assert_eq!(
+        (recs[0].offset, recs[0].flags, recs[0].msg.len()),
+        (30, 0, 5)
+    );
+}
+
+#[test]
+fn records_do_not_depend_on_how_writes_and_reads_were_cut() {
+    // A small deterministic generator: lines of 0..40 bytes, some CRLF, some binary.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut content = Vec::new();
+    for _ in 0..400 {
+        let len = next(40) as usize;
+        for _ in 0..len {
+            content.push(match next(10) {
+                0 => b'\r',
+                1 => 0xff,
+                _ => b'a' + next(26) as u8,
+            });
+        }
+        if next(4) == 0 {
+            content.push(b'\r');
+        }
+        content.push(b'\n');
+    }
+    let max = 9;
+    let expected = model(&content, max);
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..6 {
+        let p = dir.path().join(format!("{round}.log"));
+        File::create(&p).unwrap();
+        let chunk = 1 + next(64) as usize;
+        let mut t = open_tail(&p, tail_config(chunk, max), StartAt::Beginning);
+        let mut got = Vec::new();
+        let mut written = 0;
+        while written < content.len() {
+            let n = (1 + next(50) as usize).min(content.len() - written);
+            append(&p, &content[written..written + n]);
+            written += n;
+            got.extend(drain(&mut t));
+        }
+        let got: Vec<(u64, u8, Vec<u8>)> = got
+            .into_iter()
+            .map(|r| (r.offset, r.flags, r.msg))
+            .collect();
+        assert_eq!(got, expected, "round {round}, chunk {chunk}");
+    }
+}
+
+#[test]
+fn chunks_carry_identity_and_contiguous_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let mut content = Vec::new();
+    for i in 0..1000 {
+        writeln!(content, "line {i}").unwrap();
+    }
+    fs::write(&p, &content).unwrap();
+    let mut t = open_tail(&p, tail_config(100, 1024), StartAt::Beginning);
+    let mut end = 0;
+    let mut ids = Vec::new();
+    loop {
+        match t.step().unwrap() {
+            Step::Chunk(c) => {
+                assert_eq!(c.start_offset, end);
+                end = c.end_offset;
+                ids.push(c.source_id);
+                let bs: Vec<_> = blocks(&c.payload, true).map(|b| b.unwrap()).collect();
+                assert_eq!(bs[0].header.fields, br#"{"env":"test"}"#);
+                assert_eq!(&*c.topic, "t");
+            }
+            Step::Progress | Step::Truncated { .. } => {}
+            Step::Eof => break,
+        }
+    }
+    assert_eq!(end, content.len() as u64);
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+}
+
+// ---------------------------------------------------------------- the whole input
+
+struct Running {
+    rx: mpsc::Receiver<Chunk>,
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), FileInputError>>,
+    got: Vec<Rec>,
+}
+
+fn settings(include: &[PathBuf]) -> FileInputSettings {
+    FileInputSettings {
+        topic: "t".into(),
+        host: "test-host".into(),
+        include: include
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        exclude: Vec::new(),
+        read_from_beginning: true,
+        fields_json: Arc::from(&b""[..]),
+        max_line_bytes: 1 << 20,
+        rescan_interval: Duration::from_millis(50),
+        poll_interval: Duration::from_millis(20),
+        chunk_bytes: 64 << 10,
+    }
+}
+
+fn start(s: FileInputSettings, capacity: usize) -> Running {
+    let input = FileInput::new(s).unwrap();
+    let (tx, rx) = mpsc::channel(capacity);
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(input.run(tx, shutdown.clone()));
+    Running {
+        rx,
+        shutdown,
+        handle,
+        got: Vec::new(),
+    }
+}
+
+impl Running {
+    /// Receive until `done` holds for everything received so far.
+    async fn until(&mut self, done: impl Fn(&[Rec]) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done(&self.got) {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(c)) => self.got.extend(decode(&c)),
+                Ok(None) => panic!("input stopped"),
+                Err(_) => panic!(
+                    "timed out with {} records, last: {:?}",
+                    self.got.len(),
+                    self.got.last()
+                ),
+            }
+        }
+    }
+
+    /// Receive until `n` records of `path` arrived; return them.
+    async fn lines_of(&mut self, path: &Path, n: usize) -> Vec<Rec> {
+        let path = path.to_string_lossy().into_owned();
+        self.until(|g| g.iter().filter(|r| r.path == path).count() >= n)
+            .await;
+        self.got
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Whatever arrives within `d`.
+    async fn quiet_for(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Ok(Some(c)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            self.got.extend(decode(&c));
+        }
+    }
+
+    async fn stop(self) -> Duration {
+        let t = Instant::now();
+        self.shutdown.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(5), self.handle)
+            .await
+            .expect("stops promptly")
+            .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        t.elapsed()
+    }
+}
+
+/// Whether this process holds `path` open.
+fn is_open(path: &Path) -> bool {
+    let want = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .any(|l| l == want || l == path)
+}
+
+async fn wait_open(path: &Path, open: bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while is_open(path) != open {
+        assert!(
+            Instant::now() < deadline,
+            "{} open: {}",
+            path.display(),
+            !open
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Check every record against the file content at its offset.
+fn check_offsets(content: &[u8], recs: &[Rec]) {
+    for r in recs {
+        let at = r.offset as usize;
+        assert_eq!(
+            &content[at..at + r.msg.len()],
+            r.msg.as_slice(),
+            "record at {at}"
+        );
+        if r.flags == 0 {
+            let after = &content[at + r.msg.len()..];
+            assert!(after.starts_with(b"\n") || after.starts_with(b"\r\n"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_exclude_and_files_created_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut s = settings(&[d.join("logs/**/*.log"), d.join("top/*.txt")]);
+    s.exclude = vec![
+        "skip-*".into(),
+        d.join("logs/private/*").to_string_lossy().into(),
+    ];
+    s.read_from_beginning = false;
+    fs::create_dir_all(d.join("logs")).unwrap();
+    fs::write(d.join("logs/first.log"), b"old\n").unwrap();
+    let mut run = start(s, 16);
+    wait_open(&d.join("logs/first.log"), true).await;
+
+    // Created after start: read from 0, including in directories that did not
+    // exist yet (top/ is the static prefix of a pattern).
+    for sub in ["logs/a/b/c", "logs/private", "top"] {
+        fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let unmatched = [
+        "logs/a/skip-me.log",
+        "logs/private/hidden.log",
+        "logs/a/b/c/note.txt",
+        "top/sub.log",
+        "top/x.gz",
+    ];
+    for u in unmatched {
+        fs::write(d.join(u), b"never\n").unwrap();
+    }
+    let matched = [
+        "logs/new.log",
+        "logs/a/b/c/deep.log",
+        "top/t.txt",
+        "logs/private/sub/x.log",
+    ];
+    fs::create_dir_all(d.join("logs/private/sub")).unwrap();
+    for m in matched {
+        fs::write(d.join(m), format!("hello {m}\nbye\n")).unwrap();
+    }
+    append(&d.join("logs/first.log"), b"appended\n");
+    for m in matched {
+        let recs = run.lines_of(&d.join(m), 2).await;
+        assert_eq!(msgs(&recs), vec![format!("hello {m}").as_bytes(), b"bye"]);
+        assert_eq!(recs[1].offset, format!("hello {m}\n").len() as u64);
+    }
+    let first = run.lines_of(&d.join("logs/first.log"), 1).await;
+    assert_eq!(msgs(&first), vec![&b"appended"[..]]);
+    assert_eq!(first[0].offset, 4);
+
+    run.quiet_for(Duration::from_millis(300)).await;
+    assert!(
+        run.got.iter().all(|r| r.msg != b"never"),
+        "unmatched file read: {:?}",
+        run.got.iter().find(|r| r.msg == b"never")
+    );
+    for u in unmatched {
+        assert!(!is_open(&d.join(u)), "{u} opened");
+    }
+    let elapsed = run.stop().await;
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "stopped after {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_from_end_vs_beginning() {
+    for beginning in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        fs::write(&p, b"old 1\nold 2\n").unwrap();
+        let mut s = settings(&[dir.path().join("*.log")]);
+        s.read_from_beginning = beginning;
+        let mut run = start(s, 16);
+        wait_open(&p, true).await;
+        append(&p, b"new\n");
+        run.until(|g| g.iter().any(|r| r.msg == b"new")).await;
+        run.quiet_for(Duration::from_millis(100)).await;
+        let expected: Vec<&[u8]> = if beginning {
+            vec![b"old 1", b"old 2", b"new"]
+        } else {
+            vec![b"new"]
+        };
+        assert_eq!(msgs(&run.got), expected, "read_from_beginning={beginning}");
+        check_offsets(&fs::read(&p).unwrap(), &run.got);
+        run.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_and_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log");
+    fs::write(&p, b"").unwrap();
+    let mut run = start(settings(&[dir.path().join("*.log")]), 16);
+    wait_open(&p, true).await;
+    append(&p, b"a1\na2\n");
+    run.lines_of(&p, 2).await;
+    append(&p, b"a3 partial");
+    append(&p, b" done\r\n");
+    let recs = run.lines_of(&p, 3).await;
+    assert_eq!(msgs(&recs), vec![&b"a1"[..], b"a2", b"a3 partial done"]);
+    check_offsets(&fs::read(&p).unwrap(), &recs);
+    let before = recs[0].source_id;
+
+    // copytruncate: the file shrinks, reading restarts at 0 with a new identity.
+    fs::write(&p, b"b1\n").unwrap();
+    let recs = run.lines_of(&p, 4).await;
+    assert_eq!((recs[3].msg.as_slice(), recs[3].offset), (&b"b1"[..], 0));
+    assert_ne!(recs[3].source_id, before);
+    append(&p, b"b2\n");
+    let recs = run.lines_of(&p, 5).await;
+    assert_eq!((recs[4].msg.as_slice(), recs[4].offset), (&b"b2"[..], 3));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_file_is_not_read_twice_and_deleted_file_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    let b = dir.path().join("b.log");
+    let mut run = start(settings(&[dir.path().join("*.log")]), 16);
+    fs::write(&a, b"one\ntwo\n").unwrap();
+    let recs = run.lines_of(&a, 2).await;
+    let id = recs[0].source_id;
+    fs::rename(&a, &b).unwrap();
+    append(&b, b"three\n");
+    run.until(|g| g.len() >= 3).await;
+    run.quiet_for(Duration::from_millis(300)).await;
+    assert_eq!(msgs(&run.got), vec![&b"one"[..], b"two", b"three"]);
+    assert!(run.got.iter().all(|r| r.source_id == id));
+    assert_eq!(run.got[2].offset, 8);
+
+    // Deleted while lines are still unread: they are read, then the file is closed.
+    append(&b, b"four\nlast, no newline");
+    fs::remove_file(&b).unwrap();
+    run.until(|g| g.len() >= 5).await;
+    assert_eq!(msgs(&run.got[3..]), vec![&b"four"[..], b"last, no newline"]);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let open = fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_link(e.path()).ok())
+            .any(|l| l.to_string_lossy().contains("b.log (deleted)"));
+        if !open {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deleted file still open");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_file_is_skipped_without_failing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked.log");
+    let ok = dir.path().join("ok.log");
+    fs::write(&locked, b"secret\n").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    if File::open(&locked).is_ok() {
+        eprintln!("running as root: permissions are not enforced, skipping");
+        return;
+    }
+    // An unreadable directory under a `**` pattern is skipped too.
+    let locked_dir = dir.path().join("private");
+    fs::create_dir(&locked_dir).unwrap();
+    fs::write(locked_dir.join("inside.log"), b"hidden\n").unwrap();
+    fs::set_permissions(&locked_dir, fs::Permissions::from_mode(0o000)).unwrap();
+    let mut run = start(settings(&[dir.path().join("**/*.log")]), 16);
+    fs::write(&ok, b"fine\n").unwrap();
+    run.lines_of(&ok, 1).await;
+    // Readable again: it is picked up.
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o644)).unwrap();
+    let recs = run.lines_of(&locked, 1).await;
+    assert_eq!(msgs(&recs), vec![&b"secret"[..]]);
+    assert!(run.got.iter().all(|r| r.msg != b"hidden"));
+    fs::set_permissions(&locked_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_lines_arrive_complete_and_in_order_with_backpressure() {
+    const LINES: usize = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.log");
+    let q = dir.path().join("live.log");
+    let pad = "x".repeat(130);
+    let mut content = Vec::with_capacity(LINES * 152);
+    for i in 0..LINES {
+        writeln!(content, "{i:08} {pad} {i:08}").unwrap();
+    }
+    fs::write(&p, &content).unwrap();
+    fs::write(&q, b"").unwrap();
+    let mut s = settings(&[dir.path().join("*.log")]);
+    s.chunk_bytes = 256 << 10;
+    // A tiny channel: readers must wait for the consumer, never drop.
+    let mut run = start(s, 1);
+    wait_open(&q, true).await;
+    // Meanwhile a second file is written line by line.
+    let writer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let mut f = OpenOptions::new().append(true).open(&q).unwrap();
+            for i in 0..20_000 {
+                writeln!(f, "live {i}").unwrap();
+            }
+        })
+    };
+    let mut seen = 0usize;
+    let mut live = 0usize;
+    let deadline = Instant::now() + DEADLINE;
+    let path = p.to_string_lossy().into_owned();
+    while seen < LINES || live < 20_000 {
+        let c = tokio::time::timeout_at(deadline, run.rx.recv())
+            .await
+            .expect("in time")
+            .unwrap();
+        for r in decode(&c) {
+            if r.path == path {
+                let want = format!("{seen:08} {pad} {seen:08}");
+                assert_eq!(r.msg, want.as_bytes());
+                assert_eq!(r.offset as usize, seen * (want.len() + 1));
+                seen += 1;
+            } else {
+                assert_eq!(r.msg, format!("live {live}").as_bytes());
+                live += 1;
+            }
+        }
+    }
+    writer.join().unwrap();
+    run.quiet_for(Duration::from_millis(100)).await;
+    assert!(run.got.is_empty(), "extra records: {:?}", run.got.first());
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_even_when_blocked_on_a_full_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    fs::write(&p, "line\n".repeat(100_000)).unwrap();
+    let mut s = settings(&[dir.path().join("*.log")]);
+    s.chunk_bytes = 4096;
+    let mut run = start(s, 1);
+    run.until(|g| !g.is_empty()).await;
+    // Nobody receives any more: the reader is parked on `send`.
+    let elapsed = run.stop().await;
+    eprintln!("shutdown took {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_directory_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let later = dir.path().join("not/yet");
+    let mut run = start(settings(&[later.join("*.log")]), 16);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    fs::create_dir_all(&later).unwrap();
+    fs::write(later.join("x.log"), b"hi\n").unwrap();
+    let recs = run.lines_of(&later.join("x.log"), 1).await;
+    assert_eq!(msgs(&recs), vec![&b"hi"[..]]);
+    run.stop().await;
+}
+
+#[test]
+fn bad_glob_is_an_error_naming_it() {
+    let s = settings(&[PathBuf::from("/var/log/[oops.log")]);
+    let err = FileInput::new(s).unwrap_err();
+    assert!(err.to_string().contains("[oops.log"), "{err}");
+}
+
+/// Reader throughput: a 100 MB file through [`Tail::step`] into chunks.
+/// `cargo test -p tributary-agent --release input::file::tests::throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "writes 100 MB; run by hand for the figure"]
+fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.log");
+    let line = format!(
+        "{} {}\n",
+        "2026-11-25T14:01:34.123Z INFO api:",
+        "x".repeat(114)
+    );
+    let mut content = Vec::with_capacity(100 << 20);
+    while content.len() + line.len() <= 100_000_000 {
+        content.extend_from_slice(line.as_bytes());
+    }
+    fs::write(&p, &content).unwrap();
+    let mut best = 0f64;
+    for round in 0..3 {
+        let mut t = open_tail(&p, tail_config(256 << 10, 1 << 20), StartAt::Beginning);
+        let started = std::time::Instant::now();
+        let (mut records, mut bytes) = (0u64, 0usize);
+        loop {
+            match t.step().unwrap() {
+                Step::Chunk(c) => {
+                    records += u64::from(c.records);
+                    bytes += c.payload.len();
+                }
+                Step::Progress | Step::Truncated { .. } => {}
+                Step::Eof => break,
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(records as usize, content.len() / line.len());
+        eprintln!(
+            "round {round}: {records} lines of {} B, {:.2} M lines/s, {:.0} MB/s in, {:.0} MB/s payload",
+            line.len(),
+            records as f64 / secs / 1e6,
+            content.len() as f64 / secs / 1e6,
+            bytes as f64 / secs / 1e6
+        );
+        best = best.max(records as f64 / secs);
+    }
+    eprintln!("best: {:.2} M lines/s", best / 1e6);
+}

@@ -1,0 +1,3 @@
+//! Inputs: where records enter the agent.
+
+pub mod file;

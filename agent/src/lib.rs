@@ -1,0 +1,142 @@
+//! # tributary-agent
+//!
+//! The lightweight half of Tributary. Data flows one way through stages joined by
+//! bounded channels, so a slow collector pauses reading instead of growing memory:
+//!
+//! ```text
+//! input::file (tail, split lines, encode blocks) → Chunk
+//!   → batch::Batcher (per topic, size/count/linger, compress) → Batch
+//!   → ship::Shipper (TLS, pipelined, ACK after durable append)
+//! ```
+//! [`run`] wires the stages; `main.rs` only parses flags and loads the config.
+//! The agent never links the collector's storage engine.
+
+pub mod batch;
+pub mod config;
+pub mod input;
+pub mod metrics;
+pub mod ship;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{BatchLimits, Batcher};
+use crate::config::{AgentConfig, ReadFrom};
+use crate::input::file::{FileInput, FileInputSettings};
+use crate::ship::Shipper;
+use crate::stats::AgentStats;
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("file input for topic {topic}: {source}")]
+    FileInput {
+        topic: String,
+        source: input::file::FileInputError,
+    },
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Encoded chunks waiting for the batcher (each up to `chunk_bytes`).
+const CHUNK_QUEUE: usize = 8;
+/// Closed batches waiting for the shipper.
+const BATCH_QUEUE: usize = 2;
+/// Batches in flight per connection.
+const WINDOW: usize = 8;
+
+/// Run the agent until `shutdown` is cancelled, then deliver what is in flight
+/// (bounded by a drain timeout) and return.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let stats = Arc::new(AgentStats::default());
+    let chunk_bytes = (256 << 10).min(config.batch_max_bytes);
+    let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
+    let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
+
+    let mut inputs = Vec::new();
+    for f in &config.files {
+        let input = FileInput::new(FileInputSettings {
+            topic: f.topic.clone(),
+            host: config.host.clone(),
+            include: f.include.clone(),
+            exclude: f.exclude.clone(),
+            read_from_beginning: f.read_from == ReadFrom::Beginning,
+            fields_json: f.fields_json.clone(),
+            max_line_bytes: f.max_line_bytes,
+            rescan_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(250),
+            chunk_bytes,
+        })
+        .map_err(|source| AgentError::FileInput {
+            topic: f.topic.to_string(),
+            source,
+        })?;
+        inputs.push(tokio::spawn(input.run(chunk_tx.clone(), shutdown.clone())));
+    }
+    drop(chunk_tx);
+
+    let metrics = match &config.metrics_listen {
+        Some(addr) => Some(
+            metrics::serve(addr, stats.clone(), shutdown.clone())
+                .await
+                .map_err(|source| AgentError::Metrics {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+
+    let batcher = tokio::spawn(
+        Batcher::new(BatchLimits {
+            max_bytes: config.batch_max_bytes,
+            max_records: config.batch_max_records,
+            linger: config.linger,
+            compression: config.compression,
+        })
+        .with_stats(stats.clone())
+        .run(chunk_rx, batch_tx),
+    );
+    let shipper = Shipper {
+        collectors: config.collectors.clone(),
+        tls: config.tls.clone(),
+        host: config.host.clone(),
+        window: WINDOW,
+        drain_timeout: Duration::from_secs(5),
+        stats: stats.clone(),
+    };
+    tracing::info!(
+        host = %config.host,
+        inputs = config.files.len(),
+        collectors = ?config.collectors.iter().map(|c| c.addr.as_str()).collect::<Vec<_>>(),
+        compression = config.compression.name(),
+        "agent started"
+    );
+    shipper.run(batch_rx, shutdown.clone()).await;
+    for i in inputs {
+        match i.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "file input failed"),
+            Err(e) => tracing::error!(error = %e, "file input task panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = batcher.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
+    tracing::info!(
+        records_acked = stats
+            .records_acked
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "agent stopped"
+    );
+    Ok(())
+}

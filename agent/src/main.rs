@@ -1,0 +1,59 @@
+//! `tributary-agent`: tails log files and ships them to a Tributary collector.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tributary_agent::config::AgentConfig;
+
+/// Tail log files chosen by globs and ship them, compressed, over TLS to a Tributary collector.
+#[derive(Parser)]
+#[command(name = "tributary-agent", version, about)]
+struct Args {
+    /// Path of agent.yaml.
+    #[arg(long, short, default_value = "/etc/tributary/agent.yaml")]
+    config: PathBuf,
+    /// Validate the configuration (globs, certificates) and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match AgentConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tributary-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("{}: configuration is valid", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    tributary_common::telemetry::init(config.log_level.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tributary-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(tributary_common::shutdown::on_signal(shutdown.clone()));
+        tributary_agent::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tributary-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Shipping: batches → collector over TLS, pipelined, acknowledged in order.
+//!
+//! Up to `window` batches are in flight on one connection. The collector answers
+//! ACK(seq) only after a batch is durably stored, in the order it received them;
+//! an acknowledged batch is forgotten, an unacknowledged one is sent again on the
+//! next connection. Connection failures rotate through `collectors` with
+//! exponential backoff and jitter. Every read from the collector has a timeout.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tributary_common::wire::{
+    DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, PROTOCOL_VERSION, WireError,
+};
+
+use crate::batch::Batch;
+use crate::config::CollectorAddr;
+use crate::stats::AgentStats;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an in-flight batch may wait for its acknowledgement before the
+/// connection is considered dead and the batch is sent again elsewhere.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+type Reader = FramedRead<ReadHalf<TlsStream<TcpStream>>, FrameCodec>;
+type Writer = FramedWrite<WriteHalf<TlsStream<TcpStream>>, FrameCodec>;
+
+/// Settings of the shipping stage.
+pub struct Shipper {
+    pub collectors: Vec<CollectorAddr>,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub host: Arc<str>,
+    /// Batches in flight at once.
+    pub window: usize,
+    /// After shutdown is requested, how long to keep trying to deliver what is in flight.
+    pub drain_timeout: Duration,
+    pub stats: Arc<AgentStats>,
+}
+
+struct Inflight {
+    seq: u64,
+    batch: Batch,
+}
+
+enum Outcome {
+    /// Everything delivered and the input is closed.
+    Done,
+    /// The connection broke; reconnect and resend.
+    Reconnect,
+    /// Shutdown drain time is over.
+    GaveUp,
+}
+
+impl Shipper {
+    /// Run until the batch channel closes and everything was acknowledged, or the
+    /// drain timeout after `shutdown` runs out.
+    pub async fn run(self, mut rx: mpsc::Receiver<Batch>, shutdown: CancellationToken) {
+        let mut pending: VecDeque<Inflight> = VecDeque::new();
+        let mut next_seq = 1u64;
+        let mut input_closed = false;
+        let mut which = 0usize;
+        let mut failures = 0u32;
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            if input_closed && pending.is_empty() {
+                return;
+            }
+            if drain_deadline.is_none() && shutdown.is_cancelled() {
+                drain_deadline = Some(Instant::now() + self.drain_timeout);
+            }
+            let target = &self.collectors[which % self.collectors.len()];
+            let conn = tokio::select! {
+                c = self.connect(target) => c,
+                _ = sleep_until_opt(drain_deadline) => {
+                    self.give_up(&pending);
+                    return;
+                }
+            };
+            let (mut reader, mut writer) = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    failures += 1;
+                    which += 1;
+                    let wait = backoff(failures);
+                    tracing::warn!(collector = %target.addr, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach collector");
+                    self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled(), if drain_deadline.is_none() => {}
+                        _ = sleep_until_opt(drain_deadline) => {
+                            self.give_up(&pending);
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
+            tracing::info!(collector = %target.addr, resending = pending.len(), "connected to collector");
+            self.stats.connections.fetch_add(1, Ordering::Relaxed);
+            let outcome = self
+                .session(
+                    &mut reader,
+                    &mut writer,
+                    &mut pending,
+                    &mut next_seq,
+                    &mut rx,
+                    &mut input_closed,
+                    &shutdown,
+                    &mut drain_deadline,
+                    &mut failures,
+                )
+                .await;
+            match outcome {
+                Outcome::Done => {
+                    // Say goodbye properly (TLS close_notify), but do not wait long for it.
+                    let _ = timeout(Duration::from_secs(2), writer.close()).await;
+                    return;
+                }
+                Outcome::GaveUp => {
+                    self.give_up(&pending);
+                    return;
+                }
+                Outcome::Reconnect => {
+                    failures += 1;
+                    let wait = backoff(failures);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = sleep_until_opt(drain_deadline) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn give_up(&self, pending: &VecDeque<Inflight>) {
+        if !pending.is_empty() {
+            let records: u64 = pending.iter().map(|p| p.batch.records() as u64).sum();
+            tracing::warn!(
+                batches = pending.len(),
+                records,
+                "shutting down with unacknowledged batches; they will be read again after restart"
+            );
+        }
+    }
+
+    async fn connect(&self, target: &CollectorAddr) -> Result<(Reader, Writer), String> {
+        let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(target.server_name.clone())
+            .map_err(|e| format!("server name `{}`: {e}", target.server_name))?;
+        let tls = timeout(
+            CONNECT_TIMEOUT,
+            TlsConnector::from(self.tls.clone()).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS: {e}"))?;
+        let (r, w) = tokio::io::split(tls);
+        let mut reader = FramedRead::new(r, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
+        let mut writer = FramedWrite::new(w, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
+        writer
+            .send(Frame::Hello {
+                version: PROTOCOL_VERSION,
+                host: self.host.to_string(),
+                agent: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .await
+            .map_err(|e| format!("hello: {e}"))?;
+        match timeout(CONNECT_TIMEOUT, reader.next()).await {
+            Ok(Some(Ok(Frame::Welcome { version, .. }))) if version == PROTOCOL_VERSION => {
+                Ok((reader, writer))
+            }
+            Ok(Some(Ok(Frame::Welcome { version, .. }))) => Err(format!(
+                "collector speaks protocol version {version}, we speak {PROTOCOL_VERSION}"
+            )),
+            Ok(Some(Ok(Frame::Error { code, message }))) => {
+                Err(format!("collector refused us: {message} ({code:?})"))
+            }
+            Ok(Some(Ok(other))) => Err(format!("unexpected frame during handshake: {other:?}")),
+            Ok(Some(Err(e))) => Err(format!("handshake: {e}")),
+            Ok(None) => Err("collector closed the connection during the handshake".into()),
+            Err(_) => Err("handshake timed out".into()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn session(
+        &self,
+        reader: &mut Reader,
+        writer: &mut Writer,
+        pending: &mut VecDeque<Inflight>,
+        next_seq: &mut u64,
+        rx: &mut mpsc::Receiver<Batch>,
+        input_closed: &mut bool,
+        shutdown: &CancellationToken,
+        drain_deadline: &mut Option<Instant>,
+        failures: &mut u32,
+    ) -> Outcome {
+        // Resend what the previous connection left unacknowledged, in order.
+        for p in pending.iter() {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = send(writer, p).await {
+                tracing::warn!(error = %e, "resend failed");
+                return Outcome::Reconnect;
+            }
+        }
+        let mut ack_deadline = Instant::now() + ACK_TIMEOUT;
+        loop {
+            if *input_closed && pending.is_empty() {
+                return Outcome::Done;
+            }
+            let can_send = !*input_closed && pending.len() < self.window;
+            tokio::select! {
+                biased;
+                frame = reader.next() => {
+                    ack_deadline = Instant::now() + ACK_TIMEOUT;
+                    match frame {
+                        Some(Ok(Frame::Ack { seq })) => {
+                            match pending.front() {
+                                Some(front) if front.seq == seq => {
+                                    if let Some(done) = pending.pop_front() {
+                                        *failures = 0;
+                                        self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+                                        self.stats.records_acked.fetch_add(done.batch.records() as u64, Ordering::Relaxed);
+                                    }
+                                }
+                                _ => {
+                                    tracing::warn!(seq, "acknowledgement out of order; reconnecting");
+                                    return Outcome::Reconnect;
+                                }
+                            }
+                        }
+                        Some(Ok(Frame::Reject { seq, code, message })) => {
+                            if code.is_retriable() {
+                                tracing::warn!(seq, ?code, %message, "collector could not store a batch; will retry");
+                                return Outcome::Reconnect;
+                            }
+                            match pending.front() {
+                                Some(front) if front.seq == seq => {
+                                    if let Some(dropped) = pending.pop_front() {
+                                        self.stats.records_rejected.fetch_add(dropped.batch.records() as u64, Ordering::Relaxed);
+                                        tracing::error!(seq, ?code, %message, records = dropped.batch.records(), topic = %dropped.batch.frame.topic, "collector permanently refused a batch; it is dropped");
+                                    }
+                                }
+                                _ => return Outcome::Reconnect,
+                            }
+                        }
+                        Some(Ok(Frame::Error { code, message })) => {
+                            tracing::warn!(?code, %message, "collector closed the connection");
+                            return Outcome::Reconnect;
+                        }
+                        Some(Ok(other)) => {
+                            tracing::warn!(frame = ?other, "unexpected frame from collector; reconnecting");
+                            return Outcome::Reconnect;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "reading from collector failed");
+                            return Outcome::Reconnect;
+                        }
+                        None => {
+                            tracing::warn!("collector closed the connection");
+                            return Outcome::Reconnect;
+                        }
+                    }
+                }
+                batch = rx.recv(), if can_send => {
+                    match batch {
+                        Some(batch) => {
+                            let p = Inflight { seq: *next_seq, batch };
+                            *next_seq += 1;
+                            if pending.is_empty() {
+                                ack_deadline = Instant::now() + ACK_TIMEOUT;
+                            }
+                            let result = send(writer, &p).await;
+                            self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+                            self.stats.bytes_sent.fetch_add(p.batch.frame.payload.len() as u64, Ordering::Relaxed);
+                            pending.push_back(p);
+                            if let Err(e) = result {
+                                tracing::warn!(error = %e, "sending to collector failed");
+                                return Outcome::Reconnect;
+                            }
+                        }
+                        None => *input_closed = true,
+                    }
+                }
+                _ = tokio::time::sleep_until(ack_deadline), if !pending.is_empty() => {
+                    tracing::warn!(in_flight = pending.len(), "no acknowledgement for {ACK_TIMEOUT:?}; reconnecting");
+                    return Outcome::Reconnect;
+                }
+                _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+                    *drain_deadline = Some(Instant::now() + self.drain_timeout);
+                }
+                _ = sleep_until_opt(*drain_deadline) => return Outcome::GaveUp,
+            }
+        }
+    }
+}
+
+async fn send(writer: &mut Writer, p: &Inflight) -> Result<(), WireError> {
+    let mut frame = p.batch.frame.clone();
+    frame.seq = p.seq;
+    writer.send(Frame::Batch(frame)).await
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait in [min, min·2^n], capped.
+fn backoff(failures: u32) -> Duration {
+    let ceiling = BACKOFF_MIN
+        .saturating_mul(1u32 << failures.min(16))
+        .min(BACKOFF_MAX);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    // Cheap jitter source: the clock's nanoseconds, mixed.
+    let mix = (nanos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let span = ceiling.saturating_sub(BACKOFF_MIN).as_millis() as u64;
+    BACKOFF_MIN + Duration::from_millis(if span == 0 { 0 } else { mix % (span + 1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for n in 0..40 {
+            let b = backoff(n);
+            assert!(b >= BACKOFF_MIN && b <= BACKOFF_MAX, "{n}: {b:?}");
+        }
+        assert!(backoff(0) <= BACKOFF_MIN * 2);
+    }
+}

@@ -1,0 +1,82 @@
+//! Agent counters, exposed in Prometheus text format on `metrics.listen`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters shared by the agent's stages. Relaxed atomics: they are statistics.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    pub lines_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub batches_acked: AtomicU64,
+    pub records_acked: AtomicU64,
+    pub records_rejected: AtomicU64,
+    pub retries: AtomicU64,
+    pub connections: AtomicU64,
+    pub connect_failures: AtomicU64,
+}
+
+impl AgentStats {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP tributary_agent_{name} {help}");
+            let _ = writeln!(out, "# TYPE tributary_agent_{name} counter");
+            let _ = writeln!(out, "tributary_agent_{name} {}", v.load(Ordering::Relaxed));
+        };
+        counter(
+            "lines_read_total",
+            "Lines read from files.",
+            &self.lines_read,
+        );
+        counter(
+            "bytes_read_total",
+            "Bytes read from files.",
+            &self.bytes_read,
+        );
+        counter(
+            "batches_sent_total",
+            "Batches sent to a collector (first sends).",
+            &self.batches_sent,
+        );
+        counter(
+            "bytes_sent_total",
+            "Compressed batch bytes sent.",
+            &self.bytes_sent,
+        );
+        counter(
+            "batches_acked_total",
+            "Batches acknowledged as durably stored.",
+            &self.batches_acked,
+        );
+        counter(
+            "records_acked_total",
+            "Records acknowledged as durably stored.",
+            &self.records_acked,
+        );
+        counter(
+            "records_rejected_total",
+            "Records a collector refused permanently.",
+            &self.records_rejected,
+        );
+        counter(
+            "batch_retries_total",
+            "Batches sent again after a connection failed.",
+            &self.retries,
+        );
+        counter(
+            "connections_total",
+            "Connections established to collectors.",
+            &self.connections,
+        );
+        counter(
+            "connect_failures_total",
+            "Failed attempts to reach a collector.",
+            &self.connect_failures,
+        );
+        out
+    }
+}

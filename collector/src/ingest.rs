@@ -1,0 +1,385 @@
+//! Ingest: the TLS listener and one task per agent connection.
+//!
+//! Per connection, frames are read in order: a batch is opened (decompressed,
+//! checksummed, every record validated) and appended, then its durability wait is
+//! handed to an acknowledger task, so the next batch is read and appended while
+//! the previous one is being fsynced (pipelining). Acknowledgements leave in the
+//! order the batches arrived. A protocol violation closes that connection with an
+//! ERROR frame and a log line naming the peer; nothing else is affected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tributary_common::wire::{
+    BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame, FrameCodec,
+    PROTOCOL_VERSION, WireError,
+};
+
+use crate::metrics::Metrics;
+use crate::storage::{Appended, Storage, StorageError};
+
+/// TLS and HELLO must complete within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no frame for this long is closed (agents reconnect on demand).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Batches read and appended but not yet acknowledged, per connection.
+const ACK_QUEUE: usize = 16;
+
+/// Limits and shared state of the ingest listener.
+pub struct Ingest {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub storage: Arc<Storage>,
+    pub metrics: Arc<Metrics>,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub max_batch_bytes: usize,
+}
+
+impl Ingest {
+    pub fn new(
+        tls: Arc<rustls::ServerConfig>,
+        storage: Arc<Storage>,
+        metrics: Arc<Metrics>,
+        max_connections: usize,
+    ) -> Self {
+        Ingest {
+            tls,
+            storage,
+            metrics,
+            max_connections,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+
+    /// Accept connections on `listener` until `shutdown`; then wait for open
+    /// connections to finish the batch they are on.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let limit = Arc::new(Semaphore::new(this.max_connections));
+        let tracker = TaskTracker::new();
+        let acceptor = TlsAcceptor::from(this.tls.clone());
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            // Take a permit before accepting, so the cap needs no other bookkeeping.
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => { backoff = Duration::from_millis(10); x }
+                    Err(e) => {
+                        // EMFILE and friends: wait and retry, never exit.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = this.clone();
+            let acceptor = acceptor.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                this.metrics.connections_total.inc();
+                this.metrics.connections_active.inc();
+                if let Err(reason) = this.connection(acceptor, tcp, peer, shutdown).await {
+                    tracing::warn!(%peer, %reason, "agent connection closed");
+                }
+                this.metrics.connections_active.dec();
+                drop(permit);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn connection(
+        self: &Arc<Self>,
+        acceptor: TlsAcceptor,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<(), String> {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.metrics.error("tls_handshake");
+                return Err(format!("TLS handshake failed: {e}"));
+            }
+            Err(_) => {
+                self.metrics.error("tls_handshake");
+                return Err("TLS handshake timed out".into());
+            }
+        };
+        let (r, w) = tokio::io::split(tls);
+        let mut reader = FramedRead::new(r, FrameCodec::new(self.max_frame_bytes));
+        let mut writer = FramedWrite::new(w, FrameCodec::new(self.max_frame_bytes));
+        let host = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+            Ok(Some(Ok(Frame::Hello { version, host, .. }))) => {
+                if version != PROTOCOL_VERSION {
+                    self.metrics.error("version");
+                    let msg = format!(
+                        "protocol version {version} not supported; this collector speaks {PROTOCOL_VERSION}"
+                    );
+                    let _ = writer
+                        .send(Frame::Error {
+                            code: ErrorCode::UnsupportedVersion,
+                            message: msg.clone(),
+                        })
+                        .await;
+                    return Err(msg);
+                }
+                host
+            }
+            Ok(Some(Ok(other))) => {
+                self.metrics.error("malformed_frame");
+                return Err(format!("expected HELLO, got {}", frame_name(&other)));
+            }
+            Ok(Some(Err(e))) => {
+                self.metrics.error("malformed_frame");
+                let _ = writer
+                    .send(Frame::Error {
+                        code: e.code(),
+                        message: e.to_string(),
+                    })
+                    .await;
+                return Err(format!("handshake: {e}"));
+            }
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                self.metrics.error("timeout");
+                return Err("no HELLO within the handshake timeout".into());
+            }
+        };
+        writer
+            .send(Frame::Welcome {
+                version: PROTOCOL_VERSION,
+                max_frame_bytes: self.max_frame_bytes as u32,
+                max_batch_bytes: self.max_batch_bytes as u32,
+            })
+            .await
+            .map_err(|e| format!("welcome: {e}"))?;
+        tracing::debug!(%peer, %host, "agent connected");
+
+        let (ack_tx, ack_rx) = mpsc::channel::<Pending>(ACK_QUEUE);
+        let acker = tokio::spawn(acknowledge(self.clone(), writer, ack_rx));
+        let result = self.read_loop(&mut reader, &ack_tx, &shutdown).await;
+        drop(ack_tx);
+        let ack_result = acker
+            .await
+            .unwrap_or_else(|e| Err(format!("acknowledger failed: {e}")));
+        result.and(ack_result)
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        reader: &mut FramedRead<R, FrameCodec>,
+        ack_tx: &mpsc::Sender<Pending>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        loop {
+            let frame = tokio::select! {
+                f = tokio::time::timeout(IDLE_TIMEOUT, reader.next()) => f,
+                _ = shutdown.cancelled() => {
+                    let _ = ack_tx.send(Pending::Fatal(ErrorCode::ShuttingDown, "collector is shutting down".into())).await;
+                    return Ok(());
+                }
+            };
+            let batch = match frame {
+                Err(_) => {
+                    let _ = ack_tx
+                        .send(Pending::Fatal(ErrorCode::Timeout, "idle timeout".into()))
+                        .await;
+                    return Ok(());
+                }
+                Ok(None) => return Ok(()),
+                // Closed between frames without a TLS close_notify: a plain hang-up.
+                Ok(Some(Err(WireError::Io(e))))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    return Ok(());
+                }
+                Ok(Some(Err(e))) => {
+                    self.metrics.error("malformed_frame");
+                    let _ = ack_tx.send(Pending::Fatal(e.code(), e.to_string())).await;
+                    return Err(format!("bad frame: {e}"));
+                }
+                Ok(Some(Ok(Frame::Batch(b)))) => b,
+                Ok(Some(Ok(other))) => {
+                    self.metrics.error("malformed_frame");
+                    let msg = format!("unexpected {} frame", frame_name(&other));
+                    let _ = ack_tx
+                        .send(Pending::Fatal(ErrorCode::MalformedFrame, msg.clone()))
+                        .await;
+                    return Err(msg);
+                }
+            };
+            match self.store_batch(batch).await {
+                Ok(p) => {
+                    if ack_tx.send(p).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(fatal) => {
+                    let reason = fatal.message.clone();
+                    let _ = ack_tx.send(fatal.into_pending()).await;
+                    return Err(reason);
+                }
+            }
+        }
+    }
+
+    /// Open and append one batch. A refused batch whose fault is the sender's
+    /// (bad checksum, bomb, malformed payload) is fatal for the connection.
+    async fn store_batch(&self, batch: BatchFrame) -> Result<Pending, Fatal> {
+        let seq = batch.seq;
+        let compressed = batch.payload.len() as u64;
+        let limit = self.max_batch_bytes;
+        let topic = batch.topic.clone();
+        // Decompression and validation are CPU work: keep them off the runtime threads.
+        let opened = tokio::task::spawn_blocking(move || batch.open(limit))
+            .await
+            .map_err(|e| Fatal::new(ErrorCode::Unknown, format!("batch task failed: {e}")))?;
+        let (payload, summary) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                let kind = match e.code() {
+                    ErrorCode::BadChecksum => "bad_checksum",
+                    ErrorCode::BatchTooLarge => "batch_too_large",
+                    ErrorCode::BadCodec => "bad_codec",
+                    _ => "bad_payload",
+                };
+                self.metrics.error(kind);
+                return Err(Fatal::new(e.code(), format!("batch {seq} refused: {e}")));
+            }
+        };
+        let bytes = payload.len() as u64;
+        match self.storage.append(&topic, payload).await {
+            Ok(appended) => Ok(Pending::Stored {
+                seq,
+                appended,
+                bytes,
+                compressed,
+                records: summary.records as u64,
+            }),
+            Err(StorageError::InvalidTopic(t)) => {
+                self.metrics.error("invalid_topic");
+                Ok(Pending::Reject(
+                    seq,
+                    ErrorCode::InvalidTopic,
+                    format!("invalid topic name `{t}`: use [A-Za-z0-9._-]{{1,249}}"),
+                ))
+            }
+            Err(e) => {
+                self.metrics.error("storage");
+                tracing::error!(error = %e, topic = %topic, "append failed");
+                Ok(Pending::Reject(seq, ErrorCode::Storage, e.to_string()))
+            }
+        }
+    }
+}
+
+struct Fatal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Fatal {
+    fn new(code: ErrorCode, message: String) -> Self {
+        Fatal { code, message }
+    }
+    fn into_pending(self) -> Pending {
+        Pending::Fatal(self.code, self.message)
+    }
+}
+
+/// What the acknowledger must answer, in arrival order.
+enum Pending {
+    Stored {
+        seq: u64,
+        appended: Appended,
+        bytes: u64,
+        compressed: u64,
+        records: u64,
+    },
+    Reject(u64, ErrorCode, String),
+    Fatal(ErrorCode, String),
+}
+
+async fn acknowledge<W: AsyncWrite + Unpin>(
+    ingest: Arc<Ingest>,
+    mut writer: FramedWrite<W, FrameCodec>,
+    mut rx: mpsc::Receiver<Pending>,
+) -> Result<(), String> {
+    while let Some(p) = rx.recv().await {
+        let frame = match p {
+            Pending::Stored {
+                seq,
+                appended,
+                bytes,
+                compressed,
+                records,
+            } => match ingest.storage.make_durable(&appended).await {
+                Ok(()) => {
+                    ingest.metrics.batches_in.inc();
+                    ingest.metrics.records_in.inc_by(records);
+                    ingest.metrics.bytes_in.inc_by(bytes);
+                    ingest.metrics.bytes_in_compressed.inc_by(compressed);
+                    Frame::Ack { seq }
+                }
+                Err(e) => {
+                    ingest.metrics.error("fsync");
+                    tracing::error!(error = %e, "fsync failed; batch not acknowledged");
+                    Frame::Reject {
+                        seq,
+                        code: ErrorCode::Storage,
+                        message: e.to_string(),
+                    }
+                }
+            },
+            Pending::Reject(seq, code, message) => Frame::Reject { seq, code, message },
+            Pending::Fatal(code, message) => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    writer.send(Frame::Error { code, message }),
+                )
+                .await;
+                return Ok(());
+            }
+        };
+        // A stalled agent must not hold this task forever.
+        match tokio::time::timeout(IDLE_TIMEOUT, writer.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("writing acknowledgement: {e}")),
+            Err(_) => return Err("agent does not read acknowledgements".into()),
+        }
+    }
+    Ok(())
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "HELLO",
+        Frame::Welcome { .. } => "WELCOME",
+        Frame::Batch(_) => "BATCH",
+        Frame::Ack { .. } => "ACK",
+        Frame::Reject { .. } => "REJECT",
+        Frame::Error { .. } => "ERROR",
+    }
+}

@@ -1,0 +1,25 @@
+//! # tributary-collector
+//!
+//! The central half of Tributary (binary `tributary`). One-way data flow:
+//!
+//! ```text
+//! ingest (TLS, frames, open + validate batch) → storage (route blocks to partitions,
+//! append, group-commit fsync) → ACK
+//! store (tributary-store: segments, index) → http (read by offset, long-poll) → cli
+//! ```
+//! - [`config`]: `collector.yaml`, two-stage (file → resolved);
+//! - [`ingest`]: accept loop with a connection cap, one task per agent connection;
+//! - [`storage`]: the only place tokio meets the synchronous store;
+//! - [`http`]: the API; [`client`] and [`cli`]: the client subcommands;
+//! - [`certs`], [`quickstart`]: getting started.
+
+pub mod certs;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod quickstart;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,161 @@
+//! `tributary`: the collector and its client commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tributary_collector::cli::{self, ConsumeArgs, Output};
+use tributary_collector::client::ApiClient;
+use tributary_collector::config::CollectorConfig;
+use tributary_collector::server::Collector;
+
+/// Tributary collector: stores logs shipped by agents in partitioned topics and serves them.
+#[derive(Parser)]
+#[command(name = "tributary", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector.
+    Serve {
+        /// Path of collector.yaml.
+        #[arg(long, short, default_value = "/etc/tributary/collector.yaml")]
+        config: PathBuf,
+    },
+    /// Run a collector and an agent together on localhost with dev certificates.
+    Quickstart,
+    /// Write a CA, a collector certificate and an agent certificate (PEM) into a directory.
+    Certs {
+        /// Output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Names and addresses the collector certificate is valid for (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+    },
+    /// List topics and their partitions.
+    Topics {
+        #[command(flatten)]
+        api: ApiArg,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
+    },
+    /// Print records of a topic by offset.
+    Consume {
+        #[command(flatten)]
+        api: ApiArg,
+        #[arg(long)]
+        topic: String,
+        /// Partition to read; default: all partitions.
+        #[arg(long)]
+        partition: Option<u32>,
+        /// earliest, latest or an offset number.
+        #[arg(long, default_value = "earliest")]
+        offset: String,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+        /// Keep waiting for new records.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
+    },
+}
+
+#[derive(clap::Args)]
+struct ApiArg {
+    /// Collector API base URL.
+    #[arg(
+        long = "api",
+        env = "TRIBUTARY_API",
+        default_value = "http://127.0.0.1:7401"
+    )]
+    url: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tributary: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (`| head`) is not an error.
+            if let Some(cli::CliError::Output(io)) = e.downcast_ref::<cli::CliError>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("tributary: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn signal_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    tokio::spawn(tributary_common::shutdown::on_signal(token.clone()));
+    token
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            let config = CollectorConfig::load(&config)?;
+            tributary_common::telemetry::init(config.log_level.as_deref());
+            let collector = Collector::bind(config).await?;
+            collector.run(signal_token()).await?;
+        }
+        Command::Quickstart => {
+            tributary_common::telemetry::init(Some("info"));
+            tributary_collector::quickstart::run(signal_token()).await?;
+        }
+        Command::Certs { out, hosts } => {
+            let files = tributary_collector::certs::generate(&out, &hosts)?;
+            println!(
+                "wrote {}, {}, {}, {}, {}",
+                files.ca.display(),
+                files.collector_cert.display(),
+                files.collector_key.display(),
+                files.agent_cert.display(),
+                files.agent_key.display()
+            );
+        }
+        Command::Topics { api, output } => {
+            cli::topics(&ApiClient::new(&api.url)?, output).await?;
+        }
+        Command::Consume {
+            api,
+            topic,
+            partition,
+            offset,
+            max,
+            follow,
+            output,
+        } => {
+            let args = ConsumeArgs {
+                topic,
+                partition,
+                offset,
+                max,
+                follow,
+                output,
+            };
+            cli::consume(&ApiClient::new(&api.url)?, &args).await?;
+        }
+    }
+    Ok(())
+}

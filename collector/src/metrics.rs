@@ -1,0 +1,105 @@
+//! Collector metrics, rendered in Prometheus text format on `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+}
+
+/// Every counter the collector exports.
+pub struct Metrics {
+    registry: Registry,
+    pub records_in: Counter,
+    pub bytes_in: Counter,
+    pub bytes_in_compressed: Counter,
+    pub batches_in: Counter,
+    pub connections_total: Counter,
+    pub connections_active: Gauge,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub http_requests: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tributary");
+        let m = Metrics {
+            records_in: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_in_compressed: Counter::default(),
+            batches_in: Counter::default(),
+            connections_total: Counter::default(),
+            connections_active: Gauge::default(),
+            errors: Family::default(),
+            http_requests: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ingest_records",
+            "Records durably stored",
+            m.records_in.clone(),
+        );
+        registry.register(
+            "ingest_bytes",
+            "Uncompressed payload bytes durably stored",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "ingest_compressed_bytes",
+            "Compressed batch bytes received",
+            m.bytes_in_compressed.clone(),
+        );
+        registry.register(
+            "ingest_batches",
+            "Batches durably stored and acknowledged",
+            m.batches_in.clone(),
+        );
+        registry.register(
+            "ingest_connections",
+            "Agent connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "ingest_connections_active",
+            "Agent connections open now",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "ingest_errors",
+            "Refused frames, batches and connections by kind",
+            m.errors.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP API requests",
+            m.http_requests.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,113 @@
+//! `tributary serve`: open the store, bind the ingest and API listeners, run until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CollectorConfig;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::storage::{Storage, StorageError};
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("cannot open the store in {dir}: {source}")]
+    Store { dir: String, source: StorageError },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("HTTP API: {0}")]
+    Api(std::io::Error),
+}
+
+/// A collector whose listeners are bound, ready to [`Collector::run`].
+pub struct Collector {
+    config: Arc<CollectorConfig>,
+    storage: Arc<Storage>,
+    metrics: Arc<Metrics>,
+    ingest: TcpListener,
+    api: TcpListener,
+}
+
+impl Collector {
+    /// Open (and recover) the store and bind both listeners, so that errors surface
+    /// before anything runs.
+    pub async fn bind(config: CollectorConfig) -> Result<Collector, ServeError> {
+        let config = Arc::new(config);
+        let dir = config.data_dir.display().to_string();
+        let c = config.clone();
+        let storage = tokio::task::spawn_blocking(move || Storage::open(c))
+            .await
+            .map_err(|e| ServeError::Store {
+                dir: dir.clone(),
+                source: StorageError::Task(e.to_string()),
+            })?
+            .map_err(|source| ServeError::Store { dir, source })?;
+        let ingest = TcpListener::bind(config.ingest_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.ingest_listen,
+                what: "ingest",
+                source,
+            })?;
+        let api = TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.api_listen,
+                what: "api",
+                source,
+            })?;
+        Ok(Collector {
+            config,
+            storage: Arc::new(storage),
+            metrics: Arc::new(Metrics::new()),
+            ingest,
+            api,
+        })
+    }
+
+    pub fn ingest_addr(&self) -> SocketAddr {
+        self.ingest
+            .local_addr()
+            .unwrap_or(self.config.ingest_listen)
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api.local_addr().unwrap_or(self.config.api_listen)
+    }
+
+    /// Serve until `shutdown`; then finish in-flight batches and flush.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        tracing::info!(
+            ingest = %self.ingest_addr(),
+            api = %self.api_addr(),
+            data_dir = %self.config.data_dir.display(),
+            fsync = ?self.config.fsync,
+            "collector listening"
+        );
+        let flusher = tokio::spawn(self.storage.clone().run_flusher(shutdown.clone()));
+        let router = crate::http::router(self.storage.clone(), self.metrics.clone());
+        let api = tokio::spawn(crate::http::serve(self.api, router, shutdown.clone()));
+        let ingest = Ingest::new(
+            self.config.tls.clone(),
+            self.storage.clone(),
+            self.metrics.clone(),
+            self.config.max_connections,
+        );
+        ingest.run(self.ingest, shutdown.clone()).await;
+        let api_result = api.await;
+        let _ = flusher.await;
+        self.storage.flush_all().await;
+        tracing::info!("collector stopped");
+        match api_result {
+            Ok(Err(e)) => Err(ServeError::Api(e)),
+            _ => Ok(()),
+        }
+    }
+}

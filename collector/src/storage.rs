@@ -1,0 +1,226 @@
+//! The async face of the synchronous store: topic creation from config, routing
+//! a batch's blocks to partitions, group-committed durability, and a change signal
+//! that long-polling readers wait on. The only place where tokio meets the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tributary_common::record::{self, PayloadSummary};
+use tributary_store::{Partition, Store, StoreOptions, Topic, TopicConfig};
+
+use crate::config::{CollectorConfig, FsyncMode};
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("invalid topic name `{0}`")]
+    InvalidTopic(String),
+    #[error(transparent)]
+    Store(#[from] tributary_store::Error),
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// Where one batch landed: each touched partition and the end offset it reached.
+pub struct Appended {
+    pub parts: Vec<(Arc<Partition>, u64)>,
+    pub records: u64,
+}
+
+/// Shared handle on the store.
+pub struct Storage {
+    store: Arc<Store>,
+    config: Arc<CollectorConfig>,
+    changed: watch::Sender<u64>,
+}
+
+impl Storage {
+    /// Open (and recover) the store under `config.data_dir`. Blocking; call at start-up.
+    pub fn open(config: Arc<CollectorConfig>) -> Result<Storage, StorageError> {
+        let store = Store::open(
+            &config.data_dir,
+            StoreOptions {
+                publish_on_sync: config.fsync == FsyncMode::Always,
+                ..StoreOptions::default()
+            },
+        )?;
+        let (changed, _) = watch::channel(0);
+        Ok(Storage {
+            store: Arc::new(store),
+            config,
+            changed,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// A receiver that changes whenever new records become visible.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Append a validated payload to `topic`, creating the topic on first use. Each
+    /// block goes to the partition of its source, so one source stays in order in
+    /// one partition. Returns once the data is written (not yet durable).
+    pub async fn append(&self, topic: &str, payload: Vec<u8>) -> Result<Appended, StorageError> {
+        if !tributary_store::valid_topic_name(topic) {
+            return Err(StorageError::InvalidTopic(topic.to_owned()));
+        }
+        let store = self.store.clone();
+        let settings = self.config.topic_settings(topic);
+        let topic = topic.to_owned();
+        let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
+            let t = match store.topic(&topic) {
+                Some(t) => t,
+                None => store.create_topic(
+                    &topic,
+                    TopicConfig {
+                        partitions: settings.partitions,
+                        segment_bytes: settings.segment_bytes,
+                    },
+                )?,
+            };
+            append_blocking(&t, &payload)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))??;
+        if self.config.fsync == FsyncMode::Interval {
+            self.bump();
+        }
+        Ok(appended)
+    }
+
+    /// Wait until everything in `appended` is durable (`fsync: always`); concurrent
+    /// callers share fsyncs (group commit). With `fsync: interval` this returns at once.
+    pub async fn make_durable(&self, appended: &Appended) -> Result<(), StorageError> {
+        if self.config.fsync == FsyncMode::Interval {
+            return Ok(());
+        }
+        for (p, end) in &appended.parts {
+            let p = p.clone();
+            let end = *end;
+            tokio::task::spawn_blocking(move || p.sync_to(end))
+                .await
+                .map_err(|e| StorageError::Task(e.to_string()))??;
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// With `fsync: interval`, flush every partition every `interval` until `shutdown`,
+    /// then once more.
+    pub async fn run_flusher(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.config.fsync != FsyncMode::Interval {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.config.fsync_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stop = tokio::select! {
+                _ = tick.tick() => false,
+                _ = shutdown.cancelled() => true,
+            };
+            let store = self.store.clone();
+            let r = tokio::task::spawn_blocking(move || sync_all(&store)).await;
+            if let Ok(Err(e)) = r {
+                tracing::error!(error = %e, "periodic fsync failed");
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Flush everything (used at shutdown).
+    pub async fn flush_all(&self) {
+        let store = self.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sync_all(&store)).await {
+            tracing::error!(error = %e, "final fsync failed");
+        }
+    }
+
+    /// Wait until something changes or `timeout` passes.
+    pub async fn wait_for_change(rx: &mut watch::Receiver<u64>, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+    }
+}
+
+fn sync_all(store: &Store) -> Result<(), tributary_store::Error> {
+    for t in store.topics() {
+        for p in t.partitions() {
+            p.sync()?;
+        }
+    }
+    Ok(())
+}
+
+/// Split `payload` by partition and append each part. Most batches come from one
+/// source, so when every block goes to one partition the payload is appended as is.
+fn append_blocking(topic: &Topic, payload: &[u8]) -> Result<Appended, StorageError> {
+    let n = topic.partitions().len() as u32;
+    let mut blocks: Vec<(u32, &[u8], PayloadSummary)> = Vec::new();
+    for block in record::blocks(payload, false) {
+        let block = block
+            .map_err(|e| StorageError::Task(format!("payload changed after validation: {e}")))?;
+        let mut summary = PayloadSummary::default();
+        for (i, r) in block.records().enumerate() {
+            let r = r.map_err(|e| {
+                StorageError::Task(format!("payload changed after validation: {e}"))
+            })?;
+            summary.add(r.timestamp_ms, i == 0);
+        }
+        let p = record::partition_for(block.header.host, block.header.source, n);
+        blocks.push((p, block.bytes, summary));
+    }
+    let mut parts: Vec<(u32, Vec<u8>, PayloadSummary)> = Vec::new();
+    let single = blocks.windows(2).all(|w| w[0].0 == w[1].0);
+    for (p, bytes, summary) in &blocks {
+        let idx = match parts.iter().position(|(q, _, _)| q == p) {
+            Some(i) => i,
+            None => {
+                parts.push((*p, Vec::new(), PayloadSummary::default()));
+                parts.len() - 1
+            }
+        };
+        if !single {
+            parts[idx].1.extend_from_slice(bytes);
+        }
+        merge_summary(&mut parts[idx].2, summary);
+    }
+    let mut appended = Appended {
+        parts: Vec::new(),
+        records: 0,
+    };
+    for (p, bytes, summary) in &parts {
+        let part = topic
+            .partition(*p)
+            .ok_or_else(|| StorageError::Task(format!("partition {p} missing")))?;
+        let r = part.append(if single { payload } else { bytes }, summary)?;
+        appended.records += summary.records as u64;
+        appended.parts.push((part.clone(), r.next_offset));
+    }
+    Ok(appended)
+}
+
+fn merge_summary(into: &mut PayloadSummary, s: &PayloadSummary) {
+    if into.records == 0 {
+        *into = *s;
+        return;
+    }
+    if s.records == 0 {
+        return;
+    }
+    into.records += s.records;
+    into.blocks += s.blocks;
+    into.last_timestamp_ms = s.last_timestamp_ms;
+    into.min_timestamp_ms = into.min_timestamp_ms.min(s.min_timestamp_ms);
+    into.max_timestamp_ms = into.max_timestamp_ms.max(s.max_timestamp_ms);
+}

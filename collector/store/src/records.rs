@@ -1,0 +1,129 @@
+//! What a read returns: records decoded from stored batch payloads, with their
+//! offsets. Decoding is bounds-checked by `tributary_common::record`; a payload that
+//! passed its CRC but does not decode is reported as corruption by the caller.
+
+use std::sync::Arc;
+
+use tributary_common::record;
+
+use crate::batch::BatchHeader;
+
+/// One stored record with its offset. `host`, `source` and `block_fields` are
+/// shared by all records of one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub host: Arc<str>,
+    pub source: Arc<str>,
+    pub source_id: u64,
+    pub source_offset: u64,
+    /// `tributary_common::record::FLAG_*` bits.
+    pub flags: u8,
+    /// The block's static fields (JSON object bytes) or empty.
+    pub block_fields: Arc<[u8]>,
+    /// The record's own fields (JSON object bytes) or empty.
+    pub fields: Vec<u8>,
+    pub message: Vec<u8>,
+}
+
+/// The answer to [`Partition::read`](crate::Partition::read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Records in offset order, without gaps.
+    pub records: Vec<StoredRecord>,
+    /// The offset to read next: one past the last record returned, or the
+    /// requested offset when nothing was returned.
+    pub next_offset: u64,
+}
+
+/// Where decoding one batch stopped.
+pub(crate) enum Collected {
+    /// Every record of the batch at or after the start offset was taken.
+    Done,
+    /// A limit was reached; this offset was not taken.
+    Full(u64),
+}
+
+/// Limits of one read and what was taken so far.
+pub(crate) struct Take {
+    pub records: Vec<StoredRecord>,
+    pub bytes: usize,
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
+impl Take {
+    fn full_before(&self, size: usize) -> bool {
+        self.records.len() >= self.max_records
+            || (!self.records.is_empty() && self.bytes.saturating_add(size) > self.max_bytes)
+    }
+}
+
+/// Decode the records of one batch with offset `>= from` into `take`. The error is
+/// a description of how the payload disagrees with its header.
+pub(crate) fn collect(
+    payload: &[u8],
+    h: &BatchHeader,
+    from: u64,
+    take: &mut Take,
+) -> Result<Collected, String> {
+    let mut off = h.base_offset;
+    for block in record::blocks(payload, false) {
+        let block = block.map_err(|e| format!("payload does not decode: {e}"))?;
+        let n = u64::from(block.header.record_count);
+        let block_end = off
+            .checked_add(n)
+            .filter(|&end| end <= h.next_offset())
+            .ok_or_else(|| {
+                format!(
+                    "blocks hold more than the {} records declared",
+                    h.record_count
+                )
+            })?;
+        if block_end <= from {
+            off = block_end;
+            continue;
+        }
+        let host: Arc<str> = Arc::from(block.header.host);
+        let source: Arc<str> = Arc::from(block.header.source);
+        let block_fields: Arc<[u8]> = Arc::from(block.header.fields);
+        for r in block.records() {
+            let r = r.map_err(|e| format!("record does not decode: {e}"))?;
+            if off >= from {
+                let size = r.message.len() + r.fields.len();
+                if take.full_before(size) {
+                    return Ok(Collected::Full(off));
+                }
+                take.bytes += size;
+                take.records.push(StoredRecord {
+                    offset: off,
+                    timestamp_ms: r.timestamp_ms,
+                    host: host.clone(),
+                    source: source.clone(),
+                    source_id: block.header.source_id,
+                    source_offset: r.source_offset,
+                    flags: r.flags,
+                    block_fields: block_fields.clone(),
+                    fields: r.fields.to_vec(),
+                    message: r.message.to_vec(),
+                });
+            }
+            off += 1;
+        }
+        if off != block_end {
+            return Err(format!(
+                "block declares {n} records but holds {}",
+                n - (block_end - off)
+            ));
+        }
+    }
+    if off != h.next_offset() {
+        return Err(format!(
+            "batch declares {} records but holds {}",
+            h.record_count,
+            off - h.base_offset
+        ));
+    }
+    Ok(Collected::Done)
+}

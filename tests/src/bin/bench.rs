@@ -1,0 +1,181 @@
+//! End-to-end benchmark: N lines of ~150 bytes from one file, through a real agent
+//! and a real collector over mutual TLS, to durable storage.
+//!
+//! ```text
+//! cargo run --release -p tributary-e2e --bin tributary-bench -- [--lines 1000000] [--compression lz4|gzip|none] [--fsync always|interval]
+//! ```
+//! Prints lines/s, MB/s and, per process, CPU seconds and peak RSS (from /proc).
+//! Everything runs on 127.0.0.1 and stops by itself.
+
+use std::time::{Duration, Instant};
+
+use tributary_e2e::{Env, Proc};
+
+struct Opts {
+    lines: usize,
+    compression: String,
+    fsync: String,
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut o = Opts {
+        lines: 1_000_000,
+        compression: "lz4".into(),
+        fsync: "always".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--lines" => o.lines = val()?.parse().map_err(|e| format!("--lines: {e}"))?,
+            "--compression" => o.compression = val()?,
+            "--fsync" => o.fsync = val()?,
+            "--bench" => {} // passed by `cargo bench`
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(o)
+}
+
+/// CPU seconds (user + system) and peak RSS in bytes of a live process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; here indexes 11 and 12.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024;
+    (cpu, hwm)
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown CPU")
+        .to_owned();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cores} cores, {model}")
+}
+
+fn main() {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tributary-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let env = Env::new();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let file = logs.join("bench.log");
+    let mut bytes = 0u64;
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&file).expect("bench file"),
+        );
+        for i in 0..opts.lines {
+            let line = format!(
+                "2026-11-25T14:01:34.{:03}Z INFO web-{:02} request_id={i:010} method=GET path=/api/v1/items/{} status=200 bytes={} ua=\"curl/8.5\"\n",
+                i % 1000,
+                i % 16,
+                i.wrapping_mul(7919) % 1_000_000,
+                i % 65_536
+            );
+            bytes += line.len() as u64;
+            w.write_all(line.as_bytes()).expect("write");
+        }
+        w.flush().expect("flush");
+    }
+    let collector = env.start_collector(&format!(
+        "topics:\n  default: {{partitions: 4}}\ndurability:\n  fsync: {}\n  interval_ms: 1000\n",
+        opts.fsync
+    ));
+    let yaml = format!(
+        "host: bench\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: bench\n    include: [\"{file}\"]\n    read_from: beginning\n{out}",
+        data = env.path().join("agent-data").display(),
+        file = file.display(),
+        out = env
+            .output_yaml(&collector, &opts.compression)
+            .replace("linger_ms: 50", "linger_ms: 200"),
+    );
+    let start = Instant::now();
+    let mut agent: Proc = env.start_agent("agent", &yaml);
+    let deadline = start + Duration::from_secs(600);
+    let mut peak = (0.0, 0u64, 0.0, 0u64);
+    loop {
+        let n = collector.count("bench");
+        let (ac, ar) = usage(agent.pid());
+        let (cc, cr) = usage(collector.proc.pid());
+        peak = (
+            ac.max(peak.0),
+            ar.max(peak.1),
+            cc.max(peak.2),
+            cr.max(peak.3),
+        );
+        if n >= opts.lines as u64 {
+            break;
+        }
+        if Instant::now() > deadline || !agent.is_running() {
+            eprintln!(
+                "tributary-bench: only {n} of {} lines after {:?}\n{}",
+                opts.lines,
+                start.elapsed(),
+                agent.log_text()
+            );
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (ac, ar) = usage(agent.pid());
+    let (cc, cr) = usage(collector.proc.pid());
+    let (ac, ar, cc, cr) = (
+        ac.max(peak.0),
+        ar.max(peak.1),
+        cc.max(peak.2),
+        cr.max(peak.3),
+    );
+    let mb = bytes as f64 / 1e6;
+    println!("machine:        {}", machine());
+    println!(
+        "workload:       {} lines, {:.1} MB ({:.0} bytes/line), compression {}, fsync {}",
+        opts.lines,
+        mb,
+        bytes as f64 / opts.lines as f64,
+        opts.compression,
+        opts.fsync
+    );
+    println!("elapsed:        {secs:.2} s (agent start → last line durable and visible)");
+    println!(
+        "throughput:     {:.0} lines/s, {:.1} MB/s",
+        opts.lines as f64 / secs,
+        mb / secs
+    );
+    println!(
+        "agent:          {ac:.2} CPU s, peak RSS {:.1} MB",
+        ar as f64 / 1e6
+    );
+    println!(
+        "collector:      {cc:.2} CPU s, peak RSS {:.1} MB",
+        cr as f64 / 1e6
+    );
+    drop(agent);
+}

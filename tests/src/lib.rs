@@ -1,0 +1,400 @@
+//! Test harness: real `tributary` and `tributary-agent` processes on 127.0.0.1,
+//! with certificates generated per test in a temporary directory.
+//!
+//! Every process is started by the harness, remembered by PID and killed (SIGKILL)
+//! when its handle drops, so a failing test leaves nothing running.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tributary_collector::certs::{self, CertFiles};
+use tributary_collector::client::ApiClient;
+
+/// Directory holding the built binaries (`target/release` or `target/debug`).
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The test executable lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe
+            .parent()
+            .and_then(|d| {
+                if d.ends_with("deps") {
+                    d.parent()
+                } else {
+                    Some(d)
+                }
+            })
+            .expect("target dir")
+            .to_path_buf();
+        let release = dir.ends_with("release");
+        // Build the binaries with the same profile and the same target selection as
+        // `cargo test --workspace`: the feature resolution is then identical and this
+        // reuses what the test run just compiled instead of rebuilding a variant.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"]);
+        // Variables cargo sets for this test process; build scripts (ring's) track
+        // CARGO_MANIFEST_DIR, so passing them on would force a rebuild.
+        for (k, _) in std::env::vars_os() {
+            if let Some(k) = k.to_str()
+                && (k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_BIN_EXE_")
+                    || matches!(
+                        k,
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "CARGO_PRIMARY_PACKAGE"
+                    ))
+            {
+                cmd.env_remove(k);
+            }
+        }
+        if release {
+            cmd.arg("--release");
+        }
+        let started = Instant::now();
+        let status = cmd.status().expect("run cargo build");
+        eprintln!("harness: binaries ready in {:.1?}", started.elapsed());
+        assert!(status.success(), "building the binaries failed");
+        dir
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed with SIGKILL when dropped.
+pub struct Proc {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, bin: &str, args: &[&str], log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(bin_dir().join(bin))
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        Proc {
+            name,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // Our own child, by PID.
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log_text(), 4000)
+            );
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// A test directory with certificates, and helpers to run a collector and agents in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub certs: CertFiles,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = certs::generate(&dir.path().join("certs"), &[]).expect("certs");
+        Env { dir, certs }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write `collector.yaml` and start `tributary serve`; waits until `/healthz` answers.
+    pub fn start_collector(&self, extra_yaml: &str) -> Collector {
+        let ingest = free_port();
+        let api = free_port();
+        self.start_collector_on(ingest, api, extra_yaml)
+    }
+
+    pub fn start_collector_on(&self, ingest: u16, api: u16, extra_yaml: &str) -> Collector {
+        let cfg = self.path().join("collector.yaml");
+        let yaml = format!(
+            "data_dir: {data}\ningest:\n  listen: 127.0.0.1:{ingest}\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\napi:\n  listen: 127.0.0.1:{api}\n{extra_yaml}",
+            data = self.path().join("collector-data").display(),
+            cert = self.certs.collector_cert.display(),
+            key = self.certs.collector_key.display(),
+            ca = self.certs.ca.display(),
+        );
+        std::fs::write(&cfg, yaml).expect("write collector.yaml");
+        let proc = Proc::spawn(
+            "collector",
+            "tributary",
+            &["serve", "--config", cfg.to_str().expect("utf-8 path")],
+            self.path().join(format!("collector-{ingest}.log")),
+        );
+        let c = Collector {
+            proc,
+            ingest_port: ingest,
+            api: ApiClient::new(&format!("http://127.0.0.1:{api}")).expect("api url"),
+        };
+        c.wait_healthy(Duration::from_secs(30));
+        c
+    }
+
+    /// Write an agent config and start `tributary-agent`.
+    pub fn start_agent(&self, name: &str, yaml: &str) -> Proc {
+        let cfg = self.path().join(format!("{name}.yaml"));
+        std::fs::write(&cfg, yaml).expect("write agent.yaml");
+        Proc::spawn(
+            "agent",
+            "tributary-agent",
+            &["--config", cfg.to_str().expect("utf-8 path")],
+            self.path().join(format!("{name}.log")),
+        )
+    }
+
+    /// The `output:` section pointing at `collector` with this env's certificates.
+    pub fn output_yaml(&self, collector: &Collector, compression: &str) -> String {
+        format!(
+            "output:\n  collectors: [\"127.0.0.1:{port}\"]\n  tls:\n    ca: {ca}\n    cert: {cert}\n    key: {key}\n    server_name: localhost\n  compression: {compression}\n  batch: {{max_bytes: 1MiB, max_records: 10000, linger_ms: 50}}\n",
+            port = collector.ingest_port,
+            ca = self.certs.ca.display(),
+            cert = self.certs.agent_cert.display(),
+            key = self.certs.agent_key.display(),
+        )
+    }
+}
+
+/// A running collector process and a client for its API.
+pub struct Collector {
+    pub proc: Proc,
+    pub ingest_port: u16,
+    pub api: ApiClient,
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+/// Run a future on the harness's runtime (tests are plain `#[test]` functions).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
+/// One record as read back over HTTP.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub partition: u32,
+    pub offset: u64,
+    pub host: String,
+    pub source: String,
+    pub message: String,
+    pub fields: serde_json::Map<String, Value>,
+    pub json: Value,
+}
+
+impl Collector {
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if block_on(self.api.get_json("/healthz", Duration::from_secs(2))).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collector not healthy after {timeout:?}:\n{}",
+                self.proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, tributary_collector::client::ClientError> {
+        block_on(self.api.get_json(path, Duration::from_secs(60)))
+    }
+
+    /// `end_offset` per partition of `topic` (empty when the topic does not exist).
+    pub fn end_offsets(&self, topic: &str) -> BTreeMap<u32, u64> {
+        let v = self.get("/v1/topics").expect("GET /v1/topics");
+        let mut out = BTreeMap::new();
+        for t in v.as_array().into_iter().flatten() {
+            if t["name"] == topic {
+                for p in t["partitions"].as_array().into_iter().flatten() {
+                    out.insert(
+                        p["partition"].as_u64().unwrap_or(0) as u32,
+                        p["end_offset"].as_u64().unwrap_or(0),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Records stored in `topic`, all partitions.
+    pub fn count(&self, topic: &str) -> u64 {
+        let ends = self.end_offsets(topic);
+        ends.values().sum()
+    }
+
+    /// Wait until `topic` holds at least `n` records; returns the count. Fails the
+    /// test with the logs when the deadline passes.
+    pub fn wait_for_count(&self, topic: &str, n: u64, timeout: Duration, agent: &Proc) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.count(topic);
+            if c >= n {
+                return c;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "topic {topic}: {c} of {n} records after {timeout:?}\n---- agent log ----\n{}\n---- collector log ----\n{}",
+                    tail(&agent.log_text(), 4000),
+                    tail(&self.proc.log_text(), 4000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Read every record of every partition of `topic` by offset, from 0 to the end.
+    pub fn read_all(&self, topic: &str) -> Vec<Rec> {
+        let mut all = Vec::new();
+        for (p, end) in self.end_offsets(topic) {
+            let mut offset = 0u64;
+            while offset < end {
+                let v = self
+                    .get(&format!(
+                        "/v1/topics/{topic}/partitions/{p}/records?offset={offset}&max=10000"
+                    ))
+                    .expect("read records");
+                let records = v["records"].as_array().cloned().unwrap_or_default();
+                assert!(
+                    !records.is_empty(),
+                    "empty read at {topic}/{p}@{offset} below end {end}"
+                );
+                for r in records {
+                    assert_eq!(r["offset"].as_u64(), Some(offset), "offsets must be dense");
+                    all.push(Rec {
+                        partition: p,
+                        offset,
+                        host: r["host"].as_str().unwrap_or_default().to_owned(),
+                        source: r["source"].as_str().unwrap_or_default().to_owned(),
+                        message: r["message"].as_str().unwrap_or_default().to_owned(),
+                        fields: r["fields"].as_object().cloned().unwrap_or_default(),
+                        json: r,
+                    });
+                    offset += 1;
+                }
+                assert_eq!(v["next_offset"].as_u64(), Some(offset));
+            }
+        }
+        all
+    }
+}
+
+/// Append `lines` to `path` (created if missing) in one write.
+pub fn append_lines<I: IntoIterator<Item = String>>(path: &Path, lines: I) {
+    let mut buf = String::new();
+    for l in lines {
+        buf.push_str(&l);
+        buf.push('\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.write_all(buf.as_bytes()).expect("append");
+}
