@@ -438,3 +438,17 @@ mod tests {
         assert!(err.contains("inputs[0].type"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/agent.yaml");
+        let f: AgentConfigFile = config::load_yaml(Path::new(path)).unwrap();
+        assert_eq!(f.inputs.len(), 1);
+        assert_eq!(f.output.compression, Compression::Lz4);
+        assert_eq!(f.output.batch.max_bytes, ByteSize(1 << 20));
+    }
+}

@@ -47,11 +47,11 @@ pub enum AgentError {
 }
 
 /// Encoded chunks waiting for the batcher (each up to `chunk_bytes`).
-const CHUNK_QUEUE: usize = 8;
+const CHUNK_QUEUE: usize = 4;
 /// Closed batches waiting for the shipper.
 const BATCH_QUEUE: usize = 2;
 /// Batches in flight per connection.
-const WINDOW: usize = 8;
+const WINDOW: usize = 4;
 
 /// Run the agent until `shutdown` is cancelled, then deliver what is in flight
 /// (bounded by a drain timeout) and return.

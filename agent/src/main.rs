@@ -32,9 +32,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     tributary_common::telemetry::init(config.log_level.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(8)
+    // One event-loop thread and two threads for blocking file reads: the agent's
+    // work is light per byte, and every extra thread costs memory (malloc arenas).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(2)
         .enable_all()
         .build()
     {

@@ -274,3 +274,30 @@ impl CollectorConfigFile {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_merges_topic_overrides() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/collector.yaml");
+        let f: CollectorConfigFile = config::load_yaml(Path::new(path)).unwrap();
+        let default = merge("c", "default", BUILTIN_DEFAULT, &f.topics["default"]).unwrap();
+        assert_eq!(default.partitions, 4);
+        assert_eq!(default.max_bytes, Some(10 << 30));
+        let app = merge("c", "app", default, &f.topics["app"]).unwrap();
+        assert_eq!((app.partitions, app.segment_bytes), (8, 128 << 20));
+        assert_eq!(f.durability.fsync, FsyncMode::Always);
+        let bad = TopicFile {
+            partitions: Some(0),
+            ..TopicFile::default()
+        };
+        assert!(
+            merge("c", "x", default, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("topics.x.partitions")
+        );
+    }
+}

@@ -131,6 +131,14 @@ struct ReadParams {
     wait_ms: Option<String>,
 }
 
+/// The answer of a read by offset.
+#[derive(Serialize)]
+struct ReadAnswer<'a> {
+    records: Vec<RecordJson<'a>>,
+    next_offset: u64,
+    end_offset: u64,
+}
+
 /// One record as the API shows it.
 #[derive(Serialize)]
 pub struct RecordJson<'a> {
@@ -273,10 +281,10 @@ async fn records(
         .iter()
         .map(|r| RecordJson::from_stored(&topic, pnum, r))
         .collect();
-    Ok(axum::Json(json!({
-        "records": records,
-        "next_offset": result.next_offset,
-        "end_offset": p.end_offset(),
-    }))
+    Ok(axum::Json(ReadAnswer {
+        records,
+        next_offset: result.next_offset,
+        end_offset: p.end_offset(),
+    })
     .into_response())
 }

@@ -220,6 +220,7 @@ impl Env {
         let c = Collector {
             proc,
             ingest_port: ingest,
+            api_port: api,
             api: ApiClient::new(&format!("http://127.0.0.1:{api}")).expect("api url"),
         };
         c.wait_healthy(Duration::from_secs(30));
@@ -254,6 +255,7 @@ impl Env {
 pub struct Collector {
     pub proc: Proc,
     pub ingest_port: u16,
+    pub api_port: u16,
     pub api: ApiClient,
 }
 

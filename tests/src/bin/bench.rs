@@ -93,7 +93,7 @@ fn main() {
         );
         for i in 0..opts.lines {
             let line = format!(
-                "2026-11-25T14:01:34.{:03}Z INFO web-{:02} request_id={i:010} method=GET path=/api/v1/items/{} status=200 bytes={} ua=\"curl/8.5\"\n",
+                "2026-11-25T14:01:34.{:03}Z INFO web-{:02} request_id={i:010} method=GET path=/api/v1/items/{} status=200 bytes={} ua=\"Mozilla/5.0 (X11; Linux)\"\n",
                 i % 1000,
                 i % 16,
                 i.wrapping_mul(7919) % 1_000_000,
