@@ -7,11 +7,13 @@
 //! input::file (tail, split lines, encode blocks) → Chunk
 //!   → batch::Batcher (per topic, size/count/linger, compress) → Batch
 //!   → ship::Shipper (TLS, pipelined, ACK after durable append)
+//!   ⇢ checkpoint (acknowledged positions only; the one return path)
 //! ```
 //! [`run`] wires the stages; `main.rs` only parses flags and loads the config.
 //! The agent never links the collector's storage engine.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod input;
 pub mod metrics;
@@ -26,8 +28,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{BatchLimits, Batcher};
+use crate::checkpoint::Checkpoints;
 use crate::config::{AgentConfig, ReadFrom};
-use crate::input::file::{FileInput, FileInputSettings};
+use crate::input::file::{FileInput, FileInputSettings, Marks};
 use crate::ship::Shipper;
 use crate::stats::AgentStats;
 
@@ -39,6 +42,8 @@ pub enum AgentError {
         topic: String,
         source: input::file::FileInputError,
     },
+    #[error("checkpoints: {0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
         addr: String,
@@ -52,6 +57,10 @@ const CHUNK_QUEUE: usize = 4;
 const BATCH_QUEUE: usize = 2;
 /// Batches in flight per connection.
 const WINDOW: usize = 4;
+/// Acknowledged positions are saved at most this often (and at shutdown). After a
+/// crash, what was acknowledged since the last save is sent again and dropped by
+/// the collector as duplicates.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Run the agent until `shutdown` is cancelled, then deliver what is in flight
 /// (bounded by a drain timeout) and return.
@@ -60,6 +69,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let chunk_bytes = (256 << 10).min(config.batch_max_bytes);
     let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
     let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
+    let checkpoints = Checkpoints::load(&config.data_dir)?;
+    let resume = checkpoints.resume_points();
+    let marks = Arc::new(Marks::default());
 
     let mut inputs = Vec::new();
     for f in &config.files {
@@ -74,6 +86,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             rescan_interval: Duration::from_secs(1),
             poll_interval: Duration::from_millis(250),
             chunk_bytes,
+            resume: resume.clone(),
+            marks: marks.clone(),
         })
         .map_err(|source| AgentError::FileInput {
             topic: f.topic.to_string(),
@@ -105,6 +119,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         .with_stats(stats.clone())
         .run(chunk_rx, batch_tx),
     );
+    let (acked_tx, acked_rx) = mpsc::unbounded_channel();
+    let checkpointer = tokio::spawn(checkpoint::run(
+        checkpoints,
+        acked_rx,
+        marks,
+        CHECKPOINT_INTERVAL,
+    ));
     let shipper = Shipper {
         collectors: config.collectors.clone(),
         tls: config.tls.clone(),
@@ -112,6 +133,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         window: WINDOW,
         drain_timeout: Duration::from_secs(5),
         stats: stats.clone(),
+        acked: Some(acked_tx),
     };
     tracing::info!(
         host = %config.host,
@@ -120,7 +142,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         compression = config.compression.name(),
         "agent started"
     );
+    // Returns when everything was delivered or the drain time after shutdown ran out;
+    // dropping it closes the acknowledgement channel, so the checkpointer saves last.
     shipper.run(batch_rx, shutdown.clone()).await;
+    let _ = checkpointer.await;
     for i in inputs {
         match i.await {
             Ok(Err(e)) => tracing::error!(error = %e, "file input failed"),

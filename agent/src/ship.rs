@@ -25,7 +25,7 @@ use tributary_common::wire::{
     DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, PROTOCOL_VERSION, WireError,
 };
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Position};
 use crate::config::CollectorAddr;
 use crate::stats::AgentStats;
 
@@ -49,6 +49,8 @@ pub struct Shipper {
     /// After shutdown is requested, how long to keep trying to deliver what is in flight.
     pub drain_timeout: Duration,
     pub stats: Arc<AgentStats>,
+    /// Where acknowledged batches' positions go (the checkpointer).
+    pub acked: Option<mpsc::UnboundedSender<Vec<Position>>>,
 }
 
 struct Inflight {
@@ -239,6 +241,9 @@ impl Shipper {
                                         *failures = 0;
                                         self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                                         self.stats.records_acked.fetch_add(done.batch.records() as u64, Ordering::Relaxed);
+                                        if let Some(acked) = &self.acked {
+                                            let _ = acked.send(done.batch.positions);
+                                        }
                                     }
                                 }
                                 _ => {

@@ -256,7 +256,7 @@ impl Ingest {
         let opened = tokio::task::spawn_blocking(move || batch.open(limit))
             .await
             .map_err(|e| Fatal::new(ErrorCode::Unknown, format!("batch task failed: {e}")))?;
-        let (payload, summary) = match opened {
+        let (payload, _summary) = match opened {
             Ok(x) => x,
             Err(e) => {
                 let kind = match e.code() {
@@ -271,13 +271,21 @@ impl Ingest {
         };
         let bytes = payload.len() as u64;
         match self.storage.append(&topic, payload).await {
-            Ok(appended) => Ok(Pending::Stored {
-                seq,
-                appended,
-                bytes,
-                compressed,
-                records: summary.records as u64,
-            }),
+            Ok(appended) => {
+                if appended.duplicates > 0 {
+                    tracing::debug!(
+                        seq,
+                        duplicates = appended.duplicates,
+                        "dropped records already stored"
+                    );
+                }
+                Ok(Pending::Stored {
+                    seq,
+                    bytes,
+                    compressed,
+                    appended,
+                })
+            }
             Err(StorageError::InvalidTopic(t)) => {
                 self.metrics.error("invalid_topic");
                 Ok(Pending::Reject(
@@ -316,7 +324,6 @@ enum Pending {
         appended: Appended,
         bytes: u64,
         compressed: u64,
-        records: u64,
     },
     Reject(u64, ErrorCode, String),
     Fatal(ErrorCode, String),
@@ -334,11 +341,14 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
                 appended,
                 bytes,
                 compressed,
-                records,
             } => match ingest.storage.make_durable(&appended).await {
                 Ok(()) => {
                     ingest.metrics.batches_in.inc();
-                    ingest.metrics.records_in.inc_by(records);
+                    ingest.metrics.records_in.inc_by(appended.records);
+                    ingest
+                        .metrics
+                        .records_deduplicated
+                        .inc_by(appended.duplicates);
                     ingest.metrics.bytes_in.inc_by(bytes);
                     ingest.metrics.bytes_in_compressed.inc_by(compressed);
                     Frame::Ack { seq }

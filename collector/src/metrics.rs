@@ -15,6 +15,7 @@ pub struct ErrorLabels {
 pub struct Metrics {
     registry: Registry,
     pub records_in: Counter,
+    pub records_deduplicated: Counter,
     pub bytes_in: Counter,
     pub bytes_in_compressed: Counter,
     pub batches_in: Counter,
@@ -35,6 +36,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tributary");
         let m = Metrics {
             records_in: Counter::default(),
+            records_deduplicated: Counter::default(),
             bytes_in: Counter::default(),
             bytes_in_compressed: Counter::default(),
             batches_in: Counter::default(),

@@ -26,7 +26,10 @@ pub enum StorageError {
 /// Where one batch landed: each touched partition and the end offset it reached.
 pub struct Appended {
     pub parts: Vec<(Arc<Partition>, u64)>,
+    /// Records stored by this append.
     pub records: u64,
+    /// Records dropped because they were already stored (resends).
+    pub duplicates: u64,
 }
 
 /// Shared handle on the store.
@@ -198,13 +201,15 @@ fn append_blocking(topic: &Topic, payload: &[u8]) -> Result<Appended, StorageErr
     let mut appended = Appended {
         parts: Vec::new(),
         records: 0,
+        duplicates: 0,
     };
     for (p, bytes, summary) in &parts {
         let part = topic
             .partition(*p)
             .ok_or_else(|| StorageError::Task(format!("partition {p} missing")))?;
         let r = part.append(if single { payload } else { bytes }, summary)?;
-        appended.records += summary.records as u64;
+        appended.records += u64::from(r.appended);
+        appended.duplicates += u64::from(r.duplicates);
         appended.parts.push((part.clone(), r.next_offset));
     }
     Ok(appended)

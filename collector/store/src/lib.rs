@@ -45,6 +45,7 @@
 //!   offset a consumer saw is never reused after a crash.
 
 pub mod batch;
+mod dedup;
 mod error;
 pub mod index;
 mod partition;

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use tributary_common::record::{self, PayloadSummary};
 
 use crate::batch::{BatchHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::dedup::{Filtered, Sources};
 use crate::error::Error;
 use crate::index::{self, ENTRY_LEN, IndexEntry};
 use crate::records::{self, Collected, ReadResult, Take};
@@ -40,10 +41,15 @@ pub(crate) struct PartitionOptions {
 /// The offsets an append was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
-    /// Offset of the batch's first record.
+    /// Offset of the batch's first appended record.
     pub base_offset: u64,
-    /// One past the batch's last record.
+    /// One past the batch's last record (when every record was a duplicate: the
+    /// partition's written end, which covers the earlier copies).
     pub next_offset: u64,
+    /// Records appended.
+    pub appended: u32,
+    /// Records dropped because the partition already holds them (see `dedup`).
+    pub duplicates: u32,
 }
 
 struct Writer {
@@ -52,6 +58,8 @@ struct Writer {
     /// Bytes in the active segment.
     size: u64,
     next_offset: u64,
+    /// Highest stored offset per file source, for deduplication.
+    sources: Sources,
 }
 
 /// One partition of a topic. All methods take `&self`; see the module docs for
@@ -85,6 +93,7 @@ impl Partition {
         dir_lock: Arc<File>,
     ) -> Result<Partition, Error> {
         let r = recovery::recover(&dir, opts.index_interval_bytes)?;
+        let sources = scan_sources(&r.segments);
         let active = r
             .segments
             .last()
@@ -98,6 +107,7 @@ impl Partition {
                 index_file: r.index_file,
                 size: r.active_size,
                 next_offset: r.next_offset,
+                sources,
             }),
             sync_lock: Mutex::new(()),
             segments: RwLock::new(r.segments),
@@ -174,6 +184,29 @@ impl Partition {
         self.check_summary(payload, summary)?;
         let mut w = lock(&self.writer);
         self.check_failed()?;
+        // Deduplicate under the writer lock, so that two connections resending the
+        // same records cannot both pass the check.
+        let invalid = |e: record::DecodeError| Error::InvalidBatch {
+            path: self.dir.clone(),
+            reason: format!("payload does not decode: {e}"),
+        };
+        let filtered = w.sources.filter(payload).map_err(invalid)?;
+        let (payload, summary, duplicates) = match &filtered {
+            Filtered::All => (payload, summary, 0),
+            Filtered::Some {
+                payload,
+                summary,
+                dropped,
+            } => (payload.as_slice(), summary, *dropped),
+            Filtered::None { dropped } => {
+                return Ok(AppendResult {
+                    base_offset: w.next_offset,
+                    next_offset: w.next_offset,
+                    appended: 0,
+                    duplicates: *dropped,
+                });
+            }
+        };
         let count = u64::from(summary.records);
         let header = BatchHeader::for_payload(
             w.next_offset,
@@ -211,6 +244,8 @@ impl Partition {
             }
             seg.push_index(entry);
         }
+        // Cannot fail: the payload decoded in `filter` above.
+        let _ = w.sources.observe(payload);
         let base_offset = w.next_offset;
         w.next_offset += count;
         w.size += total;
@@ -222,7 +257,14 @@ impl Partition {
         Ok(AppendResult {
             base_offset,
             next_offset: w.next_offset,
+            appended: summary.records,
+            duplicates,
         })
+    }
+
+    /// Number of file sources this partition tracks for deduplication.
+    pub fn tracked_sources(&self) -> usize {
+        lock(&self.writer).sources.len()
     }
 
     /// Cheap structural check: the blocks' declared counts add up to the summary.
@@ -420,4 +462,39 @@ impl Partition {
             next_offset: next,
         })
     }
+}
+
+/// Rebuild the deduplication table from the log. A damaged batch in an old segment
+/// ends the scan of that segment with a warning (reads of that range report the
+/// damage); the table then only misses what cannot be read anyway.
+fn scan_sources(segments: &[Arc<Segment>]) -> Sources {
+    let mut sources = Sources::default();
+    for seg in segments {
+        let len = match seg.file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                tracing::warn!(segment = %seg.log_path.display(), error = %e, "cannot stat segment for deduplication");
+                continue;
+            }
+        };
+        let mut pos = 0u64;
+        while pos < len {
+            let step = seg
+                .read_header(pos)
+                .and_then(|h| seg.read_payload(pos, &h).map(|p| (h, p)));
+            match step {
+                Ok((h, payload)) => {
+                    if let Err(e) = sources.observe(&payload) {
+                        tracing::warn!(segment = %seg.log_path.display(), position = pos, error = %e, "undecodable batch skipped while rebuilding deduplication state");
+                    }
+                    pos += h.total_len();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stopped rebuilding deduplication state for this segment");
+                    break;
+                }
+            }
+        }
+    }
+    sources
 }

@@ -156,6 +156,30 @@ impl Scanner {
         }
     }
 
+    /// Continue a file read by an earlier run (checkpoint), if it shows up with the
+    /// same identity.
+    pub(crate) fn resume(&mut self, r: super::ResumePoint) {
+        use super::fingerprint::Fingerprint;
+        let key = FileKey {
+            dev: r.mark.dev,
+            ino: r.mark.ino,
+        };
+        self.closed.insert(
+            key,
+            Closed {
+                fp: Some(Fingerprint {
+                    len: r.mark.fp_len,
+                    hash: r.mark.fp_hash,
+                }),
+                offset: r.offset,
+                generation: r.mark.generation,
+                failed: false,
+                ctime: (0, 0),
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
     /// Remember where a stopped reader left its file.
     pub(crate) fn remember(&mut self, key: FileKey, closed: Closed) {
         self.closed.insert(key, closed);

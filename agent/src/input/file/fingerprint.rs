@@ -100,12 +100,19 @@ impl Fingerprint {
 }
 
 /// The identity carried by every record of a file. Never 0 (0 means "no source id").
-pub(crate) fn source_id(key: FileKey, fp: Fingerprint) -> u64 {
+/// `generation` counts the truncations the agent saw (copytruncate): content written
+/// after a truncation is a new source even when it starts with the same bytes, so
+/// the collector's deduplication never mistakes it for a resend. Generation 0 leaves
+/// the id as it was before generations existed.
+pub(crate) fn source_id(key: FileKey, fp: Fingerprint, generation: u32) -> u64 {
     let mut h = FNV_OFFSET;
     h = fnv1a64_append(h, &key.dev.to_le_bytes());
     h = fnv1a64_append(h, &key.ino.to_le_bytes());
     h = fnv1a64_append(h, &u64::from(fp.len).to_le_bytes());
     h = fnv1a64_append(h, &fp.hash.to_le_bytes());
+    if generation > 0 {
+        h = fnv1a64_append(h, &generation.to_le_bytes());
+    }
     h.max(1)
 }
 
@@ -125,12 +132,13 @@ mod tests {
     fn source_id_depends_on_every_part() {
         let k = FileKey { dev: 1, ino: 2 };
         let fp = Fingerprint::of(b"hello\n");
-        let id = source_id(k, fp);
+        let id = source_id(k, fp, 0);
+        assert_ne!(id, source_id(k, fp, 1));
         assert_ne!(id, 0);
-        assert_ne!(id, source_id(FileKey { dev: 1, ino: 3 }, fp));
-        assert_ne!(id, source_id(FileKey { dev: 2, ino: 2 }, fp));
-        assert_ne!(id, source_id(k, Fingerprint::of(b"hello")));
-        assert_eq!(id, source_id(k, Fingerprint::of(b"hello\n")));
+        assert_ne!(id, source_id(FileKey { dev: 1, ino: 3 }, fp, 0));
+        assert_ne!(id, source_id(FileKey { dev: 2, ino: 2 }, fp, 0));
+        assert_ne!(id, source_id(k, Fingerprint::of(b"hello"), 0));
+        assert_eq!(id, source_id(k, Fingerprint::of(b"hello\n"), 0));
     }
 
     #[test]

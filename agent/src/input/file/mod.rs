@@ -15,10 +15,11 @@
 //!   `source_id` and byte offset. A chunk's `path` is the path the file was first
 //!   seen under, kept after a rename so that one file stays one source.
 //!
-//! Not here yet: checkpoints (every file starts fresh on each run) and rotation
-//! beyond "a file that is gone is read to its end, then closed". Truncation is
-//! detected by size (the file shrank below the read position); a file truncated and
-//! refilled past that position between two looks is not noticed.
+//! Checkpoints come in as [`ResumePoint`]s: a file whose device, inode and first
+//! bytes match continues at its checkpointed offset. Truncation is detected by size
+//! (the file shrank below the read position) and by the first bytes changing (a file
+//! truncated and refilled past the position between two looks); either way the file
+//! is read again from 0 as a new generation, which is a new source id.
 
 mod discover;
 mod fingerprint;
@@ -74,6 +75,50 @@ pub struct FileInputSettings {
     pub poll_interval: Duration,
     /// Bytes read per syscall (and so the input size of one chunk).
     pub chunk_bytes: usize,
+    /// Where to continue files read by an earlier run (from the checkpoints).
+    pub resume: Vec<ResumePoint>,
+    /// Registry of the identity behind every `source_id` this input produces, for
+    /// the checkpoints (shared by all file inputs of an agent).
+    pub marks: Arc<Marks>,
+}
+
+/// What identifies a file version across restarts: device, inode, first-bytes
+/// fingerprint and truncation generation. A checkpoint stores it with the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileMark {
+    pub dev: u64,
+    pub ino: u64,
+    pub fp_len: u16,
+    pub fp_hash: u64,
+    pub generation: u32,
+}
+
+/// `source_id` → [`FileMark`] of every file version read in this run.
+#[derive(Debug, Default)]
+pub struct Marks(std::sync::Mutex<HashMap<u64, FileMark>>);
+
+impl Marks {
+    pub fn insert(&self, source_id: u64, mark: FileMark) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(source_id, mark);
+    }
+
+    pub fn get(&self, source_id: u64) -> Option<FileMark> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&source_id)
+            .copied()
+    }
+}
+
+/// A file to continue at `offset`, if it still has the identity `mark`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub mark: FileMark,
+    pub offset: u64,
 }
 
 /// A run of complete records from one file, already encoded as one record block
@@ -127,6 +172,7 @@ pub struct FileInput {
     read_from_beginning: bool,
     rescan_interval: Duration,
     poll_interval: Duration,
+    resume: Vec<ResumePoint>,
 }
 
 /// A file with a running reader.
@@ -222,7 +268,9 @@ impl FileInput {
                 fields: settings.fields_json,
                 chunk_bytes: settings.chunk_bytes.max(1),
                 max_line_bytes: settings.max_line_bytes.clamp(1, u32::MAX as usize),
+                marks: settings.marks,
             }),
+            resume: settings.resume,
             read_from_beginning: settings.read_from_beginning,
             rescan_interval: settings.rescan_interval.max(MIN_INTERVAL),
             poll_interval: settings.poll_interval.max(MIN_INTERVAL),
@@ -244,6 +292,11 @@ impl FileInput {
             self.cfg.clone(),
             self.read_from_beginning,
         ));
+        if let Some(sc) = scanner.as_mut() {
+            for r in &self.resume {
+                sc.resume(*r);
+            }
+        }
         let mut readers = Readers {
             tracked: HashMap::new(),
             tasks: JoinSet::new(),

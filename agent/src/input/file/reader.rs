@@ -33,8 +33,8 @@ use tributary_common::record::{
     BLOCK_HEADER_FIXED_LEN, BlockWriter, FLAG_PARTIAL, RECORD_HEADER_LEN,
 };
 
-use super::Chunk;
 use super::fingerprint::{FileKey, Fingerprint, source_id};
+use super::{Chunk, FileMark, Marks};
 
 /// An idle reader keeps at most this much read buffer.
 const IDLE_BUF_BYTES: usize = 16 * 1024;
@@ -47,6 +47,8 @@ pub(crate) struct TailConfig {
     pub fields: Arc<[u8]>,
     pub chunk_bytes: usize,
     pub max_line_bytes: usize,
+    /// Where every file version read in this run registers its identity.
+    pub marks: Arc<Marks>,
 }
 
 /// Where a newly opened file starts.
@@ -64,6 +66,8 @@ pub(crate) enum StartAt {
 pub(crate) struct Closed {
     pub fp: Option<Fingerprint>,
     pub offset: u64,
+    /// Truncations seen so far (part of the source id).
+    pub generation: u32,
     /// The reader stopped on an error: only retry once the file changed (`ctime`).
     pub failed: bool,
     pub ctime: (i64, i64),
@@ -91,6 +95,8 @@ pub(crate) struct Tail {
     path: Arc<str>,
     fp: Option<Fingerprint>,
     source_id: u64,
+    /// Truncations seen so far; a new generation is a new source.
+    generation: u32,
     /// File offset of `buf[0]`.
     offset: u64,
     /// `buf[..carry]` holds the start of an unfinished line.
@@ -116,17 +122,20 @@ impl Tail {
             return Ok(None);
         }
         let size = meta.len();
-        let (offset, fp) = match start {
-            StartAt::Beginning => (0, Fingerprint::read(&file, size)?),
-            StartAt::End => (size, Fingerprint::read(&file, size)?),
+        let (offset, fp, generation) = match start {
+            StartAt::Beginning => (0, Fingerprint::read(&file, size)?, 0),
+            StartAt::End => (size, Fingerprint::read(&file, size)?, 0),
             StartAt::Resume(c) => match c.fp {
                 Some(fp)
                     if size >= c.offset
                         && Fingerprint::read(&file, u64::from(fp.len))? == Some(fp) =>
                 {
-                    (c.offset, Some(fp))
+                    (c.offset, Some(fp), c.generation)
                 }
-                _ => (0, Fingerprint::read(&file, size)?),
+                // Shorter than where we were, or other first bytes: it was truncated
+                // (or rewritten) meanwhile, so this is new content from 0.
+                Some(_) => (0, Fingerprint::read(&file, size)?, c.generation + 1),
+                None => (0, Fingerprint::read(&file, size)?, c.generation),
             },
         };
         let mut tail = Tail {
@@ -136,6 +145,7 @@ impl Tail {
             path: path.to_string_lossy().into(),
             fp: None,
             source_id: 0,
+            generation,
             offset,
             carry: 0,
             buf: Vec::new(),
@@ -147,7 +157,27 @@ impl Tail {
 
     fn set_fingerprint(&mut self, fp: Option<Fingerprint>) {
         self.fp = fp;
-        self.source_id = fp.map_or(0, |fp| source_id(self.key, fp));
+        self.source_id = fp.map_or(0, |fp| source_id(self.key, fp, self.generation));
+        if let Some(fp) = fp {
+            self.cfg.marks.insert(
+                self.source_id,
+                FileMark {
+                    dev: self.key.dev,
+                    ino: self.key.ino,
+                    fp_len: fp.len,
+                    fp_hash: fp.hash,
+                    generation: self.generation,
+                },
+            );
+        }
+    }
+
+    /// Truncated or rewritten: what follows is a new source read from 0.
+    fn restart(&mut self) {
+        self.offset = 0;
+        self.carry = 0;
+        self.generation += 1;
+        self.set_fingerprint(None);
     }
 
     pub(crate) fn key(&self) -> FileKey {
@@ -172,9 +202,16 @@ impl Tail {
         let size = self.file.metadata()?.len();
         let read_pos = self.read_pos();
         if size < read_pos {
-            self.offset = 0;
-            self.carry = 0;
-            self.set_fingerprint(None);
+            self.restart();
+            return Ok(Step::Truncated { at: read_pos, size });
+        }
+        // Truncated and written again past our position between two looks
+        // (copytruncate under load): the first bytes are no longer ours.
+        if let Some(fp) = self.fp
+            && read_pos > 0
+            && Fingerprint::read(&self.file, u64::from(fp.len))? != Some(fp)
+        {
+            self.restart();
             return Ok(Step::Truncated { at: read_pos, size });
         }
         if self.fp.is_none() {
@@ -314,6 +351,7 @@ impl Tail {
         Closed {
             fp: self.fp,
             offset: self.offset,
+            generation: self.generation,
             failed,
             ctime,
             at: Instant::now(),

@@ -70,6 +70,7 @@ fn tail_config(chunk_bytes: usize, max_line_bytes: usize) -> Arc<TailConfig> {
         fields: Arc::from(&br#"{"env":"test"}"#[..]),
         chunk_bytes,
         max_line_bytes,
+        marks: Arc::default(),
     })
 }
 
@@ -326,6 +327,8 @@ fn settings(include: &[PathBuf]) -> FileInputSettings {
         rescan_interval: Duration::from_millis(50),
         poll_interval: Duration::from_millis(20),
         chunk_bytes: 64 << 10,
+        resume: Vec::new(),
+        marks: Arc::default(),
     }
 }
 
