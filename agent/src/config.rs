@@ -11,6 +11,8 @@ use tributary_common::codec::Compression;
 use tributary_common::config::{self, ByteSize, ConfigError, HumanDuration};
 use tributary_common::tls;
 
+use crate::input::syslog::{Listen, TimeZone, Transport};
+
 /// `agent.yaml` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,16 +59,62 @@ pub struct InputFile {
     pub include: Vec<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
-    #[serde(default)]
-    pub read_from: ReadFrom,
+    /// File inputs only; default `beginning`.
+    pub read_from: Option<ReadFrom>,
     /// Static labels added to every record.
     #[serde(default)]
     pub fields: serde_json::Map<String, serde_json::Value>,
     /// Longer lines are split into pieces marked partial.
     pub max_line_bytes: Option<ByteSize>,
-    /// Syslog listen addresses (`udp://…`, `tcp://…`).
+    /// Syslog listen addresses (`udp://…`, `tcp://…`, `tls://…`).
     #[serde(default)]
     pub listen: Vec<String>,
+    /// Syslog: zone of RFC 3164 timestamps (`UTC`, `local`, `+02:00`); default UTC.
+    pub timezone: Option<String>,
+    /// Syslog: longer messages are truncated and marked; default 64KiB.
+    pub max_message_bytes: Option<ByteSize>,
+    /// Syslog: certificate and key for `tls://` listeners.
+    pub tls: Option<SyslogTlsFile>,
+    /// Syslog: most TCP/TLS connections at once (per input); default 1024.
+    pub max_connections: Option<u32>,
+    /// Syslog: a TCP/TLS connection silent this long is closed; default 5m.
+    pub idle_timeout: Option<HumanDuration>,
+}
+
+impl InputFile {
+    /// The first syslog-only key that is set.
+    fn syslog_key_set(&self) -> Option<&'static str> {
+        [
+            ("listen", !self.listen.is_empty()),
+            ("timezone", self.timezone.is_some()),
+            ("max_message_bytes", self.max_message_bytes.is_some()),
+            ("tls", self.tls.is_some()),
+            ("max_connections", self.max_connections.is_some()),
+            ("idle_timeout", self.idle_timeout.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(k, set)| set.then_some(k))
+    }
+
+    /// The first file-only key that is set.
+    fn file_key_set(&self) -> Option<&'static str> {
+        [
+            ("include", !self.include.is_empty()),
+            ("exclude", !self.exclude.is_empty()),
+            ("read_from", self.read_from.is_some()),
+            ("max_line_bytes", self.max_line_bytes.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(k, set)| set.then_some(k))
+    }
+}
+
+/// `tls:` of a syslog input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogTlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +213,20 @@ pub struct FileInputConfig {
     pub max_line_bytes: usize,
 }
 
+/// A resolved syslog input.
+#[derive(Debug, Clone)]
+pub struct SyslogInputConfig {
+    pub topic: Arc<str>,
+    pub listen: Vec<Listen>,
+    pub fields_json: Arc<[u8]>,
+    pub timezone: TimeZone,
+    pub max_message_bytes: usize,
+    /// Server configuration for `tls://` listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
 /// A resolved collector address.
 #[derive(Debug, Clone)]
 pub struct CollectorAddr {
@@ -179,6 +241,7 @@ pub struct AgentConfig {
     pub host: Arc<str>,
     pub log_level: Option<String>,
     pub files: Vec<FileInputConfig>,
+    pub syslog: Vec<SyslogInputConfig>,
     pub collectors: Vec<CollectorAddr>,
     pub tls: Arc<rustls::ClientConfig>,
     pub compression: Compression,
@@ -228,6 +291,7 @@ impl AgentConfigFile {
             return Err(value_err(path, "inputs", "at least one input is needed"));
         }
         let mut files = Vec::new();
+        let mut syslog = Vec::new();
         for (i, input) in self.inputs.into_iter().enumerate() {
             let key = |k: &str| format!("inputs[{i}].{k}");
             if !valid_topic_name(&input.topic) {
@@ -249,8 +313,8 @@ impl AgentConfigFile {
                             "a file input needs at least one glob",
                         ));
                     }
-                    if !input.listen.is_empty() {
-                        return Err(value_err(path, key("listen"), "only syslog inputs listen"));
+                    if let Some(k) = input.syslog_key_set() {
+                        return Err(value_err(path, key(k), "only syslog inputs have this key"));
                     }
                     for (j, pattern) in input.include.iter().chain(&input.exclude).enumerate() {
                         if let Err(e) = glob::Pattern::new(pattern) {
@@ -285,17 +349,16 @@ impl AgentConfigFile {
                         topic: input.topic.into(),
                         include: input.include,
                         exclude: input.exclude,
-                        read_from: input.read_from,
+                        read_from: input.read_from.unwrap_or_default(),
                         fields_json,
                         max_line_bytes: max_line_bytes as usize,
                     });
                 }
                 InputType::Syslog => {
-                    return Err(value_err(
-                        path,
-                        key("type"),
-                        "syslog inputs are not available in this version yet",
-                    ));
+                    if let Some(k) = input.file_key_set() {
+                        return Err(value_err(path, key(k), "only file inputs have this key"));
+                    }
+                    syslog.push(resolve_syslog(path, &format!("inputs[{i}]"), input)?);
                 }
             }
         }
@@ -352,6 +415,7 @@ impl AgentConfigFile {
             host,
             log_level: self.log_level,
             files,
+            syslog,
             collectors,
             tls,
             compression: out.compression,
@@ -362,6 +426,101 @@ impl AgentConfigFile {
             metrics_listen: self.metrics.map(|m| m.listen),
         })
     }
+}
+
+/// Check and build one `type: syslog` input; `prefix` is `inputs[i]` for errors.
+fn resolve_syslog(
+    path: &str,
+    prefix: &str,
+    input: InputFile,
+) -> Result<SyslogInputConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    if input.listen.is_empty() {
+        return Err(value_err(
+            path,
+            key("listen"),
+            "a syslog input needs at least one address (udp://, tcp:// or tls://IP:PORT)",
+        ));
+    }
+    let mut listen: Vec<Listen> = Vec::new();
+    for (j, l) in input.listen.iter().enumerate() {
+        let l = Listen::parse(l).map_err(|e| value_err(path, key(&format!("listen[{j}]")), e))?;
+        if listen.contains(&l) {
+            return Err(value_err(
+                path,
+                key(&format!("listen[{j}]")),
+                format!("{l} is listed twice"),
+            ));
+        }
+        listen.push(l);
+    }
+    let timezone = match &input.timezone {
+        Some(tz) => TimeZone::parse(tz).map_err(|e| value_err(path, key("timezone"), e))?,
+        None => TimeZone::Utc,
+    };
+    let max_message_bytes = input.max_message_bytes.map_or(64 << 10, |b| b.0);
+    if !(480..=(4 << 20)).contains(&max_message_bytes) {
+        return Err(value_err(
+            path,
+            key("max_message_bytes"),
+            "must be between 480 bytes and 4MiB",
+        ));
+    }
+    let wants_tls = listen.iter().any(|l| l.transport == Transport::Tls);
+    let tls = match (&input.tls, wants_tls) {
+        (Some(t), true) => Some(
+            tls::server_config(&t.cert, &t.key, None)
+                .map_err(|e| value_err(path, key("tls"), e.to_string()))?,
+        ),
+        (None, false) => None,
+        (None, true) => {
+            return Err(value_err(
+                path,
+                key("tls"),
+                "a tls:// address needs `tls: {cert, key}`",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(value_err(
+                path,
+                key("tls"),
+                "only used by tls:// addresses, and none is listed",
+            ));
+        }
+    };
+    let max_connections = input.max_connections.unwrap_or(1024);
+    if max_connections == 0 {
+        return Err(value_err(
+            path,
+            key("max_connections"),
+            "must be at least 1",
+        ));
+    }
+    let idle_timeout = input.idle_timeout.map_or(Duration::from_secs(300), |d| d.0);
+    if idle_timeout < Duration::from_millis(100) {
+        return Err(value_err(
+            path,
+            key("idle_timeout"),
+            "must be at least 100ms",
+        ));
+    }
+    let fields_json: Arc<[u8]> = if input.fields.is_empty() {
+        Arc::from(&[][..])
+    } else {
+        serde_json::to_vec(&input.fields)
+            .map_err(|e| value_err(path, key("fields"), e.to_string()))?
+            .into()
+    };
+    Ok(SyslogInputConfig {
+        topic: input.topic.into(),
+        listen,
+        fields_json,
+        timezone,
+        max_message_bytes: max_message_bytes as usize,
+        tls,
+        max_connections: max_connections as usize,
+        idle_timeout,
+    })
 }
 
 /// Host part of `host:port` or `[v6]:port`.
@@ -447,7 +606,7 @@ mod example_tests {
     fn example_config_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/agent.yaml");
         let f: AgentConfigFile = config::load_yaml(Path::new(path)).unwrap();
-        assert_eq!(f.inputs.len(), 1);
+        assert_eq!(f.inputs.len(), 2);
         assert_eq!(f.output.compression, Compression::Lz4);
         assert_eq!(f.output.batch.max_bytes, ByteSize(1 << 20));
     }

@@ -31,6 +31,7 @@ use crate::batch::{BatchLimits, Batcher};
 use crate::checkpoint::Checkpoints;
 use crate::config::{AgentConfig, ReadFrom};
 use crate::input::file::{FileInput, FileInputSettings, Marks};
+use crate::input::syslog::SyslogInput;
 use crate::ship::Shipper;
 use crate::stats::AgentStats;
 
@@ -41,6 +42,11 @@ pub enum AgentError {
     FileInput {
         topic: String,
         source: input::file::FileInputError,
+    },
+    #[error("syslog input for topic {topic}: {source}")]
+    SyslogInput {
+        topic: String,
+        source: input::syslog::SyslogInputError,
     },
     #[error("checkpoints: {0}")]
     Checkpoint(#[from] checkpoint::CheckpointError),
@@ -95,6 +101,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         })?;
         inputs.push(tokio::spawn(input.run(chunk_tx.clone(), shutdown.clone())));
     }
+    let mut syslog_inputs = Vec::new();
+    for s in &config.syslog {
+        let input = SyslogInput::bind(s, chunk_bytes, stats.clone())
+            .await
+            .map_err(|source| AgentError::SyslogInput {
+                topic: s.topic.to_string(),
+                source,
+            })?;
+        syslog_inputs.push(tokio::spawn(input.run(chunk_tx.clone(), shutdown.clone())));
+    }
     drop(chunk_tx);
 
     let metrics = match &config.metrics_listen {
@@ -138,6 +154,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     tracing::info!(
         host = %config.host,
         inputs = config.files.len(),
+        syslog_inputs = config.syslog.len(),
         collectors = ?config.collectors.iter().map(|c| c.addr.as_str()).collect::<Vec<_>>(),
         compression = config.compression.name(),
         "agent started"
@@ -150,6 +167,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         match i.await {
             Ok(Err(e)) => tracing::error!(error = %e, "file input failed"),
             Err(e) => tracing::error!(error = %e, "file input task panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    for i in syslog_inputs {
+        match i.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "syslog input failed"),
+            Err(e) => tracing::error!(error = %e, "syslog input task panicked"),
             Ok(Ok(())) => {}
         }
     }

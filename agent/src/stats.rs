@@ -16,6 +16,16 @@ pub struct AgentStats {
     pub retries: AtomicU64,
     pub connections: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Syslog messages received (all listeners, parsed or not).
+    pub syslog_messages: AtomicU64,
+    /// Syslog messages kept whole with `fields.parse_error`.
+    pub syslog_parse_errors: AtomicU64,
+    /// Syslog messages cut at `max_message_bytes`.
+    pub syslog_truncated: AtomicU64,
+    /// Syslog messages dropped because the pipeline was full (UDP only).
+    pub syslog_udp_dropped: AtomicU64,
+    /// Syslog TCP and TLS connections accepted.
+    pub syslog_connections: AtomicU64,
 }
 
 impl AgentStats {
@@ -76,6 +86,31 @@ impl AgentStats {
             "connect_failures_total",
             "Failed attempts to reach a collector.",
             &self.connect_failures,
+        );
+        counter(
+            "syslog_messages_total",
+            "Syslog messages received.",
+            &self.syslog_messages,
+        );
+        counter(
+            "syslog_parse_errors_total",
+            "Syslog messages that did not parse (kept whole with fields.parse_error).",
+            &self.syslog_parse_errors,
+        );
+        counter(
+            "syslog_truncated_total",
+            "Syslog messages cut at max_message_bytes.",
+            &self.syslog_truncated,
+        );
+        counter(
+            "syslog_udp_dropped_total",
+            "Syslog UDP messages dropped because the pipeline was full.",
+            &self.syslog_udp_dropped,
+        );
+        counter(
+            "syslog_connections_total",
+            "Syslog TCP and TLS connections accepted.",
+            &self.syslog_connections,
         );
         out
     }

@@ -180,7 +180,7 @@ fn append_blocking(topic: &Topic, payload: &[u8]) -> Result<Appended, StorageErr
             })?;
             summary.add(r.timestamp_ms, i == 0);
         }
-        let p = record::partition_for(block.header.host, block.header.source, n);
+        let p = record::partition_for_block(&block.header, n);
         blocks.push((p, block.bytes, summary));
     }
     let mut parts: Vec<(u32, Vec<u8>, PayloadSummary)> = Vec::new();

@@ -462,7 +462,21 @@ fn cut_str(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The partition a source belongs to: a stable hash of host and source, so every
+/// The partition a block belongs to. A file is known by its `source_id` (device,
+/// inode, first bytes), not by its path: a renamed (rotated) file keeps its
+/// partition, so its records stay in order in one place and the collector's
+/// per-partition deduplication recognises them when they are sent again under the
+/// new name. Sources without an id (syslog) go by host and source name.
+pub fn partition_for_block(header: &BlockHeader<'_>, partitions: u32) -> u32 {
+    if header.source_id == 0 {
+        return partition_for(header.host, header.source, partitions);
+    }
+    let h = crc32c::crc32c_append(crc32c::crc32c(header.host.as_bytes()), &[1]);
+    let h = crc32c::crc32c_append(h, &header.source_id.to_le_bytes());
+    h % partitions.max(1)
+}
+
+/// The partition of a named source: a stable hash of host and source, so every
 /// record of one source lands, in order, in one partition, across restarts and versions.
 pub fn partition_for(host: &str, source: &str, partitions: u32) -> u32 {
     let h = crc32c::crc32c_append(crc32c::crc32c(host.as_bytes()), &[0]);
@@ -574,6 +588,27 @@ mod tests {
         );
         assert_eq!(h, PINNED_HASH);
         assert_eq!(partition_for("h", "s", 0), 0);
+        // Files go by identity, whatever their path.
+        let a = BlockHeader {
+            host: "web-01",
+            source: "/var/log/a.log",
+            source_id: 77,
+            fields: b"",
+            record_count: 1,
+        };
+        let renamed = BlockHeader {
+            source: "/var/log/a.log.1",
+            ..a
+        };
+        assert_eq!(
+            partition_for_block(&a, 1_000_003),
+            partition_for_block(&renamed, 1_000_003)
+        );
+        let syslog = BlockHeader { source_id: 0, ..a };
+        assert_eq!(
+            partition_for_block(&syslog, 8),
+            partition_for("web-01", "/var/log/a.log", 8)
+        );
     }
 
     proptest::proptest! {

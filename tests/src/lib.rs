@@ -20,6 +20,10 @@ use tributary_collector::client::ApiClient;
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // Test binaries built elsewhere (an install, a packaged build) as they are.
+        if let Some(dir) = std::env::var_os("TRIBUTARY_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
         // The test executable lives in target/<profile>/deps/.
         let exe = std::env::current_exe().expect("current exe");
         let dir = exe
@@ -324,6 +328,19 @@ impl Collector {
         out
     }
 
+    /// Wait until `topic` holds at least `n` records or `timeout` passes; returns the
+    /// count either way (for tests that report what is missing themselves).
+    pub fn settle(&self, topic: &str, n: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.count(topic);
+            if c >= n || Instant::now() > deadline {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Records stored in `topic`, all partitions.
     pub fn count(&self, topic: &str) -> u64 {
         let ends = self.end_offsets(topic);
@@ -399,4 +416,40 @@ pub fn append_lines<I: IntoIterator<Item = String>>(path: &Path, lines: I) {
         .open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     f.write_all(buf.as_bytes()).expect("append");
+}
+
+/// CPU seconds (user + system) and peak RSS in bytes of a live process (from `/proc`).
+pub fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; here indexes 11 and 12.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024;
+    (cpu, hwm)
+}
+
+/// "N cores, CPU model" of this machine, for benchmark reports.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown CPU")
+        .to_owned();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cores} cores, {model}")
 }

@@ -18,12 +18,10 @@ use tributary_e2e::{Env, block_on};
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 async fn connect(env: &Env, port: u16, with_client_cert: bool) -> std::io::Result<Tls> {
-    let cert = with_client_cert.then(|| {
-        (
-            env.certs.agent_cert.as_path(),
-            env.certs.agent_key.as_path(),
-        )
-    });
+    let cert = with_client_cert.then_some((
+        env.certs.agent_cert.as_path(),
+        env.certs.agent_key.as_path(),
+    ));
     let config = tributary_common::tls::client_config(&env.certs.ca, cert).expect("client config");
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let name = ServerName::try_from("localhost").expect("name");

@@ -1,3 +1,4 @@
 //! Inputs: where records enter the agent.
 
 pub mod file;
+pub mod syslog;

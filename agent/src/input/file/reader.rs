@@ -95,8 +95,11 @@ pub(crate) struct Tail {
     path: Arc<str>,
     fp: Option<Fingerprint>,
     source_id: u64,
-    /// Truncations seen so far; a new generation is a new source.
+    /// Bumped when content after a truncation starts with the very bytes the old
+    /// content started with; part of the source id.
     generation: u32,
+    /// Fingerprint of the content before the last truncation.
+    previous_fp: Option<Fingerprint>,
     /// File offset of `buf[0]`.
     offset: u64,
     /// `buf[..carry]` holds the start of an unfinished line.
@@ -133,8 +136,18 @@ impl Tail {
                     (c.offset, Some(fp), c.generation)
                 }
                 // Shorter than where we were, or other first bytes: it was truncated
-                // (or rewritten) meanwhile, so this is new content from 0.
-                Some(_) => (0, Fingerprint::read(&file, size)?, c.generation + 1),
+                // (or rewritten) meanwhile, so this is new content from 0. Its id comes
+                // from its own first bytes; only when those equal the old ones does a
+                // new generation tell the two contents apart.
+                Some(old) => {
+                    let fp = Fingerprint::read(&file, size)?;
+                    let generation = if fp == Some(old) {
+                        c.generation + 1
+                    } else {
+                        c.generation
+                    };
+                    (0, fp, generation)
+                }
                 None => (0, Fingerprint::read(&file, size)?, c.generation),
             },
         };
@@ -146,6 +159,7 @@ impl Tail {
             fp: None,
             source_id: 0,
             generation,
+            previous_fp: None,
             offset,
             carry: 0,
             buf: Vec::new(),
@@ -172,11 +186,14 @@ impl Tail {
         }
     }
 
-    /// Truncated or rewritten: what follows is a new source read from 0.
+    /// Truncated or rewritten: what follows is a new source read from 0. The new
+    /// content's id comes from its own first bytes when the reader takes its
+    /// fingerprint; `same_start` marks a generation change for the case where those
+    /// first bytes turn out equal to the old ones (see `take_fingerprint`).
     fn restart(&mut self) {
         self.offset = 0;
         self.carry = 0;
-        self.generation += 1;
+        self.previous_fp = self.fp;
         self.set_fingerprint(None);
     }
 
@@ -219,6 +236,9 @@ impl Tail {
                 return Ok(Step::Eof);
             }
             let fp = Fingerprint::read(&self.file, size)?;
+            if fp.is_some() && fp == self.previous_fp.take() {
+                self.generation += 1;
+            }
             self.set_fingerprint(fp);
             if self.fp.is_none() {
                 return Ok(Step::Eof);

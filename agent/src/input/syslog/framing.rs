@@ -183,8 +183,8 @@ impl Framer {
                     end -= 1;
                 }
                 Some(Frame {
-                    range: start..end,
-                    truncated: false,
+                    range: start..end.min(start + self.max),
+                    truncated: end - start > self.max,
                 })
             }
             None => {

@@ -22,9 +22,10 @@
 //!   local daemons send), then an optional tag, then MSG. Without a timestamp the
 //!   rest after PRI is MSG (as an RFC 3164 relay would treat it); without PRI *and*
 //!   without a timestamp the message is an error ("garbage").
-//! - RFC 3164 timestamps have no year and no zone: the year is the one that puts the
-//!   time closest to `now` (so a `Dec 31` message read on `Jan 1` is last year's) and
-//!   the zone is the input's [`TimeZone`].
+//! - RFC 3164 timestamps have no year and no zone: the year is the latest that does
+//!   not put the time more than a week after `now` (so a `Dec 31` message read on
+//!   `Jan 1` is last year's, a `Jan 1` message read on `Dec 31` next year's) and the
+//!   zone is the input's [`TimeZone`].
 
 use std::borrow::Cow;
 
@@ -51,7 +52,8 @@ impl TimeZone {
         if t.eq_ignore_ascii_case("local") {
             return Ok(TimeZone::Local);
         }
-        let bad = || format!("`{s}` is not a time zone (expected UTC, local, or an offset like +02:00)");
+        let bad =
+            || format!("`{s}` is not a time zone (expected UTC, local, or an offset like +02:00)");
         let b = t.as_bytes();
         let sign = match b.first() {
             Some(b'+') => 1,
@@ -95,7 +97,7 @@ impl TimeZone {
     }
 
     /// Epoch milliseconds of a wall-clock time in this zone; `None` for an invalid date.
-    fn to_utc_ms(&self, t: &Civil) -> Option<i64> {
+    fn utc_ms_of(&self, t: &Civil) -> Option<i64> {
         if t.month == 0 || t.month > 12 || t.day == 0 || t.day > days_in_month(t.year, t.month) {
             return None;
         }
@@ -122,9 +124,10 @@ impl TimeZone {
                     }
                     // A wall time skipped by a daylight-saving jump: use the offset
                     // in force just before it.
-                    None => Local
-                        .offset_from_utc_datetime(&(dt - chrono::Duration::hours(3)))
-                        .local_minus_utc() as i64,
+                    None => {
+                        let before = dt.checked_sub_signed(chrono::TimeDelta::hours(3))?;
+                        Local.offset_from_utc_datetime(&before).local_minus_utc() as i64
+                    }
                 }
             }
         };
@@ -207,9 +210,30 @@ impl<'a> Parsed<'a> {
 /// Facility names as syslog(3) and `logger -p` spell them.
 pub fn facility_name(f: u8) -> &'static str {
     const NAMES: [&str; 24] = [
-        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-        "authpriv", "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1",
-        "local2", "local3", "local4", "local5", "local6", "local7",
+        "kern",
+        "user",
+        "mail",
+        "daemon",
+        "auth",
+        "syslog",
+        "lpr",
+        "news",
+        "uucp",
+        "cron",
+        "authpriv",
+        "ftp",
+        "ntp",
+        "security",
+        "console",
+        "solaris-cron",
+        "local0",
+        "local1",
+        "local2",
+        "local3",
+        "local4",
+        "local5",
+        "local6",
+        "local7",
     ];
     NAMES.get(f as usize).copied().unwrap_or("unknown")
 }
@@ -258,8 +282,9 @@ fn trim_start(b: &[u8]) -> &[u8] {
 }
 
 fn num(d: &[u8]) -> u32 {
-    d.iter()
-        .fold(0u32, |n, c| n.saturating_mul(10).saturating_add((c - b'0') as u32))
+    d.iter().fold(0u32, |n, c| {
+        n.saturating_mul(10).saturating_add((c - b'0') as u32)
+    })
 }
 
 /// `<` 1–3 digits `>`, value ≤ 191.
@@ -285,7 +310,10 @@ fn version_prefix(s: &[u8], has_pri: bool) -> Option<&[u8]> {
 }
 
 /// Next space-separated header field; `-` is `None`.
-fn header_field<'a>(s: &mut &'a [u8], what: &'static str) -> Result<Option<&'a [u8]>, &'static str> {
+fn header_field<'a>(
+    s: &mut &'a [u8],
+    what: &'static str,
+) -> Result<Option<&'a [u8]>, &'static str> {
     let end = s.iter().position(|c| *c == b' ').ok_or(what)?;
     let f = &s[..end];
     *s = &s[end + 1..];
@@ -451,7 +479,9 @@ fn tag(w: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
         None => (w, false),
     };
     let ok_name = |n: &[u8]| {
-        !n.is_empty() && n.iter().all(|c| *c > 32 && *c != 127 && !matches!(c, b'[' | b']' | b':'))
+        !n.is_empty()
+            && n.iter()
+                .all(|c| *c > 32 && *c != 127 && !matches!(c, b'[' | b']' | b':'))
     };
     if let Some(inner) = w.strip_suffix(b"]") {
         let open = inner.iter().position(|c| *c == b'[')?;
@@ -464,9 +494,11 @@ fn tag(w: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     (colon && ok_name(w)).then_some((w, None))
 }
 
+/// How far in the future an RFC 3164 time may be before it is taken as last year's.
+const FUTURE_SKEW_MS: i64 = 7 * 86_400_000;
+
 const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-    b"Dec",
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 
 /// An RFC 3164 timestamp at the start of `s`: `Mmm dd [yyyy ]hh:mm:ss[.f]` or RFC
@@ -485,7 +517,13 @@ fn parse_3164_time(s: &[u8], now_ms: i64, tz: &TimeZone) -> Option<(Option<i64>,
     let day = c.digits(1, 2)?;
     c.spaces(1, 1)?;
     let mut year = None;
-    if c.s[c.i..].iter().take(5).take_while(|b| b.is_ascii_digit()).count() == 4 {
+    if c.s[c.i..]
+        .iter()
+        .take(5)
+        .take_while(|b| b.is_ascii_digit())
+        .count()
+        == 4
+    {
         year = Some(c.digits(4, 4)? as i64);
         c.spaces(1, 1)?;
     }
@@ -510,14 +548,17 @@ fn parse_3164_time(s: &[u8], now_ms: i64, tz: &TimeZone) -> Option<(Option<i64>,
     let ms = match year {
         Some(y) => {
             t.year = y;
-            tz.to_utc_ms(&t)
+            tz.utc_ms_of(&t)
         }
         None => {
-            // The year that puts the message closest to now (Dec/Jan rollover).
+            // The latest year that does not put the message in the future (beyond
+            // a week of clock skew): Dec 31 read on Jan 1 is last year's, Jan 1
+            // read on Dec 31 next year's.
             let now_year = tz.year_at(now_ms);
-            (now_year - 1..=now_year + 1)
-                .filter_map(|y| tz.to_utc_ms(&Civil { year: y, ..t }))
-                .min_by_key(|ms| (ms - now_ms).unsigned_abs())
+            [now_year + 1, now_year, now_year - 1]
+                .into_iter()
+                .filter_map(|y| tz.utc_ms_of(&Civil { year: y, ..t }))
+                .find(|ms| *ms <= now_ms + FUTURE_SKEW_MS)
         }
     };
     Some((ms, c.i))
@@ -564,7 +605,10 @@ impl Scan<'_> {
         }
         self.i += 1;
         let start = self.i;
-        let n = self.s[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let n = self.s[start..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if n == 0 || n > 9 {
             return None;
         }
@@ -614,7 +658,7 @@ fn parse_rfc3339(s: &[u8], tz: &TimeZone, zone_optional: bool) -> Option<i64> {
     if c.i != s.len() {
         return None;
     }
-    offset.to_utc_ms(&Civil {
+    offset.utc_ms_of(&Civil {
         year,
         month,
         day,
@@ -682,7 +726,9 @@ mod unit {
         assert_eq!(TimeZone::parse("+02:00"), Ok(TimeZone::Fixed(7200)));
         assert_eq!(TimeZone::parse("-0530"), Ok(TimeZone::Fixed(-19_800)));
         assert_eq!(TimeZone::parse("+02"), Ok(TimeZone::Fixed(7200)));
-        for bad in ["", "CET", "+2:00", "+24:00", "+02:60", "02:00", "+02:0", "+0200:"] {
+        for bad in [
+            "", "CET", "+2:00", "+24:00", "+02:60", "02:00", "+02:0", "+0200:",
+        ] {
             assert!(TimeZone::parse(bad).is_err(), "{bad}");
         }
     }
