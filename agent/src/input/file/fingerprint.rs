@@ -7,21 +7,24 @@
 //!
 //! ```text
 //! fingerprint = FNV-1a 64 of the first `len` bytes of the file
-//! len         = min(256, size of the file when its reader first saw data)
+//! len         = length of the first line (newline included) if it ends within
+//!               the first 256 bytes, else 256
 //! source_id   = FNV-1a 64 of  dev:u64le  ino:u64le  len:u64le  fingerprint:u64le
 //! ```
 //!
-//! The fingerprint is taken once and then fixed: a small file that is still growing
-//! keeps the fingerprint of the bytes it held when first seen (a restart must re-hash
-//! exactly `len` bytes to recognise it, so a checkpoint stores `len` and the hash).
-//! An empty file has no fingerprint (and emits nothing) until it holds data. After a
+//! The covered bytes never change in an append-only file, so the fingerprint does
+//! not depend on when it is taken: a restart that finds the file grown computes the
+//! same id even without a checkpoint (the collector then drops what it already has).
+//! A file with fewer than 256 bytes and no newline has no fingerprint, and emits
+//! nothing, until it has one. A checkpoint stores `len` and the hash. After a
 //! truncation the file is new content, so the fingerprint is taken again and the
 //! `source_id` changes; if the rewritten file starts with the very same bytes the id
 //! is the same as before, a known limit of content fingerprints.
 //!
 //! FNV-1a is implemented here because it is tiny, has no dependency and, unlike
 //! `std`'s `DefaultHasher`, is stable across Rust versions: ids must survive upgrades.
-//! It does no I/O except [`Fingerprint::read`]; it must not depend on paths.
+//! It does no I/O except [`Fingerprint::read`] and [`Fingerprint::prefix`]; it must
+//! not depend on paths.
 
 use std::fs::File;
 use std::io;
@@ -80,23 +83,49 @@ impl Fingerprint {
         }
     }
 
-    /// Read the first `min(limit, 256)` bytes of `file` and fingerprint them; `None`
-    /// when the file is empty. A file shorter than `limit` (it shrank meanwhile) is
-    /// fingerprinted over what it holds.
-    pub(crate) fn read(file: &File, limit: u64) -> io::Result<Option<Self>> {
-        let want = limit.min(FINGERPRINT_MAX_BYTES as u64) as usize;
+    /// Take a file's fingerprint: its first line (newline included) when that ends
+    /// within the first 256 bytes, else its first 256 bytes; `None` while the file
+    /// holds neither (fewer than 256 bytes and no newline yet). The covered bytes never
+    /// change in an append-only file, so a restart that sees the file grown further
+    /// computes the same fingerprint, whenever it looks. `size` is the file's size.
+    ///
+    /// `max_line_bytes` lowers the 256 when smaller: a longer line is cut into pieces
+    /// of that size, so its first piece is as fixed as a complete first line.
+    pub(crate) fn read(file: &File, size: u64, max_line_bytes: usize) -> io::Result<Option<Self>> {
+        let cap = FINGERPRINT_MAX_BYTES.min(max_line_bytes.max(1));
         let mut buf = [0u8; FINGERPRINT_MAX_BYTES];
-        let mut got = 0;
-        while got < want {
-            match file.read_at(&mut buf[got..want], got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let want = size.min(cap as u64) as usize;
+        let got = read_prefix(file, &mut buf[..want])?;
+        Ok(match memchr::memchr(b'\n', &buf[..got]) {
+            Some(nl) => Some(Fingerprint::of(&buf[..=nl])),
+            None if got == cap => Some(Fingerprint::of(&buf[..got])),
+            None => None,
+        })
+    }
+
+    /// Fingerprint exactly the first `min(len, 256)` bytes, to compare with a
+    /// fingerprint taken earlier; `None` when the file is empty. A file shorter than
+    /// `len` (it shrank meanwhile) is fingerprinted over what it holds.
+    pub(crate) fn prefix(file: &File, len: u64) -> io::Result<Option<Self>> {
+        let mut buf = [0u8; FINGERPRINT_MAX_BYTES];
+        let want = len.min(FINGERPRINT_MAX_BYTES as u64) as usize;
+        let got = read_prefix(file, &mut buf[..want])?;
         Ok((got > 0).then(|| Fingerprint::of(&buf[..got])))
     }
+}
+
+/// Fill `buf` from the start of `file`; fewer bytes when the file is shorter.
+fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// The identity carried by every record of a file. Never 0 (0 means "no source id").
@@ -145,12 +174,30 @@ mod tests {
     fn read_covers_at_most_256_bytes_and_none_when_empty() {
         use std::io::Write;
         let mut f = tempfile::tempfile().unwrap();
-        assert_eq!(Fingerprint::read(&f, 0).unwrap(), None);
+        assert_eq!(Fingerprint::read(&f, 0, 1 << 20).unwrap(), None);
         let data = vec![b'x'; 1000];
         f.write_all(&data).unwrap();
-        let fp = Fingerprint::read(&f, 1000).unwrap().unwrap();
+        let fp = Fingerprint::read(&f, 1000, 1 << 20).unwrap().unwrap();
         assert_eq!(fp, Fingerprint::of(&data[..256]));
-        let fp = Fingerprint::read(&f, 10).unwrap().unwrap();
+        let fp = Fingerprint::prefix(&f, 10).unwrap().unwrap();
         assert_eq!(fp, Fingerprint::of(&data[..10]));
+        // Fewer than 256 bytes and no newline: no fingerprint yet.
+        assert_eq!(Fingerprint::read(&f, 10, 1 << 20).unwrap(), None);
+    }
+
+    #[test]
+    fn fingerprint_covers_the_first_line_whatever_the_size_when_taken() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"first line\nsecond").unwrap();
+        let early = Fingerprint::read(&f, 17, 1 << 20).unwrap().unwrap();
+        assert_eq!(early, Fingerprint::of(b"first line\n"));
+        f.write_all(&[b'y'; 1000]).unwrap();
+        assert_eq!(Fingerprint::read(&f, 1017, 1 << 20).unwrap(), Some(early));
+        // With short line pieces, the first piece is the fingerprint.
+        assert_eq!(
+            Fingerprint::read(&f, 1017, 4).unwrap(),
+            Some(Fingerprint::of(b"firs"))
+        );
     }
 }

@@ -126,12 +126,12 @@ impl Tail {
         }
         let size = meta.len();
         let (offset, fp, generation) = match start {
-            StartAt::Beginning => (0, Fingerprint::read(&file, size)?, 0),
-            StartAt::End => (size, Fingerprint::read(&file, size)?, 0),
+            StartAt::Beginning => (0, Fingerprint::read(&file, size, cfg.max_line_bytes)?, 0),
+            StartAt::End => (size, Fingerprint::read(&file, size, cfg.max_line_bytes)?, 0),
             StartAt::Resume(c) => match c.fp {
                 Some(fp)
                     if size >= c.offset
-                        && Fingerprint::read(&file, u64::from(fp.len))? == Some(fp) =>
+                        && Fingerprint::prefix(&file, u64::from(fp.len))? == Some(fp) =>
                 {
                     (c.offset, Some(fp), c.generation)
                 }
@@ -140,7 +140,7 @@ impl Tail {
                 // from its own first bytes; only when those equal the old ones does a
                 // new generation tell the two contents apart.
                 Some(old) => {
-                    let fp = Fingerprint::read(&file, size)?;
+                    let fp = Fingerprint::read(&file, size, cfg.max_line_bytes)?;
                     let generation = if fp == Some(old) {
                         c.generation + 1
                     } else {
@@ -148,7 +148,11 @@ impl Tail {
                     };
                     (0, fp, generation)
                 }
-                None => (0, Fingerprint::read(&file, size)?, c.generation),
+                None => (
+                    0,
+                    Fingerprint::read(&file, size, cfg.max_line_bytes)?,
+                    c.generation,
+                ),
             },
         };
         let mut tail = Tail {
@@ -226,7 +230,7 @@ impl Tail {
         // (copytruncate under load): the first bytes are no longer ours.
         if let Some(fp) = self.fp
             && read_pos > 0
-            && Fingerprint::read(&self.file, u64::from(fp.len))? != Some(fp)
+            && Fingerprint::prefix(&self.file, u64::from(fp.len))? != Some(fp)
         {
             self.restart();
             return Ok(Step::Truncated { at: read_pos, size });
@@ -235,7 +239,7 @@ impl Tail {
             if size == 0 {
                 return Ok(Step::Eof);
             }
-            let fp = Fingerprint::read(&self.file, size)?;
+            let fp = Fingerprint::read(&self.file, size, self.cfg.max_line_bytes)?;
             if fp.is_some() && fp == self.previous_fp.take() {
                 self.generation += 1;
             }
