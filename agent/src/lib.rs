@@ -18,6 +18,7 @@ pub mod config;
 pub mod input;
 pub mod metrics;
 pub mod ship;
+pub mod spool;
 pub mod stats;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::config::{AgentConfig, ReadFrom};
 use crate::input::file::{FileInput, FileInputSettings, Marks};
 use crate::input::syslog::SyslogInput;
 use crate::ship::Shipper;
+use crate::spool::Spool;
 use crate::stats::AgentStats;
 
 /// Why the agent could not start or stopped with an error.
@@ -50,6 +52,8 @@ pub enum AgentError {
     },
     #[error("checkpoints: {0}")]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("spool: {0}")]
+    Spool(#[from] spool::SpoolError),
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
         addr: String,
@@ -76,6 +80,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
     let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
     let checkpoints = Checkpoints::load(&config.data_dir)?;
+    let spool = Spool::open(&config.data_dir.join("spool"), config.spool_max_bytes)?;
     let resume = checkpoints.resume_points();
     let marks = Arc::new(Marks::default());
 
@@ -161,7 +166,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     );
     // Returns when everything was delivered or the drain time after shutdown ran out;
     // dropping it closes the acknowledgement channel, so the checkpointer saves last.
-    shipper.run(batch_rx, shutdown.clone()).await;
+    shipper.run(batch_rx, spool, shutdown.clone()).await;
     let _ = checkpointer.await;
     for i in inputs {
         match i.await {

@@ -4,7 +4,8 @@
 //! ACK(seq) only after a batch is durably stored, in the order it received them;
 //! an acknowledged batch is forgotten, an unacknowledged one is sent again on the
 //! next connection. Connection failures rotate through `collectors` with
-//! exponential backoff and jitter. Every read from the collector has a timeout.
+//! exponential backoff and jitter; meanwhile batches go to the disk spool (see
+//! `spool`). Every read from the collector has a timeout.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tributary_common::wire::{
 
 use crate::batch::{Batch, Position};
 use crate::config::CollectorAddr;
+use crate::spool::Spool;
 use crate::stats::AgentStats;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,94 +69,146 @@ enum Outcome {
     GaveUp,
 }
 
+/// What the shipper carries from one connection to the next.
+struct State {
+    /// Sent, not yet acknowledged: the oldest batches, resent first after a reconnect.
+    pending: VecDeque<Inflight>,
+    /// Not sent yet, in order, on disk: after `pending`, before new batches.
+    spool: Spool,
+    next_seq: u64,
+    input_closed: bool,
+    failures: u32,
+    drain_deadline: Option<Instant>,
+}
+
+impl State {
+    fn done(&self) -> bool {
+        self.input_closed && self.pending.is_empty() && self.spool.is_empty()
+    }
+
+    /// Whether to take a new batch from the batcher: into the window when nothing
+    /// older waits in the spool, else behind the spool while it has room.
+    fn wants_batch(&self, window: usize) -> bool {
+        !self.input_closed
+            && if self.spool.is_empty() {
+                self.pending.len() < window
+            } else {
+                self.spool.has_room()
+            }
+    }
+}
+
 impl Shipper {
     /// Run until the batch channel closes and everything was acknowledged, or the
-    /// drain timeout after `shutdown` runs out.
-    pub async fn run(self, mut rx: mpsc::Receiver<Batch>, shutdown: CancellationToken) {
-        let mut pending: VecDeque<Inflight> = VecDeque::new();
-        let mut next_seq = 1u64;
-        let mut input_closed = false;
+    /// drain timeout after `shutdown` runs out (what is spooled stays for next time).
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<Batch>,
+        spool: Spool,
+        shutdown: CancellationToken,
+    ) {
+        let mut st = State {
+            pending: VecDeque::new(),
+            spool,
+            next_seq: 1,
+            input_closed: false,
+            failures: 0,
+            drain_deadline: None,
+        };
         let mut which = 0usize;
-        let mut failures = 0u32;
-        let mut drain_deadline: Option<Instant> = None;
+        self.stats
+            .spool_bytes
+            .store(st.spool.bytes(), Ordering::Relaxed);
         loop {
-            if input_closed && pending.is_empty() {
+            if st.done() {
                 return;
             }
-            if drain_deadline.is_none() && shutdown.is_cancelled() {
-                drain_deadline = Some(Instant::now() + self.drain_timeout);
+            if st.drain_deadline.is_none() && shutdown.is_cancelled() {
+                st.drain_deadline = Some(Instant::now() + self.drain_timeout);
             }
             let target = &self.collectors[which % self.collectors.len()];
             let conn = tokio::select! {
                 c = self.connect(target) => c,
-                _ = sleep_until_opt(drain_deadline) => {
-                    self.give_up(&pending);
+                _ = sleep_until_opt(st.drain_deadline) => {
+                    self.give_up(&st);
                     return;
                 }
             };
             let (mut reader, mut writer) = match conn {
                 Ok(c) => c,
                 Err(e) => {
-                    failures += 1;
+                    st.failures += 1;
                     which += 1;
-                    let wait = backoff(failures);
+                    let wait = backoff(st.failures);
                     tracing::warn!(collector = %target.addr, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach collector");
                     self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.cancelled(), if drain_deadline.is_none() => {}
-                        _ = sleep_until_opt(drain_deadline) => {
-                            self.give_up(&pending);
-                            return;
+                    // While waiting, keep taking batches into the spool so files keep
+                    // being read; when it is full the readers wait.
+                    let until = Instant::now() + wait;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            _ = shutdown.cancelled(), if st.drain_deadline.is_none() => break,
+                            _ = sleep_until_opt(st.drain_deadline) => {
+                                self.give_up(&st);
+                                return;
+                            }
+                            b = rx.recv(), if !st.input_closed && st.spool.has_room() => match b {
+                                Some(b) => self.spool_batch(&mut st, b),
+                                None => st.input_closed = true,
+                            },
                         }
                     }
                     continue;
                 }
             };
-            tracing::info!(collector = %target.addr, resending = pending.len(), "connected to collector");
+            tracing::info!(collector = %target.addr, resending = st.pending.len(), spooled = st.spool.len(), "connected to collector");
             self.stats.connections.fetch_add(1, Ordering::Relaxed);
-            let outcome = self
-                .session(
-                    &mut reader,
-                    &mut writer,
-                    &mut pending,
-                    &mut next_seq,
-                    &mut rx,
-                    &mut input_closed,
-                    &shutdown,
-                    &mut drain_deadline,
-                    &mut failures,
-                )
-                .await;
-            match outcome {
+            match self
+                .session(&mut reader, &mut writer, &mut st, &mut rx, &shutdown)
+                .await
+            {
                 Outcome::Done => {
                     // Say goodbye properly (TLS close_notify), but do not wait long for it.
                     let _ = timeout(Duration::from_secs(2), writer.close()).await;
                     return;
                 }
                 Outcome::GaveUp => {
-                    self.give_up(&pending);
+                    self.give_up(&st);
                     return;
                 }
                 Outcome::Reconnect => {
-                    failures += 1;
-                    let wait = backoff(failures);
+                    st.failures += 1;
+                    let wait = backoff(st.failures);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = sleep_until_opt(drain_deadline) => {}
+                        _ = sleep_until_opt(st.drain_deadline) => {}
                     }
                 }
             }
         }
     }
 
-    fn give_up(&self, pending: &VecDeque<Inflight>) {
-        if !pending.is_empty() {
-            let records: u64 = pending.iter().map(|p| p.batch.records() as u64).sum();
+    /// Put a batch at the back of the spool. If the disk refuses it, the batch is
+    /// not lost: its lines are behind the checkpoints and are read again after a
+    /// restart; the error is logged.
+    fn spool_batch(&self, st: &mut State, batch: Batch) {
+        if let Err(e) = st.spool.push(&batch) {
+            tracing::error!(error = %e, records = batch.records(), "cannot spool a batch; its lines will be read again after a restart");
+        }
+        self.stats
+            .spool_bytes
+            .store(st.spool.bytes(), Ordering::Relaxed);
+    }
+
+    fn give_up(&self, st: &State) {
+        if !st.pending.is_empty() || !st.spool.is_empty() {
+            let records: u64 = st.pending.iter().map(|p| p.batch.records() as u64).sum();
             tracing::warn!(
-                batches = pending.len(),
+                in_flight = st.pending.len(),
                 records,
-                "shutting down with unacknowledged batches; they will be read again after restart"
+                spooled = st.spool.len(),
+                "shutting down before everything was acknowledged; in-flight lines are read again and the spool is sent after restart"
             );
         }
     }
@@ -202,21 +256,16 @@ impl Shipper {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn session(
         &self,
         reader: &mut Reader,
         writer: &mut Writer,
-        pending: &mut VecDeque<Inflight>,
-        next_seq: &mut u64,
+        st: &mut State,
         rx: &mut mpsc::Receiver<Batch>,
-        input_closed: &mut bool,
         shutdown: &CancellationToken,
-        drain_deadline: &mut Option<Instant>,
-        failures: &mut u32,
     ) -> Outcome {
         // Resend what the previous connection left unacknowledged, in order.
-        for p in pending.iter() {
+        for p in st.pending.iter() {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = send(writer, p).await {
                 tracing::warn!(error = %e, "resend failed");
@@ -225,20 +274,42 @@ impl Shipper {
         }
         let mut ack_deadline = Instant::now() + ACK_TIMEOUT;
         loop {
-            if *input_closed && pending.is_empty() {
+            if st.done() {
                 return Outcome::Done;
             }
-            let can_send = !*input_closed && pending.len() < self.window;
+            // The spool goes out before anything newer.
+            if st.pending.len() < self.window && !st.spool.is_empty() {
+                match st.spool.pop() {
+                    Ok(Some(batch)) => {
+                        self.stats
+                            .spool_bytes
+                            .store(st.spool.bytes(), Ordering::Relaxed);
+                        if st.pending.is_empty() {
+                            ack_deadline = Instant::now() + ACK_TIMEOUT;
+                        }
+                        if let Err(e) = self.send_new(writer, st, batch).await {
+                            tracing::warn!(error = %e, "sending to collector failed");
+                            return Outcome::Reconnect;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the spool; its batches' lines are read again after a restart")
+                    }
+                }
+                continue;
+            }
+            let wants = st.wants_batch(self.window);
             tokio::select! {
                 biased;
                 frame = reader.next() => {
                     ack_deadline = Instant::now() + ACK_TIMEOUT;
                     match frame {
                         Some(Ok(Frame::Ack { seq })) => {
-                            match pending.front() {
+                            match st.pending.front() {
                                 Some(front) if front.seq == seq => {
-                                    if let Some(done) = pending.pop_front() {
-                                        *failures = 0;
+                                    if let Some(done) = st.pending.pop_front() {
+                                        st.failures = 0;
                                         self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                                         self.stats.records_acked.fetch_add(done.batch.records() as u64, Ordering::Relaxed);
                                         if let Some(acked) = &self.acked {
@@ -257,9 +328,9 @@ impl Shipper {
                                 tracing::warn!(seq, ?code, %message, "collector could not store a batch; will retry");
                                 return Outcome::Reconnect;
                             }
-                            match pending.front() {
+                            match st.pending.front() {
                                 Some(front) if front.seq == seq => {
-                                    if let Some(dropped) = pending.pop_front() {
+                                    if let Some(dropped) = st.pending.pop_front() {
                                         self.stats.records_rejected.fetch_add(dropped.batch.records() as u64, Ordering::Relaxed);
                                         tracing::error!(seq, ?code, %message, records = dropped.batch.records(), topic = %dropped.batch.frame.topic, "collector permanently refused a batch; it is dropped");
                                     }
@@ -285,36 +356,52 @@ impl Shipper {
                         }
                     }
                 }
-                batch = rx.recv(), if can_send => {
+                batch = rx.recv(), if wants => {
                     match batch {
-                        Some(batch) => {
-                            let p = Inflight { seq: *next_seq, batch };
-                            *next_seq += 1;
-                            if pending.is_empty() {
+                        Some(batch) if st.spool.is_empty() => {
+                            if st.pending.is_empty() {
                                 ack_deadline = Instant::now() + ACK_TIMEOUT;
                             }
-                            let result = send(writer, &p).await;
-                            self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-                            self.stats.bytes_sent.fetch_add(p.batch.frame.payload.len() as u64, Ordering::Relaxed);
-                            pending.push_back(p);
-                            if let Err(e) = result {
+                            if let Err(e) = self.send_new(writer, st, batch).await {
                                 tracing::warn!(error = %e, "sending to collector failed");
                                 return Outcome::Reconnect;
                             }
                         }
-                        None => *input_closed = true,
+                        Some(batch) => self.spool_batch(st, batch),
+                        None => st.input_closed = true,
                     }
                 }
-                _ = tokio::time::sleep_until(ack_deadline), if !pending.is_empty() => {
-                    tracing::warn!(in_flight = pending.len(), "no acknowledgement for {ACK_TIMEOUT:?}; reconnecting");
+                _ = tokio::time::sleep_until(ack_deadline), if !st.pending.is_empty() => {
+                    tracing::warn!(in_flight = st.pending.len(), "no acknowledgement for {ACK_TIMEOUT:?}; reconnecting");
                     return Outcome::Reconnect;
                 }
-                _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                    *drain_deadline = Some(Instant::now() + self.drain_timeout);
+                _ = shutdown.cancelled(), if st.drain_deadline.is_none() => {
+                    st.drain_deadline = Some(Instant::now() + self.drain_timeout);
                 }
-                _ = sleep_until_opt(*drain_deadline) => return Outcome::GaveUp,
+                _ = sleep_until_opt(st.drain_deadline) => return Outcome::GaveUp,
             }
         }
+    }
+
+    /// Give a batch the next sequence number, send it, and keep it until acknowledged.
+    async fn send_new(
+        &self,
+        writer: &mut Writer,
+        st: &mut State,
+        batch: Batch,
+    ) -> Result<(), WireError> {
+        let p = Inflight {
+            seq: st.next_seq,
+            batch,
+        };
+        st.next_seq += 1;
+        let result = send(writer, &p).await;
+        self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_sent
+            .fetch_add(p.batch.frame.payload.len() as u64, Ordering::Relaxed);
+        st.pending.push_back(p);
+        result
     }
 }
 

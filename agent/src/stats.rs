@@ -26,6 +26,8 @@ pub struct AgentStats {
     pub syslog_udp_dropped: AtomicU64,
     /// Syslog TCP and TLS connections accepted.
     pub syslog_connections: AtomicU64,
+    /// Bytes in the disk spool now (a gauge).
+    pub spool_bytes: AtomicU64,
 }
 
 impl AgentStats {
@@ -111,6 +113,16 @@ impl AgentStats {
             "syslog_connections_total",
             "Syslog TCP and TLS connections accepted.",
             &self.syslog_connections,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tributary_agent_spool_bytes Bytes of batches waiting in the disk spool."
+        );
+        let _ = writeln!(out, "# TYPE tributary_agent_spool_bytes gauge");
+        let _ = writeln!(
+            out,
+            "tributary_agent_spool_bytes {}",
+            self.spool_bytes.load(Ordering::Relaxed)
         );
         out
     }

@@ -52,6 +52,11 @@ impl Metrics {
             m.records_in.clone(),
         );
         registry.register(
+            "ingest_duplicates",
+            "Records dropped because they were already stored (agent resends)",
+            m.records_deduplicated.clone(),
+        );
+        registry.register(
             "ingest_bytes",
             "Uncompressed payload bytes durably stored",
             m.bytes_in.clone(),

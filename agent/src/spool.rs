@@ -1,0 +1,258 @@
+//! The disk spool: batches waiting for a collector, in order, on disk.
+//!
+//! While no collector answers, the shipper moves batches from the batcher into the
+//! spool instead of stopping, so files keep being read (a file rotated away and
+//! deleted during an outage is not lost) while memory stays bounded. When the spool
+//! holds `max_bytes`, the shipper stops taking batches and the readers stop: files
+//! wait on disk, nothing is dropped.
+//!
+//! Order is what makes deduplication safe: a later batch of a file must never be
+//! stored before an earlier one. So the shipper sends strictly in this order:
+//! in-flight batches (resent after a reconnect), then the spool (oldest first), then
+//! new batches; while the spool is not empty, new batches go behind it.
+//!
+//! Layout: `data_dir/spool/<id:020>.batch`, one batch per file, written to a temp
+//! name and renamed (a crash never leaves a half file under a real name):
+//! ```text
+//! "TSP1" | u32 frame_len | BATCH frame (wire encoding, seq 0) | u32 json_len | positions (JSON)
+//! ```
+//! Spooled batches survive restarts and are sent first; their records are also
+//! re-read from the files (checkpoints only move on acknowledgement), and the
+//! collector drops the copies it already has.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio_util::codec::{Decoder, Encoder};
+use tributary_common::wire::{DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec};
+
+use crate::batch::{Batch, Position};
+
+const MAGIC: &[u8; 4] = b"TSP1";
+
+#[derive(Debug, Error)]
+pub enum SpoolError {
+    #[error("{}: {op}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError {
+    let path = path.to_owned();
+    move |source| SpoolError::Io { op, path, source }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpooledPosition {
+    source_id: u64,
+    path: String,
+    end_offset: u64,
+}
+
+/// A FIFO of batches on disk with a size limit.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    bytes: u64,
+    files: VecDeque<(u64, u64)>,
+    next_id: u64,
+}
+
+impl Spool {
+    /// Open `dir` (created when missing) and take what an earlier run left, oldest first.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err("list", dir))? {
+            let entry = entry.map_err(io_err("list", dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name
+                .strip_suffix(".batch")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                files.push((id, size));
+            } else if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        files.sort_unstable();
+        let bytes = files.iter().map(|f| f.1).sum();
+        let next_id = files.last().map_or(0, |f| f.0 + 1);
+        if !files.is_empty() {
+            tracing::info!(batches = files.len(), bytes, dir = %dir.display(), "spool holds batches from an earlier run; sending them first");
+        }
+        Ok(Spool {
+            dir: dir.to_owned(),
+            max_bytes,
+            bytes,
+            files: files.into(),
+            next_id,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether one more batch may be added (the last one may pass the limit).
+    pub fn has_room(&self) -> bool {
+        self.bytes < self.max_bytes
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.batch"))
+    }
+
+    /// Append a batch at the back.
+    pub fn push(&mut self, batch: &Batch) -> Result<(), SpoolError> {
+        let mut frame = BytesMut::new();
+        // The batcher never builds a frame over the limit; encoding cannot fail.
+        let _ = FrameCodec::new(DEFAULT_MAX_FRAME_BYTES)
+            .encode(Frame::Batch(batch.frame.clone()), &mut frame);
+        let positions: Vec<SpooledPosition> = batch
+            .positions
+            .iter()
+            .map(|p| SpooledPosition {
+                source_id: p.source_id,
+                path: p.path.to_string(),
+                end_offset: p.end_offset,
+            })
+            .collect();
+        let json = serde_json::to_vec(&positions).unwrap_or_default();
+        let mut data = Vec::with_capacity(12 + frame.len() + json.len());
+        data.extend_from_slice(MAGIC);
+        data.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        data.extend_from_slice(&frame);
+        data.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        data.extend_from_slice(&json);
+        let id = self.next_id;
+        let path = self.path(id);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &data).map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+        self.next_id += 1;
+        self.bytes += data.len() as u64;
+        self.files.push_back((id, data.len() as u64));
+        Ok(())
+    }
+
+    /// Take the oldest batch off the spool. A damaged file is logged and skipped
+    /// (its records are still in their files, behind the checkpoints).
+    pub fn pop(&mut self) -> Result<Option<Batch>, SpoolError> {
+        while let Some((id, size)) = self.files.pop_front() {
+            self.bytes = self.bytes.saturating_sub(size);
+            let path = self.path(id);
+            let data = std::fs::read(&path).map_err(io_err("read", &path))?;
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            match decode(&data) {
+                Some(batch) => return Ok(Some(batch)),
+                None => {
+                    tracing::warn!(path = %path.display(), "damaged spool file skipped; its lines are re-read from their files")
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn decode(data: &[u8]) -> Option<Batch> {
+    let rest = data.strip_prefix(MAGIC)?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let frame = rest.get(..len)?;
+    let rest = rest.get(len..)?;
+    let (jlen, rest) = rest.split_first_chunk::<4>()?;
+    let json = rest.get(..u32::from_le_bytes(*jlen) as usize)?;
+    let mut buf = BytesMut::from(frame);
+    let Ok(Some(Frame::Batch(frame))) = FrameCodec::new(DEFAULT_MAX_FRAME_BYTES).decode(&mut buf)
+    else {
+        return None;
+    };
+    let positions: Vec<SpooledPosition> = serde_json::from_slice(json).ok()?;
+    Some(Batch {
+        frame,
+        positions: positions
+            .into_iter()
+            .map(|p| Position {
+                source_id: p.source_id,
+                path: p.path.into(),
+                end_offset: p.end_offset,
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_common::codec::Compression;
+    use tributary_common::record::BlockWriter;
+    use tributary_common::wire::BatchFrame;
+
+    fn batch(n: u64) -> Batch {
+        let mut p = Vec::new();
+        let mut b = BlockWriter::begin(&mut p, "h", "/f", 9, b"");
+        b.push(&mut p, 0, 1, n, b"", format!("line {n}").as_bytes());
+        b.finish(&mut p);
+        Batch {
+            frame: BatchFrame::build(0, "app", Compression::Lz4, 1, &p, &mut Vec::new()),
+            positions: vec![Position {
+                source_id: 9,
+                path: "/f".into(),
+                end_offset: n,
+            }],
+        }
+    }
+
+    #[test]
+    fn fifo_across_reopen_with_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1).unwrap();
+        assert!(s.has_room());
+        s.push(&batch(1)).unwrap();
+        assert!(!s.has_room(), "the limit is reached");
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.push(&batch(2)).unwrap();
+        s.push(&batch(3)).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.len(), 3);
+        for n in 1..=3 {
+            let b = s.pop().unwrap().unwrap();
+            assert_eq!(b.positions[0].end_offset, n);
+            assert_eq!(b.frame, batch(n).frame);
+        }
+        assert!(s.pop().unwrap().is_none());
+        assert_eq!(s.bytes(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn damaged_files_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.push(&batch(1)).unwrap();
+        s.push(&batch(2)).unwrap();
+        std::fs::write(dir.path().join(format!("{:020}.batch", 0)), b"TSP1garbage").unwrap();
+        std::fs::write(dir.path().join("x.tmp"), b"half").unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.pop().unwrap().unwrap().positions[0].end_offset, 2);
+        assert!(!dir.path().join("x.tmp").exists());
+    }
+}

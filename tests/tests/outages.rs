@@ -1,0 +1,201 @@
+//! Collector outages and agent shutdown: the agent spools while no collector
+//! answers, pauses reading when the spool is full, catches up afterwards, and a
+//! SIGTERM saves checkpoints so a restart sends nothing twice.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tributary_e2e::{Collector, Env, Proc, append_lines, block_on, free_port};
+
+fn line(name: &str, i: usize) -> String {
+    format!("{name} {i:08} {}", "p".repeat(60 + i % 50))
+}
+
+fn agent_yaml(env: &Env, collector: &Collector, logs: &Path, metrics: u16, spool: &str) -> String {
+    let out = env
+        .output_yaml(collector, "lz4")
+        .replace("batch: {max_bytes: 1MiB, max_records: 10000, linger_ms: 50}", &format!("batch: {{max_bytes: 64KiB, max_records: 1000, linger_ms: 50}}\n  spool: {{max_bytes: {spool}}}"));
+    format!(
+        "host: outage\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{logs}/*.log\"]\n    read_from: beginning\n{out}metrics: {{listen: 127.0.0.1:{metrics}}}\n",
+        data = env.path().join("agent-data").display(),
+        logs = logs.display(),
+    )
+}
+
+/// One counter or gauge from the agent's /metrics.
+fn agent_metric(port: u16, name: &str) -> u64 {
+    let api = tributary_collector::client::ApiClient::new(&format!("http://127.0.0.1:{port}"))
+        .expect("url");
+    let Ok((_, text)) = block_on(api.get_text("/metrics", Duration::from_secs(5))) else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, timeout: Duration, agent: &Proc, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check_exactly_once(collector: &Collector, expected: &[(String, usize)]) {
+    let records = collector.read_all("app");
+    let mut seen: HashMap<&str, u32> = HashMap::new();
+    for r in &records {
+        *seen.entry(r.message.as_str()).or_default() += 1;
+    }
+    let mut total = 0;
+    for (name, n) in expected {
+        for i in 0..*n {
+            let l = line(name, i);
+            assert_eq!(seen.get(l.as_str()).copied(), Some(1), "{name} line {i}");
+        }
+        total += n;
+    }
+    assert_eq!(records.len(), total, "nothing else stored");
+}
+
+#[test]
+fn collector_down_for_30s_agent_spools_and_catches_up() {
+    let env = Env::new();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let (ingest, api, metrics) = (free_port(), free_port(), free_port());
+    let mut collector = env.start_collector_on(ingest, api, "");
+    let agent = env.start_agent(
+        "agent",
+        &agent_yaml(&env, &collector, &logs, metrics, "64MiB"),
+    );
+    append_lines(&logs.join("a.log"), (0..5_000).map(|i| line("a", i)));
+    collector.wait_for_count("app", 5_000, Duration::from_secs(60), &agent);
+
+    collector.proc.kill();
+    let down_at = Instant::now();
+    // During the outage: more lines, and a file that is written, read and deleted
+    // before the collector comes back. Only the spool can still deliver it.
+    append_lines(&logs.join("a.log"), (5_000..20_000).map(|i| line("a", i)));
+    append_lines(&logs.join("gone.log"), (0..10_000).map(|i| line("gone", i)));
+    wait_until(
+        "the agent to read everything into its spool",
+        Duration::from_secs(30),
+        &agent,
+        || {
+            agent_metric(metrics, "tributary_agent_lines_read_total") >= 30_000
+                && agent_metric(metrics, "tributary_agent_spool_bytes") > 0
+        },
+    );
+    std::fs::remove_file(logs.join("gone.log")).unwrap();
+    // Keep writing while the collector is down, for 30 s in all.
+    let mut n = 20_000;
+    while down_at.elapsed() < Duration::from_secs(30) {
+        append_lines(&logs.join("a.log"), (n..n + 500).map(|i| line("a", i)));
+        n += 500;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let collector = env.start_collector_on(ingest, api, "");
+    collector.wait_for_count("app", (n + 10_000) as u64, Duration::from_secs(120), &agent);
+    check_exactly_once(&collector, &[("a".into(), n), ("gone".into(), 10_000)]);
+    wait_until(
+        "the spool to drain",
+        Duration::from_secs(10),
+        &agent,
+        || agent_metric(metrics, "tributary_agent_spool_bytes") == 0,
+    );
+}
+
+#[test]
+fn full_spool_pauses_reading_without_loss() {
+    let env = Env::new();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let (ingest, api, metrics) = (free_port(), free_port(), free_port());
+    let mut collector = env.start_collector_on(ingest, api, "");
+    let agent = env.start_agent(
+        "agent",
+        &agent_yaml(&env, &collector, &logs, metrics, "256KiB"),
+    );
+    append_lines(&logs.join("a.log"), (0..100).map(|i| line("a", i)));
+    collector.wait_for_count("app", 100, Duration::from_secs(60), &agent);
+    collector.proc.kill();
+
+    // ~13 MB of lines: far more than the spool and the in-memory queues hold.
+    let total = 100_000;
+    append_lines(&logs.join("a.log"), (100..total).map(|i| line("a", i)));
+    wait_until("the spool to fill", Duration::from_secs(30), &agent, || {
+        agent_metric(metrics, "tributary_agent_spool_bytes") >= 256 << 10
+    });
+    // Reading stops: the number of lines read settles well below what was written.
+    let mut last = agent_metric(metrics, "tributary_agent_lines_read_total");
+    wait_until("reading to pause", Duration::from_secs(30), &agent, || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = agent_metric(metrics, "tributary_agent_lines_read_total");
+        let settled = now == last;
+        last = now;
+        settled
+    });
+    assert!(
+        last < total as u64 / 2,
+        "read {last} of {total} lines with a full spool"
+    );
+    let spool = agent_metric(metrics, "tributary_agent_spool_bytes");
+    assert!(
+        spool < (256 << 10) + (256 << 10),
+        "spool holds {spool} bytes, limit 256KiB + one batch"
+    );
+
+    let collector = env.start_collector_on(ingest, api, "");
+    collector.wait_for_count("app", total as u64, Duration::from_secs(120), &agent);
+    check_exactly_once(&collector, &[("a".into(), total)]);
+}
+
+#[test]
+fn sigterm_saves_checkpoints_and_a_restart_sends_nothing_twice() {
+    let env = Env::new();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let (ingest, api, metrics) = (free_port(), free_port(), free_port());
+    let collector = env.start_collector_on(ingest, api, "");
+    let yaml = agent_yaml(&env, &collector, &logs, metrics, "64MiB");
+    let mut agent = env.start_agent("agent-1", &yaml);
+    append_lines(&logs.join("a.log"), (0..50_000).map(|i| line("a", i)));
+    collector.wait_for_count("app", 50_000, Duration::from_secs(60), &agent);
+
+    let started = Instant::now();
+    let status = agent
+        .terminate(Duration::from_secs(15))
+        .expect("agent exits on SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let cp = std::fs::read_to_string(env.path().join("agent-data/checkpoints.json"))
+        .expect("checkpoints saved");
+    let size = std::fs::metadata(logs.join("a.log")).unwrap().len();
+    assert!(
+        cp.contains(&format!("\"offset\": {size}")),
+        "checkpoint at the end of the file ({size}):\n{cp}"
+    );
+
+    // A restart resumes at the checkpoint: new lines arrive, nothing is re-sent.
+    append_lines(&logs.join("a.log"), (50_000..51_000).map(|i| line("a", i)));
+    let agent = env.start_agent("agent-2", &yaml);
+    collector.wait_for_count("app", 51_000, Duration::from_secs(60), &agent);
+    check_exactly_once(&collector, &[("a".into(), 51_000)]);
+    let (_, text) = block_on(collector.api.get_text("/metrics", Duration::from_secs(5))).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "tributary_ingest_duplicates_total 0"),
+        "{text}"
+    );
+}
