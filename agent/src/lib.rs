@@ -97,6 +97,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             rescan_interval: Duration::from_secs(1),
             poll_interval: Duration::from_millis(250),
             chunk_bytes,
+            close_inactive: f.close_inactive,
             resume: resume.clone(),
             marks: marks.clone(),
         })

@@ -91,9 +91,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &'static str, bin: &str, args: &[&str], log: PathBuf) -> Proc {
+        Self::spawn_command(name, &bin_dir().join(bin).to_string_lossy(), args, log)
+    }
+
+    /// Spawn `program` (a path, or a name looked up in `PATH`).
+    pub fn spawn_command(name: &'static str, program: &str, args: &[&str], log: PathBuf) -> Proc {
+        let bin = program;
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(bin_dir().join(bin))
+        let child = Command::new(program)
             .args(args)
             .env(
                 "RUST_LOG",
@@ -239,6 +245,27 @@ impl Env {
             "agent",
             "tributary-agent",
             &["--config", cfg.to_str().expect("utf-8 path")],
+            self.path().join(format!("{name}.log")),
+        )
+    }
+
+    /// Start `tributary-agent` with at most `nofile` open file descriptors (through
+    /// util-linux `prlimit`, which execs the agent: the PID is the agent's).
+    pub fn start_agent_with_fd_limit(&self, name: &str, yaml: &str, nofile: u32) -> Proc {
+        let cfg = self.path().join(format!("{name}.yaml"));
+        std::fs::write(&cfg, yaml).expect("write agent.yaml");
+        let agent = bin_dir().join("tributary-agent");
+        let limit = format!("--nofile={nofile}:{nofile}");
+        Proc::spawn_command(
+            "agent",
+            "prlimit",
+            &[
+                &limit,
+                "--",
+                agent.to_str().expect("utf-8 path"),
+                "--config",
+                cfg.to_str().expect("utf-8 path"),
+            ],
             self.path().join(format!("{name}.log")),
         )
     }

@@ -199,3 +199,31 @@ fn sigterm_saves_checkpoints_and_a_restart_sends_nothing_twice() {
         "{text}"
     );
 }
+
+#[test]
+fn a_thousand_files_with_few_descriptors() {
+    let env = Env::new();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let collector = env.start_collector("");
+    let yaml = format!(
+        "host: many\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{logs}/*.log\"]\n    close_inactive: 300ms\n{out}",
+        data = env.path().join("agent-data").display(),
+        logs = logs.display(),
+        out = env.output_yaml(&collector, "lz4"),
+    );
+    let names: Vec<String> = (0..1000).map(|i| format!("f{i:04}")).collect();
+    for n in &names {
+        append_lines(&logs.join(format!("{n}.log")), (0..10).map(|i| line(n, i)));
+    }
+    // 1,000 files, 128 descriptors: the agent must close idle files to get through.
+    let agent = env.start_agent_with_fd_limit("agent", &yaml, 128);
+    collector.wait_for_count("app", 10_000, Duration::from_secs(120), &agent);
+    // More lines in every file: idle-closed files are reopened where they stopped.
+    for n in &names {
+        append_lines(&logs.join(format!("{n}.log")), (10..15).map(|i| line(n, i)));
+    }
+    collector.wait_for_count("app", 15_000, Duration::from_secs(120), &agent);
+    let expected: Vec<(String, usize)> = names.iter().map(|n| (n.clone(), 15)).collect();
+    check_exactly_once(&collector, &expected);
+}

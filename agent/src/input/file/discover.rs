@@ -135,6 +135,8 @@ pub(crate) struct Scanner {
     warned: HashSet<PathBuf>,
     unreadable: HashMap<FileKey, (i64, i64)>,
     closed: HashMap<FileKey, Closed>,
+    /// When "out of file descriptors" was last logged.
+    fd_warned: Option<std::time::Instant>,
 }
 
 impl Scanner {
@@ -153,6 +155,7 @@ impl Scanner {
             warned: HashSet::new(),
             unreadable: HashMap::new(),
             closed: HashMap::new(),
+            fd_warned: None,
         }
     }
 
@@ -174,6 +177,7 @@ impl Scanner {
                 offset: r.offset,
                 generation: r.mark.generation,
                 failed: false,
+                idle: false,
                 ctime: (0, 0),
                 at: std::time::Instant::now(),
             },
@@ -192,7 +196,9 @@ impl Scanner {
         let found = self.discover();
         let present: HashSet<FileKey> = found.iter().map(|f| f.key).collect();
         self.unreadable.retain(|k, _| present.contains(k));
-        self.closed.retain(|_, c| c.at.elapsed() < CLOSED_TTL);
+        // Files closed for inactivity are remembered as long as they are there.
+        self.closed
+            .retain(|k, c| (c.idle && present.contains(k)) || c.at.elapsed() < CLOSED_TTL);
 
         let mut opened: Vec<Tail> = Vec::new();
         let mut unreadable = Vec::new();
@@ -208,6 +214,8 @@ impl Scanner {
             let prev = self.closed.get(&f.key).copied();
             let start = match prev {
                 Some(c) if c.failed && c.ctime == f.ctime => continue,
+                // Closed for inactivity and unchanged since: leave it closed.
+                Some(c) if c.idle && c.ctime == f.ctime => continue,
                 Some(c) => StartAt::Resume(c),
                 None if self.first && !self.read_from_beginning => StartAt::End,
                 None => StartAt::Beginning,
@@ -222,6 +230,19 @@ impl Scanner {
                     debug!(path = %f.path.display(), "file replaced while opening it; next scan");
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // EMFILE/ENFILE: not this file's fault; try again at the next scan
+                // (idle files are being closed meanwhile).
+                Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
+                    if self
+                        .fd_warned
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+                    {
+                        warn!(error = %e, "out of file descriptors: more files match than can be open; \
+                            idle files are closed after close_inactive and the rest are opened then");
+                        self.fd_warned = Some(std::time::Instant::now());
+                    }
+                    break;
+                }
                 Err(e) => {
                     self.warn_once(
                         &f.path,

@@ -75,6 +75,8 @@ pub struct FileInputSettings {
     pub poll_interval: Duration,
     /// Bytes read per syscall (and so the input size of one chunk).
     pub chunk_bytes: usize,
+    /// A file without new data for this long is closed until it changes.
+    pub close_inactive: Duration,
     /// Where to continue files read by an earlier run (from the checkpoints).
     pub resume: Vec<ResumePoint>,
     /// Registry of the identity behind every `source_id` this input produces, for
@@ -172,6 +174,7 @@ pub struct FileInput {
     read_from_beginning: bool,
     rescan_interval: Duration,
     poll_interval: Duration,
+    close_inactive: Duration,
     resume: Vec<ResumePoint>,
 }
 
@@ -189,6 +192,7 @@ struct Readers {
     tx: mpsc::Sender<Chunk>,
     shutdown: CancellationToken,
     poll_interval: Duration,
+    close_inactive: Duration,
 }
 
 impl Readers {
@@ -207,6 +211,7 @@ impl Readers {
                 wake: t.wake.clone(),
                 orphaned: t.orphaned.clone(),
                 poll_interval: self.poll_interval,
+                close_inactive: self.close_inactive,
             };
             let handle = self.tasks.spawn(reader::follow(tail, follow));
             self.task_keys.insert(handle.id(), key);
@@ -274,6 +279,7 @@ impl FileInput {
             read_from_beginning: settings.read_from_beginning,
             rescan_interval: settings.rescan_interval.max(MIN_INTERVAL),
             poll_interval: settings.poll_interval.max(MIN_INTERVAL),
+            close_inactive: settings.close_inactive.max(MIN_INTERVAL),
         })
     }
 
@@ -304,6 +310,7 @@ impl FileInput {
             tx,
             shutdown: shutdown.clone(),
             poll_interval: self.poll_interval,
+            close_inactive: self.close_inactive,
         };
         let min_gap = self.rescan_interval.min(MIN_RESCAN_GAP);
         let mut last_scan = Instant::now();
@@ -344,7 +351,7 @@ impl FileInput {
                             break Ok(());
                         }
                         ExitReason::Shutdown => {}
-                        ExitReason::Orphaned | ExitReason::Failed => {
+                        ExitReason::Orphaned | ExitReason::Failed | ExitReason::Idle => {
                             if let (Some(closed), Some(sc)) = (exit.closed, scanner.as_mut()) {
                                 sc.remember(exit.key, closed);
                             }

@@ -70,6 +70,8 @@ pub(crate) struct Closed {
     pub generation: u32,
     /// The reader stopped on an error: only retry once the file changed (`ctime`).
     pub failed: bool,
+    /// The reader closed an idle file: reopen it once the file changed (`ctime`).
+    pub idle: bool,
     pub ctime: (i64, i64),
     pub at: Instant,
 }
@@ -377,6 +379,7 @@ impl Tail {
             offset: self.offset,
             generation: self.generation,
             failed,
+            idle: false,
             ctime,
             at: Instant::now(),
         }
@@ -469,6 +472,8 @@ pub(crate) enum ExitReason {
     Orphaned,
     /// Reading failed; the error was logged.
     Failed,
+    /// Nothing new for `close_inactive`: the file was closed to free its descriptor.
+    Idle,
     Shutdown,
     /// The chunk receiver is gone.
     ChannelClosed,
@@ -490,6 +495,10 @@ pub(crate) struct Follow {
     /// Set by the coordinator when the file no longer appears under any matching path.
     pub orphaned: Arc<AtomicBool>,
     pub poll_interval: Duration,
+    /// Close the file after this long without new data (it is reopened by identity
+    /// when it changes), so thousands of matched files do not hold thousands of
+    /// descriptors.
+    pub close_inactive: Duration,
 }
 
 /// Tail one file until shutdown, an error, or (once it is gone) its end.
@@ -546,12 +555,20 @@ pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
                     debug!(path = %tail.path(), offset = tail.offset(), "file is gone and read to its end; closing it");
                     return exit(ExitReason::Orphaned, Some(tail.closed(false)));
                 }
+                if last_data.elapsed() >= f.close_inactive {
+                    debug!(path = %tail.path(), offset = tail.offset(), "file inactive; closing it until it changes");
+                    let mut closed = tail.closed(false);
+                    closed.idle = true;
+                    return exit(ExitReason::Idle, Some(closed));
+                }
                 tail.shrink_idle();
+                let idle_at = tokio::time::Instant::from_std(last_data + f.close_inactive);
                 loop {
                     tokio::select! {
                         biased;
                         _ = f.shutdown.cancelled() => return exit(ExitReason::Shutdown, None),
                         _ = f.wake.notified() => break,
+                        _ = tokio::time::sleep_until(idle_at) => break,
                         _ = tokio::time::sleep(f.poll_interval) => {
                             if f.orphaned.load(Ordering::Relaxed) || tail.has_news() {
                                 break;

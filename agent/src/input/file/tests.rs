@@ -327,6 +327,7 @@ fn settings(include: &[PathBuf]) -> FileInputSettings {
         rescan_interval: Duration::from_millis(50),
         poll_interval: Duration::from_millis(20),
         chunk_bytes: 64 << 10,
+        close_inactive: Duration::from_secs(60),
         resume: Vec::new(),
         marks: Arc::default(),
     }
