@@ -256,7 +256,7 @@ impl Ingest {
         let opened = tokio::task::spawn_blocking(move || batch.open(limit))
             .await
             .map_err(|e| Fatal::new(ErrorCode::Unknown, format!("batch task failed: {e}")))?;
-        let (payload, _summary) = match opened {
+        let (payload, summary) = match opened {
             Ok(x) => x,
             Err(e) => {
                 let kind = match e.code() {
@@ -270,7 +270,7 @@ impl Ingest {
             }
         };
         let bytes = payload.len() as u64;
-        match self.storage.append(&topic, payload).await {
+        match self.storage.append(&topic, payload, summary).await {
             Ok(appended) => {
                 if appended.duplicates > 0 {
                     tracing::debug!(

@@ -73,7 +73,12 @@ impl Storage {
     /// Append a validated payload to `topic`, creating the topic on first use. Each
     /// block goes to the partition of its source, so one source stays in order in
     /// one partition. Returns once the data is written (not yet durable).
-    pub async fn append(&self, topic: &str, payload: Vec<u8>) -> Result<Appended, StorageError> {
+    pub async fn append(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        summary: PayloadSummary,
+    ) -> Result<Appended, StorageError> {
         if !tributary_store::valid_topic_name(topic) {
             return Err(StorageError::InvalidTopic(topic.to_owned()));
         }
@@ -91,7 +96,7 @@ impl Storage {
                     },
                 )?,
             };
-            append_blocking(&t, &payload)
+            append_blocking(&t, &payload, &summary)
         })
         .await
         .map_err(|e| StorageError::Task(e.to_string()))??;
@@ -167,36 +172,44 @@ fn sync_all(store: &Store) -> Result<(), tributary_store::Error> {
 
 /// Split `payload` by partition and append each part. Most batches come from one
 /// source, so when every block goes to one partition the payload is appended as is.
-fn append_blocking(topic: &Topic, payload: &[u8]) -> Result<Appended, StorageError> {
+fn append_blocking(
+    topic: &Topic,
+    payload: &[u8],
+    summary: &PayloadSummary,
+) -> Result<Appended, StorageError> {
     let n = topic.partitions().len() as u32;
-    let mut blocks: Vec<(u32, &[u8], PayloadSummary)> = Vec::new();
+    let changed = |e: record::DecodeError| {
+        StorageError::Task(format!("payload changed after validation: {e}"))
+    };
+    // Block headers only: most batches come from one source and go to one partition,
+    // appended as they are with the summary the validation already computed.
+    let mut blocks: Vec<(u32, record::BlockRef<'_>)> = Vec::new();
     for block in record::blocks(payload, false) {
-        let block = block
-            .map_err(|e| StorageError::Task(format!("payload changed after validation: {e}")))?;
-        let mut summary = PayloadSummary::default();
-        for (i, r) in block.records().enumerate() {
-            let r = r.map_err(|e| {
-                StorageError::Task(format!("payload changed after validation: {e}"))
-            })?;
-            summary.add(r.timestamp_ms, i == 0);
-        }
-        let p = record::partition_for_block(&block.header, n);
-        blocks.push((p, block.bytes, summary));
+        let block = block.map_err(changed)?;
+        blocks.push((record::partition_for_block(&block.header, n), block));
     }
     let mut parts: Vec<(u32, Vec<u8>, PayloadSummary)> = Vec::new();
     let single = blocks.windows(2).all(|w| w[0].0 == w[1].0);
-    for (p, bytes, summary) in &blocks {
-        let idx = match parts.iter().position(|(q, _, _)| q == p) {
-            Some(i) => i,
-            None => {
-                parts.push((*p, Vec::new(), PayloadSummary::default()));
-                parts.len() - 1
-            }
-        };
-        if !single {
-            parts[idx].1.extend_from_slice(bytes);
+    if single {
+        if let Some((p, _)) = blocks.first() {
+            parts.push((*p, Vec::new(), *summary));
         }
-        merge_summary(&mut parts[idx].2, summary);
+    } else {
+        for (p, block) in &blocks {
+            let mut s = PayloadSummary::default();
+            for (i, r) in block.records().enumerate() {
+                s.add(r.map_err(changed)?.timestamp_ms, i == 0);
+            }
+            let idx = match parts.iter().position(|(q, _, _)| q == p) {
+                Some(i) => i,
+                None => {
+                    parts.push((*p, Vec::new(), PayloadSummary::default()));
+                    parts.len() - 1
+                }
+            };
+            parts[idx].1.extend_from_slice(block.bytes);
+            merge_summary(&mut parts[idx].2, &s);
+        }
     }
     let mut appended = Appended {
         parts: Vec::new(),
