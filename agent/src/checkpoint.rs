@@ -26,8 +26,9 @@ use crate::batch::Position;
 use crate::input::file::{FileMark, Marks, ResumePoint};
 
 const FILE_NAME: &str = "checkpoints.json";
-/// Entries not advanced for this long are forgotten (their files are long gone).
-const FORGET_AFTER_MS: i64 = 30 * 86_400_000;
+/// Entries not advanced for this long are forgotten (their files are long gone, or
+/// so quiet that re-reading them is cheap; the collector drops what it has).
+const FORGET_AFTER_MS: i64 = 365 * 86_400_000;
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {

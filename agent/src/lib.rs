@@ -100,6 +100,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             close_inactive: f.close_inactive,
             resume: resume.clone(),
             marks: marks.clone(),
+            stats: stats.clone(),
         })
         .map_err(|source| AgentError::FileInput {
             topic: f.topic.to_string(),

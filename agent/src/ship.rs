@@ -58,6 +58,8 @@ pub struct Shipper {
 struct Inflight {
     seq: u64,
     batch: Batch,
+    /// Its spool file, deleted when the batch is acknowledged.
+    spool_id: Option<u64>,
 }
 
 enum Outcome {
@@ -75,6 +77,9 @@ struct State {
     pending: VecDeque<Inflight>,
     /// Not sent yet, in order, on disk: after `pending`, before new batches.
     spool: Spool,
+    /// Batches the spool could not take (disk error): after the spool, before new
+    /// batches; while any is here, no new batch is taken.
+    held: VecDeque<Batch>,
     next_seq: u64,
     input_closed: bool,
     failures: u32,
@@ -83,13 +88,17 @@ struct State {
 
 impl State {
     fn done(&self) -> bool {
-        self.input_closed && self.pending.is_empty() && self.spool.is_empty()
+        self.input_closed
+            && self.pending.is_empty()
+            && self.spool.is_empty()
+            && self.held.is_empty()
     }
 
     /// Whether to take a new batch from the batcher: into the window when nothing
     /// older waits in the spool, else behind the spool while it has room.
     fn wants_batch(&self, window: usize) -> bool {
         !self.input_closed
+            && self.held.is_empty()
             && if self.spool.is_empty() {
                 self.pending.len() < window
             } else {
@@ -110,6 +119,7 @@ impl Shipper {
         let mut st = State {
             pending: VecDeque::new(),
             spool,
+            held: VecDeque::new(),
             next_seq: 1,
             input_closed: false,
             failures: 0,
@@ -153,7 +163,7 @@ impl Shipper {
                                 self.give_up(&st);
                                 return;
                             }
-                            b = rx.recv(), if !st.input_closed && st.spool.has_room() => match b {
+                            b = rx.recv(), if !st.input_closed && st.held.is_empty() && st.spool.has_room() => match b {
                                 Some(b) => self.spool_batch(&mut st, b),
                                 None => st.input_closed = true,
                             },
@@ -189,12 +199,22 @@ impl Shipper {
         }
     }
 
-    /// Put a batch at the back of the spool. If the disk refuses it, the batch is
-    /// not lost: its lines are behind the checkpoints and are read again after a
-    /// restart; the error is logged.
+    /// Put a batch at the back of the spool. In-flight batches that are not on disk
+    /// yet go first, so that after a crash the spool replays everything in order
+    /// (they are older than anything spooled). If the disk refuses the batch it is
+    /// held in memory and no new batch is taken until it is delivered.
     fn spool_batch(&self, st: &mut State, batch: Batch) {
-        if let Err(e) = st.spool.push(&batch) {
-            tracing::error!(error = %e, records = batch.records(), "cannot spool a batch; its lines will be read again after a restart");
+        for p in st.pending.iter_mut().filter(|p| p.spool_id.is_none()) {
+            match st.spool.push_sent(&p.batch) {
+                Ok(id) => p.spool_id = Some(id),
+                Err(e) => tracing::error!(error = %e, "cannot spool an in-flight batch"),
+            }
+        }
+        if !st.held.is_empty() {
+            st.held.push_back(batch);
+        } else if let Err(e) = st.spool.push(&batch) {
+            tracing::error!(error = %e, records = batch.records(), "cannot spool a batch; holding it in memory and pausing reading");
+            st.held.push_back(batch);
         }
         self.stats
             .spool_bytes
@@ -277,24 +297,26 @@ impl Shipper {
             if st.done() {
                 return Outcome::Done;
             }
-            // The spool goes out before anything newer.
-            if st.pending.len() < self.window && !st.spool.is_empty() {
-                match st.spool.pop() {
-                    Ok(Some(batch)) => {
-                        self.stats
-                            .spool_bytes
-                            .store(st.spool.bytes(), Ordering::Relaxed);
-                        if st.pending.is_empty() {
-                            ack_deadline = Instant::now() + ACK_TIMEOUT;
-                        }
-                        if let Err(e) = self.send_new(writer, st, batch).await {
-                            tracing::warn!(error = %e, "sending to collector failed");
+            // The spool goes out before anything newer, then what it could not take.
+            if st.pending.len() < self.window && (!st.spool.is_empty() || !st.held.is_empty()) {
+                let next = if st.spool.is_empty() {
+                    st.held.pop_front().map(|b| (None, b))
+                } else {
+                    match st.spool.next_unsent() {
+                        Ok(next) => next.map(|(id, b)| (Some(id), b)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the spool; retrying after a reconnect");
                             return Outcome::Reconnect;
                         }
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the spool; its batches' lines are read again after a restart")
+                };
+                if let Some((spool_id, batch)) = next {
+                    if st.pending.is_empty() {
+                        ack_deadline = Instant::now() + ACK_TIMEOUT;
+                    }
+                    if let Err(e) = self.send_new(writer, st, batch, spool_id).await {
+                        tracing::warn!(error = %e, "sending to collector failed");
+                        return Outcome::Reconnect;
                     }
                 }
                 continue;
@@ -310,6 +332,12 @@ impl Shipper {
                                 Some(front) if front.seq == seq => {
                                     if let Some(done) = st.pending.pop_front() {
                                         st.failures = 0;
+                                        if let Some(id) = done.spool_id
+                                            && let Err(e) = st.spool.ack(id)
+                                        {
+                                            tracing::warn!(error = %e, "cannot remove an acknowledged spool file");
+                                        }
+                                        self.stats.spool_bytes.store(st.spool.bytes(), Ordering::Relaxed);
                                         self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                                         self.stats.records_acked.fetch_add(done.batch.records() as u64, Ordering::Relaxed);
                                         if let Some(acked) = &self.acked {
@@ -362,7 +390,7 @@ impl Shipper {
                             if st.pending.is_empty() {
                                 ack_deadline = Instant::now() + ACK_TIMEOUT;
                             }
-                            if let Err(e) = self.send_new(writer, st, batch).await {
+                            if let Err(e) = self.send_new(writer, st, batch, None).await {
                                 tracing::warn!(error = %e, "sending to collector failed");
                                 return Outcome::Reconnect;
                             }
@@ -389,14 +417,19 @@ impl Shipper {
         writer: &mut Writer,
         st: &mut State,
         batch: Batch,
+        spool_id: Option<u64>,
     ) -> Result<(), WireError> {
         let p = Inflight {
             seq: st.next_seq,
             batch,
+            spool_id,
         };
         st.next_seq += 1;
         let result = send(writer, &p).await;
         self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .records_sent
+            .fetch_add(u64::from(p.batch.records()), Ordering::Relaxed);
         self.stats
             .bytes_sent
             .fetch_add(p.batch.frame.payload.len() as u64, Ordering::Relaxed);

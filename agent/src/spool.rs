@@ -54,18 +54,23 @@ struct SpooledPosition {
     end_offset: u64,
 }
 
-/// A FIFO of batches on disk with a size limit.
+/// A FIFO of batches on disk with a size limit. A batch's file is deleted only when
+/// the batch is acknowledged, so a crash while it is in flight sends it again.
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     bytes: u64,
-    files: VecDeque<(u64, u64)>,
+    /// Waiting to be sent, oldest first: (id, size).
+    unsent: VecDeque<(u64, u64)>,
+    /// Sent (in flight) and still on disk until acknowledged: id → size.
+    sent: std::collections::HashMap<u64, u64>,
     next_id: u64,
 }
 
 impl Spool {
-    /// Open `dir` (created when missing) and take what an earlier run left, oldest first.
+    /// Open `dir` (created when missing) and take what an earlier run left, oldest
+    /// first: everything on disk is unsent again.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let mut files = Vec::new();
@@ -93,20 +98,23 @@ impl Spool {
             dir: dir.to_owned(),
             max_bytes,
             bytes,
-            files: files.into(),
+            unsent: files.into(),
+            sent: std::collections::HashMap::new(),
             next_id,
         })
     }
 
+    /// Nothing waits to be sent (batches in flight may still be on disk).
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.unsent.is_empty()
     }
 
+    /// Batches waiting to be sent.
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.unsent.len()
     }
 
-    /// Bytes on disk.
+    /// Bytes on disk (waiting and in flight).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -120,8 +128,7 @@ impl Spool {
         self.dir.join(format!("{id:020}.batch"))
     }
 
-    /// Append a batch at the back.
-    pub fn push(&mut self, batch: &Batch) -> Result<(), SpoolError> {
+    fn write(&mut self, batch: &Batch) -> Result<(u64, u64), SpoolError> {
         let mut frame = BytesMut::new();
         // The batcher never builds a frame over the limit; encoding cannot fail.
         let _ = FrameCodec::new(DEFAULT_MAX_FRAME_BYTES)
@@ -149,26 +156,53 @@ impl Spool {
         std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
         self.next_id += 1;
         self.bytes += data.len() as u64;
-        self.files.push_back((id, data.len() as u64));
+        Ok((id, data.len() as u64))
+    }
+
+    /// Append a batch at the back, to be sent.
+    pub fn push(&mut self, batch: &Batch) -> Result<(), SpoolError> {
+        let f = self.write(batch)?;
+        self.unsent.push_back(f);
         Ok(())
     }
 
-    /// Take the oldest batch off the spool. A damaged file is logged and skipped
-    /// (its records are still in their files, behind the checkpoints).
-    pub fn pop(&mut self) -> Result<Option<Batch>, SpoolError> {
-        while let Some((id, size)) = self.files.pop_front() {
-            self.bytes = self.bytes.saturating_sub(size);
+    /// Store a batch that is already in flight, so that after a crash it is sent
+    /// again before anything spooled later. Returns its id for [`ack`](Self::ack).
+    pub fn push_sent(&mut self, batch: &Batch) -> Result<u64, SpoolError> {
+        let (id, size) = self.write(batch)?;
+        self.sent.insert(id, size);
+        Ok(id)
+    }
+
+    /// The oldest unsent batch, now in flight (its file stays until [`ack`](Self::ack)).
+    /// A damaged file is logged and removed.
+    pub fn next_unsent(&mut self) -> Result<Option<(u64, Batch)>, SpoolError> {
+        while let Some((id, size)) = self.unsent.pop_front() {
             let path = self.path(id);
             let data = std::fs::read(&path).map_err(io_err("read", &path))?;
-            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
             match decode(&data) {
-                Some(batch) => return Ok(Some(batch)),
+                Some(batch) => {
+                    self.sent.insert(id, size);
+                    return Ok(Some((id, batch)));
+                }
                 None => {
-                    tracing::warn!(path = %path.display(), "damaged spool file skipped; its lines are re-read from their files")
+                    tracing::error!(path = %path.display(), "damaged spool file removed");
+                    self.bytes = self.bytes.saturating_sub(size);
+                    std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
                 }
             }
         }
         Ok(None)
+    }
+
+    /// The batch `id` was acknowledged: remove its file.
+    pub fn ack(&mut self, id: u64) -> Result<(), SpoolError> {
+        if let Some(size) = self.sent.remove(&id) {
+            self.bytes = self.bytes.saturating_sub(size);
+            let path = self.path(id);
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        }
+        Ok(())
     }
 }
 
@@ -222,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn fifo_across_reopen_with_limit() {
+    fn fifo_across_reopen_with_limit_and_delete_on_ack() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1).unwrap();
         assert!(s.has_room());
@@ -230,17 +264,23 @@ mod tests {
         assert!(!s.has_room(), "the limit is reached");
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.push(&batch(2)).unwrap();
-        s.push(&batch(3)).unwrap();
+        let id3 = s.push_sent(&batch(3)).unwrap();
+        s.push(&batch(4)).unwrap();
+        assert_eq!(s.len(), 3, "the in-flight batch is not waiting");
+        // Sent but not acknowledged: still there after a crash, in order.
+        let (id1, b1) = s.next_unsent().unwrap().unwrap();
+        assert_eq!(b1.positions[0].end_offset, 1);
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(s.len(), 3);
-        for n in 1..=3 {
-            let b = s.pop().unwrap().unwrap();
-            assert_eq!(b.positions[0].end_offset, n);
-            assert_eq!(b.frame, batch(n).frame);
+        let mut order = Vec::new();
+        while let Some((id, b)) = s.next_unsent().unwrap() {
+            order.push(b.positions[0].end_offset);
+            assert_eq!(b.frame, batch(b.positions[0].end_offset).frame);
+            s.ack(id).unwrap();
         }
-        assert!(s.pop().unwrap().is_none());
+        assert_eq!(order, [1, 2, 3, 4]);
         assert_eq!(s.bytes(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let _ = (id1, id3);
     }
 
     #[test]
@@ -252,7 +292,10 @@ mod tests {
         std::fs::write(dir.path().join(format!("{:020}.batch", 0)), b"TSP1garbage").unwrap();
         std::fs::write(dir.path().join("x.tmp"), b"half").unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(s.pop().unwrap().unwrap().positions[0].end_offset, 2);
+        assert_eq!(
+            s.next_unsent().unwrap().unwrap().1.positions[0].end_offset,
+            2
+        );
         assert!(!dir.path().join("x.tmp").exists());
     }
 }

@@ -28,6 +28,10 @@ pub struct AgentStats {
     pub syslog_connections: AtomicU64,
     /// Bytes in the disk spool now (a gauge).
     pub spool_bytes: AtomicU64,
+    /// Files open for reading now (a gauge).
+    pub files_open: AtomicU64,
+    /// Records in batches sent (first sends; resends count in `retries`).
+    pub records_sent: AtomicU64,
 }
 
 impl AgentStats {
@@ -114,16 +118,29 @@ impl AgentStats {
             "Syslog TCP and TLS connections accepted.",
             &self.syslog_connections,
         );
-        let _ = writeln!(
-            out,
-            "# HELP tributary_agent_spool_bytes Bytes of batches waiting in the disk spool."
+        counter(
+            "records_sent_total",
+            "Records in batches sent to a collector (first sends).",
+            &self.records_sent,
         );
-        let _ = writeln!(out, "# TYPE tributary_agent_spool_bytes gauge");
-        let _ = writeln!(
-            out,
-            "tributary_agent_spool_bytes {}",
-            self.spool_bytes.load(Ordering::Relaxed)
+        gauge(
+            &mut out,
+            "spool_bytes",
+            "Bytes of batches waiting in the disk spool.",
+            &self.spool_bytes,
+        );
+        gauge(
+            &mut out,
+            "files_open",
+            "Files open for reading.",
+            &self.files_open,
         );
         out
     }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
+    let _ = writeln!(out, "# HELP tributary_agent_{name} {help}");
+    let _ = writeln!(out, "# TYPE tributary_agent_{name} gauge");
+    let _ = writeln!(out, "tributary_agent_{name} {}", v.load(Ordering::Relaxed));
 }

@@ -294,10 +294,17 @@ impl Ingest {
                     format!("invalid topic name `{t}`: use [A-Za-z0-9._-]{{1,249}}"),
                 ))
             }
+            // Not the sender's fault, but later batches must not be stored before this
+            // one (deduplication would then drop it when it is sent again): close the
+            // connection after acknowledging what came before; the agent resends
+            // from this batch on.
             Err(e) => {
                 self.metrics.error("storage");
                 tracing::error!(error = %e, topic = %topic, "append failed");
-                Ok(Pending::Reject(seq, ErrorCode::Storage, e.to_string()))
+                Err(Fatal::new(
+                    ErrorCode::Storage,
+                    format!("batch {seq} not stored: {e}"),
+                ))
             }
         }
     }
@@ -356,11 +363,16 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
                 Err(e) => {
                     ingest.metrics.error("fsync");
                     tracing::error!(error = %e, "fsync failed; batch not acknowledged");
-                    Frame::Reject {
-                        seq,
-                        code: ErrorCode::Storage,
-                        message: e.to_string(),
-                    }
+                    // As for a failed append: nothing after it may be acknowledged.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        writer.send(Frame::Error {
+                            code: ErrorCode::Storage,
+                            message: format!("batch {seq} not stored: {e}"),
+                        }),
+                    )
+                    .await;
+                    return Ok(());
                 }
             },
             Pending::Reject(seq, code, message) => Frame::Reject { seq, code, message },

@@ -227,3 +227,32 @@ fn a_thousand_files_with_few_descriptors() {
     let expected: Vec<(String, usize)> = names.iter().map(|n| (n.clone(), 15)).collect();
     check_exactly_once(&collector, &expected);
 }
+
+#[test]
+fn fails_over_to_the_next_collector() {
+    let env = Env::new();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let metrics = free_port();
+    // The first collector in the list never answers; the second one does.
+    let dead = free_port();
+    let collector = env.start_collector("");
+    let yaml = agent_yaml(&env, &collector, &logs, metrics, "64MiB").replace(
+        &format!("collectors: [\"127.0.0.1:{}\"]", collector.ingest_port),
+        &format!(
+            "collectors: [\"127.0.0.1:{dead}\", \"127.0.0.1:{}\"]",
+            collector.ingest_port
+        ),
+    );
+    assert!(yaml.contains(&dead.to_string()));
+    append_lines(&logs.join("a.log"), (0..2_000).map(|i| line("a", i)));
+    let agent = env.start_agent("agent", &yaml);
+    collector.wait_for_count("app", 2_000, Duration::from_secs(60), &agent);
+    check_exactly_once(&collector, &[("a".into(), 2_000)]);
+    assert!(agent_metric(metrics, "tributary_agent_connect_failures_total") >= 1);
+    assert_eq!(
+        agent_metric(metrics, "tributary_agent_records_sent_total"),
+        2_000
+    );
+    assert_eq!(agent_metric(metrics, "tributary_agent_files_open"), 1);
+}

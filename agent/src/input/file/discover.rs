@@ -197,8 +197,10 @@ impl Scanner {
         let present: HashSet<FileKey> = found.iter().map(|f| f.key).collect();
         self.unreadable.retain(|k, _| present.contains(k));
         // Files closed for inactivity are remembered as long as they are there.
-        self.closed
-            .retain(|k, c| (c.idle && present.contains(k)) || c.at.elapsed() < CLOSED_TTL);
+        // Checkpoint resume points (no ctime) stay until their file shows up.
+        self.closed.retain(|k, c| {
+            c.ctime == (0, 0) || (c.idle && present.contains(k)) || c.at.elapsed() < CLOSED_TTL
+        });
 
         let mut opened: Vec<Tail> = Vec::new();
         let mut unreadable = Vec::new();

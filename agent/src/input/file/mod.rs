@@ -82,6 +82,8 @@ pub struct FileInputSettings {
     /// Registry of the identity behind every `source_id` this input produces, for
     /// the checkpoints (shared by all file inputs of an agent).
     pub marks: Arc<Marks>,
+    /// The agent's counters (files open).
+    pub stats: Arc<crate::stats::AgentStats>,
 }
 
 /// What identifies a file version across restarts: device, inode, first-bytes
@@ -176,6 +178,7 @@ pub struct FileInput {
     poll_interval: Duration,
     close_inactive: Duration,
     resume: Vec<ResumePoint>,
+    stats: Arc<crate::stats::AgentStats>,
 }
 
 /// A file with a running reader.
@@ -193,6 +196,7 @@ struct Readers {
     shutdown: CancellationToken,
     poll_interval: Duration,
     close_inactive: Duration,
+    stats: Arc<crate::stats::AgentStats>,
 }
 
 impl Readers {
@@ -213,6 +217,7 @@ impl Readers {
                 poll_interval: self.poll_interval,
                 close_inactive: self.close_inactive,
             };
+            self.stats.files_open.fetch_add(1, Ordering::Relaxed);
             let handle = self.tasks.spawn(reader::follow(tail, follow));
             self.task_keys.insert(handle.id(), key);
             self.tracked.insert(key, t);
@@ -244,11 +249,13 @@ impl Readers {
     ) -> Option<ReaderExit> {
         match r {
             Ok((id, exit)) => {
+                self.stats.files_open.fetch_sub(1, Ordering::Relaxed);
                 self.task_keys.remove(&id);
                 self.tracked.remove(&exit.key);
                 Some(exit)
             }
             Err(e) => {
+                self.stats.files_open.fetch_sub(1, Ordering::Relaxed);
                 warn!(error = %e, "file reader task failed");
                 if let Some(key) = self.task_keys.remove(&e.id()) {
                     self.tracked.remove(&key);
@@ -280,6 +287,7 @@ impl FileInput {
             rescan_interval: settings.rescan_interval.max(MIN_INTERVAL),
             poll_interval: settings.poll_interval.max(MIN_INTERVAL),
             close_inactive: settings.close_inactive.max(MIN_INTERVAL),
+            stats: settings.stats,
         })
     }
 
@@ -311,6 +319,7 @@ impl FileInput {
             shutdown: shutdown.clone(),
             poll_interval: self.poll_interval,
             close_inactive: self.close_inactive,
+            stats: self.stats.clone(),
         };
         let min_gap = self.rescan_interval.min(MIN_RESCAN_GAP);
         let mut last_scan = Instant::now();
@@ -369,7 +378,9 @@ impl FileInput {
                 _ = tokio::time::sleep_until(last_scan + self.rescan_interval) => scan_now = true,
             }
         };
+        let stopped = readers.tasks.len() as u64;
         readers.tasks.shutdown().await;
+        self.stats.files_open.fetch_sub(stopped, Ordering::Relaxed);
         result
     }
 }

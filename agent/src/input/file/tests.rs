@@ -330,6 +330,7 @@ fn settings(include: &[PathBuf]) -> FileInputSettings {
         close_inactive: Duration::from_secs(60),
         resume: Vec::new(),
         marks: Arc::default(),
+        stats: Arc::default(),
     }
 }
 
