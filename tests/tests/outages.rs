@@ -216,8 +216,8 @@ fn a_thousand_files_with_few_descriptors() {
     for n in &names {
         append_lines(&logs.join(format!("{n}.log")), (0..10).map(|i| line(n, i)));
     }
-    // 1,000 files, 128 descriptors: the agent must close idle files to get through.
-    let agent = env.start_agent_with_fd_limit("agent", &yaml, 128);
+    // 1,000 files, 256 descriptors: the agent must close idle files to get through.
+    let agent = env.start_agent_with_fd_limit("agent", &yaml, 256);
     collector.wait_for_count("app", 10_000, Duration::from_secs(120), &agent);
     // More lines in every file: idle-closed files are reopened where they stopped.
     for n in &names {

@@ -10,23 +10,18 @@
 //! not in the table either, and its resend is accepted).
 //!
 //! Records with `source_id == 0` (syslog, which has no replayable source) are never
-//! deduplicated. The host is part of the key so that two hosts with the same inode
-//! numbers and identical first bytes (cloned images) stay apart.
+//! deduplicated. The host is part of the key (compared in full) so that two hosts
+//! with the same inode numbers and identical first lines (cloned images) stay apart.
 
 use std::collections::HashMap;
 
 use tributary_common::record::{self, BlockWriter, DecodeError, PayloadSummary};
 
-type Key = (u64, u32);
-
-fn key(host: &str, source_id: u64) -> Key {
-    (source_id, crc32c::crc32c(host.as_bytes()))
-}
-
-/// Highest stored source offset per (host, source).
+/// Highest stored source offset per (host, source): by source id, then host (one
+/// host per id in practice; the host is compared in full, never by a hash).
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
-    high: HashMap<Key, u64>,
+    high: HashMap<u64, Vec<(Box<str>, u64)>>,
 }
 
 /// What an append keeps of a payload.
@@ -57,11 +52,11 @@ impl Sources {
                 last = Some(r?.source_offset);
             }
             if let Some(last) = last {
-                let e = self
-                    .high
-                    .entry(key(block.header.host, block.header.source_id))
-                    .or_insert(last);
-                *e = (*e).max(last);
+                let hosts = self.high.entry(block.header.source_id).or_default();
+                match hosts.iter_mut().find(|(h, _)| &**h == block.header.host) {
+                    Some((_, high)) => *high = (*high).max(last),
+                    None => hosts.push((block.header.host.into(), last)),
+                }
             }
         }
         Ok(())
@@ -76,9 +71,7 @@ impl Sources {
             if block.header.source_id == 0 {
                 continue;
             }
-            if let Some(&high) = self
-                .high
-                .get(&key(block.header.host, block.header.source_id))
+            if let Some(high) = self.get(block.header.host, block.header.source_id)
                 && let Some(first) = block.records().next()
                 && first?.source_offset <= high
             {
@@ -96,7 +89,7 @@ impl Sources {
             let block = block?;
             let h = block.header;
             let high = (h.source_id != 0)
-                .then(|| self.high.get(&key(h.host, h.source_id)).copied())
+                .then(|| self.get(h.host, h.source_id))
                 .flatten();
             let mut w = BlockWriter::begin(&mut out, h.host, h.source, h.source_id, h.fields);
             for r in block.records() {
@@ -128,8 +121,17 @@ impl Sources {
         })
     }
 
+    fn get(&self, host: &str, source_id: u64) -> Option<u64> {
+        self.high
+            .get(&source_id)?
+            .iter()
+            .find(|(h, _)| &**h == host)
+            .map(|(_, high)| *high)
+    }
+
+    /// Number of (host, source) pairs tracked.
     pub(crate) fn len(&self) -> usize {
-        self.high.len()
+        self.high.values().map(Vec::len).sum()
     }
 }
 

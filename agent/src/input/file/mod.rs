@@ -216,6 +216,7 @@ impl Readers {
                 orphaned: t.orphaned.clone(),
                 poll_interval: self.poll_interval,
                 close_inactive: self.close_inactive,
+                stats: self.stats.clone(),
             };
             self.stats.files_open.fetch_add(1, Ordering::Relaxed);
             let handle = self.tasks.spawn(reader::follow(tail, follow));

@@ -497,9 +497,16 @@ pub(crate) struct Follow {
     pub poll_interval: Duration,
     /// Close the file after this long without new data (it is reopened by identity
     /// when it changes), so thousands of matched files do not hold thousands of
-    /// descriptors.
+    /// descriptors. Only while more than [`CLOSE_IDLE_ABOVE`] files are open: a
+    /// closed file that is renamed out of the globs right after new lines were
+    /// written has no reader to finish it, so files stay open when there is room.
     pub close_inactive: Duration,
+    /// The agent's counters (files open).
+    pub stats: Arc<crate::stats::AgentStats>,
 }
+
+/// Idle files are closed only while more files than this are open.
+pub(crate) const CLOSE_IDLE_ABOVE: u64 = 100;
 
 /// Tail one file until shutdown, an error, or (once it is gone) its end.
 pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
@@ -555,14 +562,18 @@ pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
                     debug!(path = %tail.path(), offset = tail.offset(), "file is gone and read to its end; closing it");
                     return exit(ExitReason::Orphaned, Some(tail.closed(false)));
                 }
-                if last_data.elapsed() >= f.close_inactive {
+                let crowded = f.stats.files_open.load(Ordering::Relaxed) > CLOSE_IDLE_ABOVE;
+                if crowded && last_data.elapsed() >= f.close_inactive {
                     debug!(path = %tail.path(), offset = tail.offset(), "file inactive; closing it until it changes");
                     let mut closed = tail.closed(false);
                     closed.idle = true;
                     return exit(ExitReason::Idle, Some(closed));
                 }
                 tail.shrink_idle();
-                let idle_at = tokio::time::Instant::from_std(last_data + f.close_inactive);
+                // Look again after close_inactive: the file may be due for closing then,
+                // or more files may be open by then (never a deadline in the past).
+                let since = if crowded { last_data } else { Instant::now() };
+                let idle_at = tokio::time::Instant::from_std(since + f.close_inactive);
                 loop {
                     tokio::select! {
                         biased;
