@@ -256,3 +256,39 @@ fn fails_over_to_the_next_collector() {
     );
     assert_eq!(agent_metric(metrics, "tributary_agent_files_open"), 1);
 }
+
+/// A restart replays the spool in order even when batches were in flight when the
+/// collector went away: the in-flight ones were written to the spool first, so they
+/// are not overtaken by newer spooled batches (which would make the collector drop
+/// them as duplicates when they are read again).
+#[test]
+fn restart_during_an_outage_replays_in_flight_and_spooled_batches_in_order() {
+    let env = Env::new();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let (ingest, api, metrics) = (free_port(), free_port(), free_port());
+    let mut collector = env.start_collector_on(ingest, api, "");
+    let yaml = agent_yaml(&env, &collector, &logs, metrics, "64MiB");
+    let mut agent = env.start_agent("agent-1", &yaml);
+    append_lines(&logs.join("a.log"), (0..1_000).map(|i| line("a", i)));
+    collector.wait_for_count("app", 1_000, Duration::from_secs(60), &agent);
+
+    // Kill the collector while a large backlog is being shipped: batches are in
+    // flight, later ones go to the spool.
+    append_lines(&logs.join("a.log"), (1_000..60_000).map(|i| line("a", i)));
+    std::thread::sleep(Duration::from_millis(30));
+    collector.proc.kill();
+    wait_until(
+        "batches in the spool",
+        Duration::from_secs(30),
+        &agent,
+        || agent_metric(metrics, "tributary_agent_spool_bytes") > 0,
+    );
+    let _ = agent.terminate(Duration::from_secs(15));
+    append_lines(&logs.join("a.log"), (60_000..61_000).map(|i| line("a", i)));
+
+    let collector = env.start_collector_on(ingest, api, "");
+    let agent = env.start_agent("agent-2", &yaml);
+    collector.wait_for_count("app", 61_000, Duration::from_secs(120), &agent);
+    check_exactly_once(&collector, &[("a".into(), 61_000)]);
+}
