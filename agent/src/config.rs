@@ -343,13 +343,7 @@ impl AgentConfigFile {
                             "must be between 16 bytes and 8MiB",
                         ));
                     }
-                    let fields_json: Arc<[u8]> = if input.fields.is_empty() {
-                        Arc::from(&[][..])
-                    } else {
-                        serde_json::to_vec(&input.fields)
-                            .map_err(|e| value_err(path, key("fields"), e.to_string()))?
-                            .into()
-                    };
+                    let fields_json = fields_json(&input.fields, path, key("fields"))?;
                     files.push(FileInputConfig {
                         topic: input.topic.into(),
                         include: input.include,
@@ -512,13 +506,7 @@ fn resolve_syslog(
             "must be at least 100ms",
         ));
     }
-    let fields_json: Arc<[u8]> = if input.fields.is_empty() {
-        Arc::from(&[][..])
-    } else {
-        serde_json::to_vec(&input.fields)
-            .map_err(|e| value_err(path, key("fields"), e.to_string()))?
-            .into()
-    };
+    let fields_json = fields_json(&input.fields, path, key("fields"))?;
     Ok(SyslogInputConfig {
         topic: input.topic.into(),
         listen,
@@ -529,6 +517,20 @@ fn resolve_syslog(
         max_connections: max_connections as usize,
         idle_timeout,
     })
+}
+
+/// An input's static `fields` as the JSON object every record carries (empty when none).
+fn fields_json(
+    fields: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    key: String,
+) -> Result<Arc<[u8]>, ConfigError> {
+    if fields.is_empty() {
+        return Ok(Arc::from(&[][..]));
+    }
+    serde_json::to_vec(fields)
+        .map(Into::into)
+        .map_err(|e| value_err(path, key, e.to_string()))
 }
 
 /// Host part of `host:port` or `[v6]:port`.
