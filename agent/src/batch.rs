@@ -24,6 +24,8 @@ pub struct Position {
     pub source_id: u64,
     pub path: Arc<str>,
     pub end_offset: u64,
+    /// Hash of the bytes before `end_offset` (see `Chunk::end_hash`).
+    pub end_hash: u64,
 }
 
 /// A closed, compressed batch waiting for a sequence number.
@@ -138,11 +140,17 @@ impl Batcher {
             .iter_mut()
             .find(|p| p.source_id == chunk.source_id)
         {
-            Some(p) => p.end_offset = p.end_offset.max(chunk.end_offset),
+            Some(p) => {
+                if chunk.end_offset >= p.end_offset {
+                    p.end_offset = chunk.end_offset;
+                    p.end_hash = chunk.end_hash;
+                }
+            }
             None => open.positions.push(Position {
                 source_id: chunk.source_id,
                 path: chunk.path.clone(),
                 end_offset: chunk.end_offset,
+                end_hash: chunk.end_hash,
             }),
         }
         if open.payload.len() >= self.limits.max_bytes || open.records >= self.limits.max_records {
@@ -206,6 +214,7 @@ mod tests {
             path: "/f".into(),
             start_offset: 0,
             end_offset: end,
+            end_hash: end * 7,
         }
     }
 
@@ -233,7 +242,8 @@ mod tests {
             vec![Position {
                 source_id: 1,
                 path: "/f".into(),
-                end_offset: 100
+                end_offset: 100,
+                end_hash: 700,
             }]
         );
         let (data, summary) = batch.frame.open(1 << 20).unwrap();

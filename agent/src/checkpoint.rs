@@ -8,6 +8,15 @@
 //! resumes from the last save and re-sends what was acknowledged after it; the
 //! collector drops those records as duplicates, so nothing is stored twice.
 //!
+//! Two more things reach the saved state:
+//! - A new truncation generation (copytruncate) is saved at offset 0 before any of
+//!   its records is sent ([`Registration`]), so a restart resumes the newest
+//!   generation of a file instead of taking the new content for the old.
+//! - Entries of files that no scan has found and no reader has held for
+//!   [`FORGET_GONE`] are forgotten (rotated away and deleted, or no longer matched);
+//!   so are their marks. If such a file shows up again later it is read from 0 and
+//!   the collector drops what it already has.
+//!
 //! The file is written by programs, so its schema is versioned and tolerant: unknown
 //! fields are ignored, and a file that does not parse is set aside with a warning
 //! (the agent then re-reads from its `read_from` rule; the collector deduplicates).
@@ -23,12 +32,13 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::batch::Position;
-use crate::input::file::{FileMark, Marks, ResumePoint};
+use crate::input::file::{FileMark, Marks, Registration, ResumePoint};
 
 const FILE_NAME: &str = "checkpoints.json";
-/// Entries not advanced for this long are forgotten (their files are long gone, or
-/// so quiet that re-reading them is cheap; the collector drops what it has).
-const FORGET_AFTER_MS: i64 = 365 * 86_400_000;
+/// Entries of files not seen for this long are forgotten.
+pub const FORGET_GONE: Duration = Duration::from_secs(3600);
+/// How often gone files are looked for.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
@@ -54,6 +64,9 @@ pub struct Entry {
     pub mark: FileMark,
     /// Bytes of the file acknowledged by the collector.
     pub offset: u64,
+    /// Hash of the bytes before `offset` (0: unknown).
+    #[serde(default)]
+    pub end_hash: u64,
     pub updated_ms: i64,
 }
 
@@ -103,13 +116,16 @@ impl Checkpoints {
         })
     }
 
-    /// Where to continue each known file: the newest entry per device and inode.
+    /// Where to continue each known file: per device, inode and birth time, the
+    /// entry of the latest generation (a truncation's acknowledgements can still
+    /// arrive for the old one), the most recently advanced among equals.
     pub fn resume_points(&self) -> Vec<ResumePoint> {
-        let mut newest: HashMap<(u64, u64), &Entry> = HashMap::new();
+        let mut newest: HashMap<(u64, u64, i64), &Entry> = HashMap::new();
         for e in self.entries.values() {
-            let k = (e.mark.dev, e.mark.ino);
+            let k = (e.mark.dev, e.mark.ino, e.mark.btime);
+            let rank = |e: &Entry| (e.mark.generation, e.updated_ms);
             match newest.get(&k) {
-                Some(old) if old.updated_ms >= e.updated_ms => {}
+                Some(old) if rank(old) >= rank(e) => {}
                 _ => {
                     newest.insert(k, e);
                 }
@@ -120,12 +136,53 @@ impl Checkpoints {
             .map(|e| ResumePoint {
                 mark: e.mark,
                 offset: e.offset,
+                end_hash: e.end_hash,
             })
             .collect()
     }
 
     pub fn get(&self, source_id: u64) -> Option<&Entry> {
         self.entries.get(&source_id)
+    }
+
+    /// Every saved `source_id`.
+    pub fn source_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.keys().copied()
+    }
+
+    /// A new generation of a file: keep it at offset 0 until acknowledgements come.
+    pub fn register(&mut self, source_id: u64, mark: FileMark, path: &str, now_ms: i64) {
+        self.entries.entry(source_id).or_insert_with(|| {
+            self.dirty = true;
+            Entry {
+                source_id,
+                path: path.to_string(),
+                mark,
+                offset: 0,
+                end_hash: 0,
+                updated_ms: now_ms,
+            }
+        });
+    }
+
+    /// Forget the entries of files not seen for [`FORGET_GONE`], and their marks.
+    pub fn forget_gone(
+        &mut self,
+        marks: &Marks,
+        started: std::time::Instant,
+        now: std::time::Instant,
+    ) {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| marks.seen_recently(&e.mark, started, FORGET_GONE, now));
+        if self.entries.len() != before {
+            tracing::debug!(
+                forgotten = before - self.entries.len(),
+                "checkpoints of files gone for an hour forgotten"
+            );
+            self.dirty = true;
+        }
+        marks.prune(started, FORGET_GONE, now);
     }
 
     /// Advance to acknowledged positions. Positions of unknown sources (no mark
@@ -135,18 +192,27 @@ impl Checkpoints {
             if p.source_id == 0 {
                 continue;
             }
-            let Some(mark) = marks.get(p.source_id) else {
-                continue;
+            let e = match self.entries.entry(p.source_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let Some(mark) = marks.get(p.source_id) else {
+                        continue;
+                    };
+                    // The checkpoints carry the mark from now on.
+                    marks.remove(p.source_id);
+                    v.insert(Entry {
+                        source_id: p.source_id,
+                        path: p.path.to_string(),
+                        mark,
+                        offset: 0,
+                        end_hash: 0,
+                        updated_ms: now_ms,
+                    })
+                }
             };
-            let e = self.entries.entry(p.source_id).or_insert_with(|| Entry {
-                source_id: p.source_id,
-                path: p.path.to_string(),
-                mark,
-                offset: 0,
-                updated_ms: now_ms,
-            });
             if p.end_offset > e.offset {
                 e.offset = p.end_offset;
+                e.end_hash = p.end_hash;
                 e.updated_ms = now_ms;
                 self.dirty = true;
             }
@@ -154,12 +220,10 @@ impl Checkpoints {
     }
 
     /// Write the state atomically if it changed since the last save.
-    pub fn save(&mut self, now_ms: i64) -> Result<(), CheckpointError> {
+    pub fn save(&mut self) -> Result<(), CheckpointError> {
         if !self.dirty {
             return Ok(());
         }
-        self.entries
-            .retain(|_, e| now_ms.saturating_sub(e.updated_ms) < FORGET_AFTER_MS);
         let mut files: Vec<Entry> = self.entries.values().cloned().collect();
         files.sort_by(|a, b| a.path.cmp(&b.path).then(a.source_id.cmp(&b.source_id)));
         let bytes = serde_json::to_vec_pretty(&State::V1 { files }).unwrap_or_default();
@@ -181,22 +245,46 @@ impl Checkpoints {
 }
 
 /// The checkpoint stage: apply acknowledged positions as they come, save at most
-/// every `interval`, and save a last time when the shipper is gone.
+/// every `interval`, save at once when a new generation registers (then tell it),
+/// forget files gone for [`FORGET_GONE`], and save a last time when the shipper is
+/// gone.
 pub async fn run(
     mut cp: Checkpoints,
     mut acked: mpsc::UnboundedReceiver<Vec<Position>>,
+    mut registrations: mpsc::UnboundedReceiver<Registration>,
     marks: Arc<Marks>,
     interval: Duration,
 ) {
+    let started = std::time::Instant::now();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut forget = tokio::time::interval(FORGET_EVERY);
+    forget.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             p = acked.recv() => match p {
                 Some(p) => cp.apply(&p, &marks, tributary_common::timefmt::now_ms()),
                 None => break,
             },
+            Some(r) = registrations.recv() => {
+                let now = tributary_common::timefmt::now_ms();
+                cp.register(r.source_id, r.mark, &r.path, now);
+                // Take every registration that is already waiting into the same save.
+                let mut waiting = vec![r];
+                while let Ok(r) = registrations.try_recv() {
+                    cp.register(r.source_id, r.mark, &r.path, now);
+                    waiting.push(r);
+                }
+                save_blocking(&mut cp).await;
+                for r in waiting {
+                    if !cp.dirty {
+                        marks.set_durable(r.source_id);
+                    }
+                    let _ = r.done.send(());
+                }
+            }
             _ = tick.tick() => save_blocking(&mut cp).await,
+            _ = forget.tick() => cp.forget_gone(&marks, started, std::time::Instant::now()),
         }
     }
     save_blocking(&mut cp).await;
@@ -216,7 +304,7 @@ async fn save_blocking(cp: &mut Checkpoints) {
         },
     );
     let result = tokio::task::spawn_blocking(move || {
-        let r = taken.save(tributary_common::timefmt::now_ms());
+        let r = taken.save();
         (taken, r)
     })
     .await;
@@ -239,6 +327,7 @@ mod tests {
         FileMark {
             dev: 1,
             ino,
+            btime: 0,
             fp_len: 10,
             fp_hash: 99,
             generation,
@@ -250,6 +339,7 @@ mod tests {
             source_id,
             path: "/var/log/a.log".into(),
             end_offset: end,
+            end_hash: end,
         }
     }
 
@@ -263,7 +353,7 @@ mod tests {
         cp.apply(&[pos(11, 100), pos(0, 5), pos(999, 7)], &marks, 1000);
         cp.apply(&[pos(11, 50)], &marks, 1001);
         cp.apply(&[pos(12, 30)], &marks, 2000);
-        cp.save(3000).unwrap();
+        cp.save().unwrap();
         assert!(!dir.path().join("checkpoints.json.tmp").exists());
 
         let back = Checkpoints::load(dir.path()).unwrap();
@@ -277,7 +367,8 @@ mod tests {
             back.resume_points(),
             vec![ResumePoint {
                 mark: mark(5, 1),
-                offset: 30
+                offset: 30,
+                end_hash: 30,
             }]
         );
     }
@@ -292,17 +383,75 @@ mod tests {
     }
 
     #[test]
-    fn old_entries_are_forgotten() {
+    fn latest_generation_wins_even_when_the_old_one_advanced_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let marks = Marks::default();
+        marks.insert(1, mark(5, 0));
+        let mut cp = Checkpoints::load(dir.path()).unwrap();
+        cp.apply(&[pos(1, 100)], &marks, 1000);
+        // Truncated: generation 1 registered at offset 0, then a late ack of gen 0.
+        cp.register(2, mark(5, 1), "/var/log/a.log", 2000);
+        cp.apply(&[pos(1, 150)], &marks, 3000);
+        cp.save().unwrap();
+        let back = Checkpoints::load(dir.path()).unwrap();
+        assert_eq!(
+            back.resume_points(),
+            vec![ResumePoint {
+                mark: mark(5, 1),
+                offset: 0,
+                end_hash: 0,
+            }]
+        );
+        // Registering again never moves an entry back.
+        let mut cp = back;
+        cp.apply(&[pos(2, 40)], &marks, 4000);
+        cp.register(2, mark(5, 1), "/var/log/a.log", 5000);
+        assert_eq!(cp.get(2).unwrap().offset, 40);
+    }
+
+    #[test]
+    fn marks_are_dropped_once_the_checkpoints_hold_them() {
         let dir = tempfile::tempdir().unwrap();
         let marks = Marks::default();
         marks.insert(1, mark(1, 0));
         marks.insert(2, mark(2, 0));
         let mut cp = Checkpoints::load(dir.path()).unwrap();
         cp.apply(&[pos(1, 10)], &marks, 0);
-        cp.apply(&[pos(2, 10)], &marks, FORGET_AFTER_MS);
-        cp.save(FORGET_AFTER_MS + 1).unwrap();
+        assert_eq!(marks.len(), 1, "mark 1 moved into the checkpoints");
+        cp.apply(&[pos(1, 20)], &marks, 1);
+        assert_eq!(cp.get(1).unwrap().offset, 20);
+    }
+
+    #[test]
+    fn files_gone_for_an_hour_are_forgotten() {
+        use std::time::Instant;
+        let dir = tempfile::tempdir().unwrap();
+        let marks = Marks::default();
+        marks.insert(1, mark(1, 0));
+        marks.insert(2, mark(2, 0));
+        marks.insert(3, mark(3, 0));
+        let mut cp = Checkpoints::load(dir.path()).unwrap();
+        cp.apply(&[pos(1, 10), pos(2, 10)], &marks, 0);
+        let started = Instant::now();
+        let key = |ino| crate::input::file::FileKey {
+            dev: 1,
+            ino,
+            btime: 0,
+        };
+        // An hour in, file 2 (and the unacknowledged file 3) were never seen again;
+        // file 1 was seen a minute ago.
+        let later = started + FORGET_GONE + Duration::from_secs(60);
+        marks.saw([key(1)], later - Duration::from_secs(60));
+        // Not before the agent ran for an hour: nothing is known to be gone yet.
+        cp.forget_gone(&marks, started, started + Duration::from_secs(60));
+        assert!(cp.get(2).is_some());
+        assert_eq!(marks.len(), 1);
+        cp.forget_gone(&marks, started, later);
+        assert!(cp.get(1).is_some());
+        assert!(cp.get(2).is_none());
+        assert!(marks.is_empty(), "mark of file 3 forgotten too");
+        cp.save().unwrap();
         let back = Checkpoints::load(dir.path()).unwrap();
-        assert!(back.get(1).is_none());
-        assert!(back.get(2).is_some());
+        assert!(back.get(1).is_some() && back.get(2).is_none());
     }
 }

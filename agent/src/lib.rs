@@ -82,7 +82,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let checkpoints = Checkpoints::load(&config.data_dir)?;
     let spool = Spool::open(&config.data_dir.join("spool"), config.spool_max_bytes)?;
     let resume = checkpoints.resume_points();
-    let marks = Arc::new(Marks::default());
+    let (register_tx, register_rx) = mpsc::unbounded_channel();
+    let marks = Arc::new(Marks::with_checkpointer(register_tx));
+    for id in checkpoints.source_ids() {
+        marks.set_durable(id);
+    }
 
     let mut inputs = Vec::new();
     for f in &config.files {
@@ -146,6 +150,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let checkpointer = tokio::spawn(checkpoint::run(
         checkpoints,
         acked_rx,
+        register_rx,
         marks,
         CHECKPOINT_INTERVAL,
     ));

@@ -12,13 +12,23 @@
 //! new batches; while the spool is not empty, new batches go behind it.
 //!
 //! Layout: `data_dir/spool/<id:020>.batch`, one batch per file, written to a temp
-//! name and renamed (a crash never leaves a half file under a real name):
+//! name, fsynced and renamed (a crash never leaves a half file under a real name):
 //! ```text
-//! "TSP1" | u32 frame_len | BATCH frame (wire encoding, seq 0) | u32 json_len | positions (JSON)
+//! "TSP2" | u32 crc32c of the rest | u32 frame_len | BATCH frame (wire encoding, seq 0)
+//!        | u32 json_len | positions (JSON)
 //! ```
 //! Spooled batches survive restarts and are sent first; their records are also
 //! re-read from the files (checkpoints only move on acknowledgement), and the
 //! collector drops the copies it already has.
+//!
+//! Damage (a bad CRC, a cut file: a disk error or power loss) is checked for every
+//! file at open. A damaged file and every file after it are moved to
+//! `spool/damaged/`, not sent: sending the later ones would store lines past the gap,
+//! and the collector would then drop the gap's lines, re-read from the files, as
+//! duplicates. Without them the files are re-read from their checkpoints, which never
+//! pass an unacknowledged batch, so only lines of files deleted meanwhile are lost;
+//! the error log says how many batches were set aside. Damage found while running
+//! (the file was sound at open or written since) sets that one file aside.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -30,7 +40,9 @@ use tributary_common::wire::{DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec};
 
 use crate::batch::{Batch, Position};
 
-const MAGIC: &[u8; 4] = b"TSP1";
+const MAGIC: &[u8; 4] = b"TSP2";
+/// Where damaged files are moved, inside the spool directory.
+const DAMAGED_DIR: &str = "damaged";
 
 #[derive(Debug, Error)]
 pub enum SpoolError {
@@ -52,6 +64,8 @@ struct SpooledPosition {
     source_id: u64,
     path: String,
     end_offset: u64,
+    #[serde(default)]
+    end_hash: u64,
 }
 
 /// A FIFO of batches on disk with a size limit. A batch's file is deleted only when
@@ -70,7 +84,7 @@ pub struct Spool {
 
 impl Spool {
     /// Open `dir` (created when missing) and take what an earlier run left, oldest
-    /// first: everything on disk is unsent again.
+    /// first: everything on disk is unsent again, up to the first damaged file.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let mut files = Vec::new();
@@ -89,8 +103,25 @@ impl Spool {
             }
         }
         files.sort_unstable();
-        let bytes = files.iter().map(|f| f.1).sum();
         let next_id = files.last().map_or(0, |f| f.0 + 1);
+        if let Some(bad) = files
+            .iter()
+            .position(|&(id, _)| !is_sound(&dir.join(format!("{id:020}.batch"))))
+        {
+            let aside = dir.join(DAMAGED_DIR);
+            std::fs::create_dir_all(&aside).map_err(io_err("create directory", &aside))?;
+            let moved = files.split_off(bad);
+            for &(id, _) in &moved {
+                let name = format!("{id:020}.batch");
+                let from = dir.join(&name);
+                std::fs::rename(&from, aside.join(&name)).map_err(io_err("rename", &from))?;
+            }
+            tracing::error!(first = %dir.join(format!("{:020}.batch", moved[0].0)).display(),
+                set_aside = moved.len(), moved_to = %aside.display(),
+                "damaged spool file: it and every later spooled batch are set aside; their lines are read \
+                 again from the files' checkpoints (lines of files deleted meanwhile are lost)");
+        }
+        let bytes = files.iter().map(|f| f.1).sum();
         if !files.is_empty() {
             tracing::info!(batches = files.len(), bytes, dir = %dir.display(), "spool holds batches from an earlier run; sending them first");
         }
@@ -140,19 +171,28 @@ impl Spool {
                 source_id: p.source_id,
                 path: p.path.to_string(),
                 end_offset: p.end_offset,
+                end_hash: p.end_hash,
             })
             .collect();
         let json = serde_json::to_vec(&positions).unwrap_or_default();
-        let mut data = Vec::with_capacity(12 + frame.len() + json.len());
+        let mut data = Vec::with_capacity(16 + frame.len() + json.len());
         data.extend_from_slice(MAGIC);
+        data.extend_from_slice(&[0; 4]);
         data.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         data.extend_from_slice(&frame);
         data.extend_from_slice(&(json.len() as u32).to_le_bytes());
         data.extend_from_slice(&json);
+        let crc = crc32c::crc32c(&data[8..]);
+        data[4..8].copy_from_slice(&crc.to_le_bytes());
         let id = self.next_id;
         let path = self.path(id);
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &data).map_err(io_err("write", &tmp))?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+            f.write_all(&data).map_err(io_err("write", &tmp))?;
+            f.sync_data().map_err(io_err("fsync", &tmp))?;
+        }
         std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
         self.next_id += 1;
         self.bytes += data.len() as u64;
@@ -175,7 +215,7 @@ impl Spool {
     }
 
     /// The oldest unsent batch, now in flight (its file stays until [`ack`](Self::ack)).
-    /// A damaged file is logged and removed.
+    /// A damaged file is logged and set aside.
     pub fn next_unsent(&mut self) -> Result<Option<(u64, Batch)>, SpoolError> {
         while let Some((id, size)) = self.unsent.pop_front() {
             let path = self.path(id);
@@ -186,9 +226,13 @@ impl Spool {
                     return Ok(Some((id, batch)));
                 }
                 None => {
-                    tracing::error!(path = %path.display(), "damaged spool file removed");
+                    let aside = self.dir.join(DAMAGED_DIR);
+                    std::fs::create_dir_all(&aside).map_err(io_err("create directory", &aside))?;
+                    let to = aside.join(format!("{id:020}.batch"));
+                    tracing::error!(path = %path.display(), moved_to = %to.display(),
+                        "spool file damaged since it was written; its lines are lost unless the agent restarts before their files change");
                     self.bytes = self.bytes.saturating_sub(size);
-                    std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                    std::fs::rename(&path, &to).map_err(io_err("rename", &path))?;
                 }
             }
         }
@@ -206,8 +250,20 @@ impl Spool {
     }
 }
 
-fn decode(data: &[u8]) -> Option<Batch> {
+/// Whether the file at `path` reads back whole with its CRC.
+fn is_sound(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|d| checked(&d).is_some())
+}
+
+/// The bytes after the CRC field, if the magic and the CRC check out.
+fn checked(data: &[u8]) -> Option<&[u8]> {
     let rest = data.strip_prefix(MAGIC)?;
+    let (crc, rest) = rest.split_first_chunk::<4>()?;
+    (crc32c::crc32c(rest) == u32::from_le_bytes(*crc)).then_some(rest)
+}
+
+fn decode(data: &[u8]) -> Option<Batch> {
+    let rest = checked(data)?;
     let (len, rest) = rest.split_first_chunk::<4>()?;
     let len = u32::from_le_bytes(*len) as usize;
     let frame = rest.get(..len)?;
@@ -228,6 +284,7 @@ fn decode(data: &[u8]) -> Option<Batch> {
                 source_id: p.source_id,
                 path: p.path.into(),
                 end_offset: p.end_offset,
+                end_hash: p.end_hash,
             })
             .collect(),
     })
@@ -251,6 +308,7 @@ mod tests {
                 source_id: 9,
                 path: "/f".into(),
                 end_offset: n,
+                end_hash: n,
             }],
         }
     }
@@ -284,18 +342,47 @@ mod tests {
     }
 
     #[test]
-    fn damaged_files_are_skipped() {
+    fn a_damaged_file_and_everything_after_it_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for n in 1..=4 {
+            s.push(&batch(n)).unwrap();
+        }
+        // One flipped byte in the third file.
+        let third = dir.path().join(format!("{:020}.batch", 2));
+        let mut data = std::fs::read(&third).unwrap();
+        let at = data.len() / 2;
+        data[at] ^= 0x40;
+        std::fs::write(&third, &data).unwrap();
+        std::fs::write(dir.path().join("x.tmp"), b"half").unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut got = Vec::new();
+        while let Some((id, b)) = s.next_unsent().unwrap() {
+            got.push(b.positions[0].end_offset);
+            s.ack(id).unwrap();
+        }
+        assert_eq!(got, [1, 2], "nothing past the damage is sent");
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join(DAMAGED_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(aside.len(), 2, "{aside:?}");
+        assert!(!dir.path().join("x.tmp").exists());
+        assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn a_cut_file_is_damage_too() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.push(&batch(1)).unwrap();
-        s.push(&batch(2)).unwrap();
-        std::fs::write(dir.path().join(format!("{:020}.batch", 0)), b"TSP1garbage").unwrap();
-        std::fs::write(dir.path().join("x.tmp"), b"half").unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(
-            s.next_unsent().unwrap().unwrap().1.positions[0].end_offset,
-            2
-        );
-        assert!(!dir.path().join("x.tmp").exists());
+        let f = dir.path().join(format!("{:020}.batch", 0));
+        let data = std::fs::read(&f).unwrap();
+        for cut in [0, 3, 8, data.len() - 1] {
+            std::fs::write(&f, &data[..cut]).unwrap();
+            assert!(!is_sound(&f), "cut at {cut}");
+        }
+        std::fs::write(&f, &data).unwrap();
+        assert!(is_sound(&f));
     }
 }

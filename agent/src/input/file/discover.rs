@@ -135,6 +135,9 @@ pub(crate) struct Scanner {
     warned: HashSet<PathBuf>,
     unreadable: HashMap<FileKey, (i64, i64)>,
     closed: HashMap<FileKey, Closed>,
+    /// Where each file was found last (kept for idle-closed files that vanished from
+    /// the globs, to look for them beside it).
+    last_path: HashMap<FileKey, PathBuf>,
     /// When "out of file descriptors" was last logged.
     fd_warned: Option<std::time::Instant>,
 }
@@ -155,6 +158,7 @@ impl Scanner {
             warned: HashSet::new(),
             unreadable: HashMap::new(),
             closed: HashMap::new(),
+            last_path: HashMap::new(),
             fd_warned: None,
         }
     }
@@ -163,10 +167,7 @@ impl Scanner {
     /// same identity.
     pub(crate) fn resume(&mut self, r: super::ResumePoint) {
         use super::fingerprint::Fingerprint;
-        let key = FileKey {
-            dev: r.mark.dev,
-            ino: r.mark.ino,
-        };
+        let key = r.mark.key();
         self.closed.insert(
             key,
             Closed {
@@ -175,6 +176,7 @@ impl Scanner {
                     hash: r.mark.fp_hash,
                 }),
                 offset: r.offset,
+                end_hash: r.end_hash,
                 generation: r.mark.generation,
                 failed: false,
                 idle: false,
@@ -196,13 +198,13 @@ impl Scanner {
         let found = self.discover();
         let present: HashSet<FileKey> = found.iter().map(|f| f.key).collect();
         self.unreadable.retain(|k, _| present.contains(k));
+        let mut opened: Vec<Tail> = self.follow_renamed(&present, tracked);
         // Files closed for inactivity are remembered as long as they are there.
         // Checkpoint resume points (no ctime) stay until their file shows up.
         self.closed.retain(|k, c| {
             c.ctime == (0, 0) || (c.idle && present.contains(k)) || c.at.elapsed() < CLOSED_TTL
         });
 
-        let mut opened: Vec<Tail> = Vec::new();
         let mut unreadable = Vec::new();
         let mut handled = HashSet::new();
         for f in &found {
@@ -256,12 +258,72 @@ impl Scanner {
                 }
             }
         }
+        for f in &found {
+            self.last_path
+                .entry(f.key)
+                .or_insert_with(|| f.path.clone());
+        }
         self.first = false;
         ScanOutcome {
             found,
             opened,
             unreadable,
         }
+    }
+
+    /// Idle-closed files that are no longer found under a matching path were renamed
+    /// or deleted. A rename out of the globs usually stays in the directory (rotation:
+    /// `app.log` → `app.log.1`), so look for the inode beside its last path; when it
+    /// is there and changed since it was closed, open it to be read to its end (it is
+    /// not in `found`, so its reader is orphaned from the start). Looked for once.
+    fn follow_renamed(
+        &mut self,
+        present: &HashSet<FileKey>,
+        tracked: &HashSet<FileKey>,
+    ) -> Vec<Tail> {
+        let mut paths: HashMap<FileKey, PathBuf> = HashMap::new();
+        let mut vanished = Vec::new();
+        for (k, c) in &self.closed {
+            if c.idle && !present.contains(k) && !tracked.contains(k) {
+                vanished.push(*k);
+            }
+        }
+        let mut opened = Vec::new();
+        for key in vanished {
+            let Some(c) = self.closed.get_mut(&key) else {
+                continue;
+            };
+            // From now on an ordinary closed file: forgotten after CLOSED_TTL.
+            c.idle = false;
+            let c = *c;
+            let Some(last) = self.last_path.remove(&key) else {
+                continue;
+            };
+            let Some((path, ctime)) = find_beside(&last, key) else {
+                continue;
+            };
+            if ctime == c.ctime {
+                continue;
+            }
+            match Tail::open(self.cfg.clone(), &path, key, StartAt::Resume(c)) {
+                Ok(Some(tail)) => {
+                    debug!(from = %last.display(), to = %path.display(), "idle file renamed out of the globs with new lines; reading it to its end");
+                    self.closed.remove(&key);
+                    opened.push(tail);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    debug!(path = %path.display(), error = %e, "cannot open renamed idle file")
+                }
+            }
+        }
+        for (k, p) in self.last_path.drain() {
+            if self.closed.get(&k).is_some_and(|c| c.idle) {
+                paths.insert(k, p);
+            }
+        }
+        self.last_path = paths;
+        opened
     }
 
     /// Expand the include globs into matching regular files.
@@ -311,6 +373,25 @@ impl Scanner {
             debug!(path = %path.display(), error = %error, "{what}");
         }
     }
+}
+
+/// The file `key` in the directory of `last`, under any name: its path and `ctime`.
+fn find_beside(last: &Path, key: FileKey) -> Option<(PathBuf, (i64, i64))> {
+    use std::os::unix::fs::DirEntryExt;
+    let dir = last.parent()?;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        if entry.ino() != key.ino {
+            continue;
+        }
+        let path = entry.path();
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() && FileKey::of(&meta) == key => {
+                return Some((path, (meta.ctime(), meta.ctime_nsec())));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

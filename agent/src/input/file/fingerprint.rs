@@ -1,8 +1,9 @@
 //! File identity: which file a record came from, independent of its path.
 //!
-//! A tailed file is tracked by its [`FileKey`] (`st_dev`, `st_ino`): two paths that
-//! name the same inode (a rename, a hard link, a symlink) are one file and are read
-//! once. An inode number can be reused after its file is deleted, so the identity that
+//! A tailed file is tracked by its [`FileKey`] (`st_dev`, `st_ino`, birth time): two
+//! paths that name the same inode (a rename, a hard link, a symlink) are one file and
+//! are read once. An inode number can be reused after its file is deleted; the birth
+//! time tells the two apart where the filesystem records one, and the identity that
 //! travels with every record, the `source_id`, also covers the file's first bytes:
 //!
 //! ```text
@@ -10,16 +11,18 @@
 //! len         = length of the first line (newline included) if it ends within
 //!               the first 256 bytes, else 256
 //! source_id   = FNV-1a 64 of  dev:u64le  ino:u64le  len:u64le  fingerprint:u64le
+//!               [btime:i64le, when known]  [generation:u32le, when > 0]
 //! ```
 //!
 //! The covered bytes never change in an append-only file, so the fingerprint does
 //! not depend on when it is taken: a restart that finds the file grown computes the
 //! same id even without a checkpoint (the collector then drops what it already has).
 //! A file with fewer than 256 bytes and no newline has no fingerprint, and emits
-//! nothing, until it has one. A checkpoint stores `len` and the hash. After a
-//! truncation the file is new content, so the fingerprint is taken again and the
-//! `source_id` changes; if the rewritten file starts with the very same bytes the id
-//! is the same as before, a known limit of content fingerprints.
+//! nothing, until it has one. A checkpoint stores `len` and the hash. A truncation
+//! (copytruncate) keeps the inode, so the reader counts it: content after a truncation
+//! is a new `generation`, whatever its first bytes, and the new generation is in the
+//! saved checkpoints before any of its records is sent (see `reader::follow`), so a
+//! restart agrees with the run before it on which id the content has.
 //!
 //! FNV-1a is implemented here because it is tiny, has no dependency and, unlike
 //! `std`'s `DefaultHasher`, is stable across Rust versions: ids must survive upgrades.
@@ -49,19 +52,29 @@ fn fnv1a64_append(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// Where a file lives on the machine: device and inode. Unique among open files.
+/// Where a file lives on the machine: device, inode and birth time. Unique among
+/// open files; the birth time (`statx` btime, 0 where the filesystem has none) tells
+/// a file from a later one that reuses its inode number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FileKey {
     pub dev: u64,
     pub ino: u64,
+    /// Nanoseconds since the epoch, 0 when unknown.
+    pub btime: i64,
 }
 
 impl FileKey {
     pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
+        let btime = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         FileKey {
             dev: meta.dev(),
             ino: meta.ino(),
+            btime,
         }
     }
 }
@@ -114,6 +127,44 @@ impl Fingerprint {
     }
 }
 
+/// How many bytes before a checkpointed offset [`end_hash`] covers.
+pub(crate) const END_HASH_BYTES: usize = 32;
+
+/// FNV-1a 64 of the up to [`END_HASH_BYTES`] bytes just before `end`: stored with a
+/// checkpoint so that a resume can tell the same content from a file that was
+/// truncated and rewritten past the offset with the same first line. 0 at offset 0
+/// ("nothing to compare").
+pub(crate) fn end_hash_of(before_end: &[u8]) -> u64 {
+    let from = before_end.len().saturating_sub(END_HASH_BYTES);
+    if before_end.is_empty() {
+        0
+    } else {
+        fnv1a64(&before_end[from..]).max(1)
+    }
+}
+
+/// [`end_hash_of`] the bytes of `file` before `end`, read from the file.
+pub(crate) fn end_hash(file: &File, end: u64) -> io::Result<u64> {
+    let from = end.saturating_sub(END_HASH_BYTES as u64);
+    let mut buf = [0u8; END_HASH_BYTES];
+    let want = (end - from) as usize;
+    let mut got = 0;
+    while got < want {
+        match file.read_at(&mut buf[got..want], from + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // A file shorter than `end` cannot be the content the hash was taken of.
+    Ok(if got < want {
+        u64::MAX
+    } else {
+        end_hash_of(&buf[..want])
+    })
+}
+
 /// Fill `buf` from the start of `file`; fewer bytes when the file is shorter.
 fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
@@ -139,6 +190,9 @@ pub(crate) fn source_id(key: FileKey, fp: Fingerprint, generation: u32) -> u64 {
     h = fnv1a64_append(h, &key.ino.to_le_bytes());
     h = fnv1a64_append(h, &u64::from(fp.len).to_le_bytes());
     h = fnv1a64_append(h, &fp.hash.to_le_bytes());
+    if key.btime != 0 {
+        h = fnv1a64_append(h, &key.btime.to_le_bytes());
+    }
     if generation > 0 {
         h = fnv1a64_append(h, &generation.to_le_bytes());
     }
@@ -159,13 +213,18 @@ mod tests {
 
     #[test]
     fn source_id_depends_on_every_part() {
-        let k = FileKey { dev: 1, ino: 2 };
+        let k = FileKey {
+            dev: 1,
+            ino: 2,
+            btime: 0,
+        };
         let fp = Fingerprint::of(b"hello\n");
         let id = source_id(k, fp, 0);
         assert_ne!(id, source_id(k, fp, 1));
         assert_ne!(id, 0);
-        assert_ne!(id, source_id(FileKey { dev: 1, ino: 3 }, fp, 0));
-        assert_ne!(id, source_id(FileKey { dev: 2, ino: 2 }, fp, 0));
+        assert_ne!(id, source_id(FileKey { ino: 3, ..k }, fp, 0));
+        assert_ne!(id, source_id(FileKey { dev: 2, ..k }, fp, 0));
+        assert_ne!(id, source_id(FileKey { btime: 7, ..k }, fp, 0));
         assert_ne!(id, source_id(k, Fingerprint::of(b"hello"), 0));
         assert_eq!(id, source_id(k, Fingerprint::of(b"hello\n"), 0));
     }

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use self::discover::{PathFilter, ScanOutcome, Scanner};
-use self::fingerprint::FileKey;
+pub(crate) use self::fingerprint::FileKey;
 use self::reader::{ExitReason, Follow, ReaderExit, TailConfig};
 use self::watch::{Hub, Target, Watch, WatchSpec, watch_specs};
 
@@ -86,43 +86,178 @@ pub struct FileInputSettings {
     pub stats: Arc<crate::stats::AgentStats>,
 }
 
-/// What identifies a file version across restarts: device, inode, first-bytes
-/// fingerprint and truncation generation. A checkpoint stores it with the offset.
+/// What identifies a file version across restarts: device, inode, birth time,
+/// first-bytes fingerprint and truncation generation. A checkpoint stores it with the
+/// offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileMark {
     pub dev: u64,
     pub ino: u64,
+    /// Birth time in nanoseconds since the epoch; 0 when the filesystem has none.
+    #[serde(default)]
+    pub btime: i64,
     pub fp_len: u16,
     pub fp_hash: u64,
     pub generation: u32,
 }
 
-/// `source_id` → [`FileMark`] of every file version read in this run.
-#[derive(Debug, Default)]
-pub struct Marks(std::sync::Mutex<HashMap<u64, FileMark>>);
-
-impl Marks {
-    pub fn insert(&self, source_id: u64, mark: FileMark) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(source_id, mark);
-    }
-
-    pub fn get(&self, source_id: u64) -> Option<FileMark> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&source_id)
-            .copied()
+impl FileMark {
+    fn key(&self) -> FileKey {
+        FileKey {
+            dev: self.dev,
+            ino: self.ino,
+            btime: self.btime,
+        }
     }
 }
 
-/// A file to continue at `offset`, if it still has the identity `mark`.
+/// A new truncation generation to make durable before its records are sent.
+#[derive(Debug)]
+pub struct Registration {
+    pub source_id: u64,
+    pub mark: FileMark,
+    pub path: Arc<str>,
+    /// Answered once the checkpoints holding it are saved.
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Shared by the file inputs and the checkpointer of an agent:
+/// - `source_id` → [`FileMark`] of the file versions read whose checkpoint entry
+///   does not exist yet (the checkpointer takes them over on the first
+///   acknowledgement);
+/// - when each file was last seen by a scan or held by a reader, so that the
+///   checkpoints of files that are gone can be forgotten;
+/// - the truncation generations already in saved checkpoints, and the channel to
+///   register new ones (see [`Marks::make_durable`]).
+#[derive(Debug, Default)]
+pub struct Marks {
+    inner: std::sync::Mutex<MarksInner>,
+    register: Option<mpsc::UnboundedSender<Registration>>,
+}
+
+#[derive(Debug, Default)]
+struct MarksInner {
+    marks: HashMap<u64, FileMark>,
+    durable: HashSet<u64>,
+    seen: HashMap<FileKey, std::time::Instant>,
+}
+
+impl Marks {
+    /// A registry whose new generations go to the checkpointer through `register`.
+    pub fn with_checkpointer(register: mpsc::UnboundedSender<Registration>) -> Self {
+        Marks {
+            inner: Default::default(),
+            register: Some(register),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MarksInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn insert(&self, source_id: u64, mark: FileMark) {
+        self.lock().marks.insert(source_id, mark);
+    }
+
+    pub fn get(&self, source_id: u64) -> Option<FileMark> {
+        self.lock().marks.get(&source_id).copied()
+    }
+
+    /// The checkpoints hold `source_id` now; its mark is no longer needed here.
+    pub fn remove(&self, source_id: u64) {
+        self.lock().marks.remove(&source_id);
+    }
+
+    /// Marks waiting for a first acknowledgement (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.lock().marks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Generations known to be in saved checkpoints (loaded ones included).
+    pub fn set_durable(&self, source_id: u64) {
+        self.lock().durable.insert(source_id);
+    }
+
+    pub fn is_durable(&self, source_id: u64) -> bool {
+        self.lock().durable.contains(&source_id)
+    }
+
+    /// Record that these files exist (found by a scan or held open) at `now`.
+    pub(crate) fn saw(&self, keys: impl IntoIterator<Item = FileKey>, now: std::time::Instant) {
+        let mut inner = self.lock();
+        for k in keys {
+            inner.seen.insert(k, now);
+        }
+    }
+
+    /// Whether the file of `mark` was seen within `within` of `now`. Files not seen
+    /// at all in this run count as seen at `started`.
+    pub fn seen_recently(
+        &self,
+        mark: &FileMark,
+        started: std::time::Instant,
+        within: Duration,
+        now: std::time::Instant,
+    ) -> bool {
+        let last = self
+            .lock()
+            .seen
+            .get(&mark.key())
+            .copied()
+            .unwrap_or(started);
+        now.saturating_duration_since(last) < within
+    }
+
+    /// Forget the files not seen within `within`, and their marks.
+    pub fn prune(&self, started: std::time::Instant, within: Duration, now: std::time::Instant) {
+        let mut inner = self.lock();
+        inner
+            .seen
+            .retain(|_, t| now.saturating_duration_since(*t) < within);
+        let MarksInner { marks, seen, .. } = &mut *inner;
+        if now.saturating_duration_since(started) >= within {
+            marks.retain(|_, m| seen.contains_key(&m.key()));
+        }
+    }
+
+    /// Make a new truncation generation durable: return once the saved checkpoints
+    /// hold `source_id` (at offset 0), so that a restart continues this generation
+    /// rather than taking its content for the old one's. Without a checkpointer
+    /// (tests) or once it is gone (shutdown) this returns at once.
+    pub async fn make_durable(&self, source_id: u64, mark: FileMark, path: Arc<str>) {
+        if self.is_durable(source_id) {
+            return;
+        }
+        let Some(tx) = &self.register else {
+            self.set_durable(source_id);
+            return;
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let r = Registration {
+            source_id,
+            mark,
+            path,
+            done,
+        };
+        if tx.send(r).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// A file to continue at `offset`, if it still has the identity `mark` and the bytes
+/// before `offset` still hash to `end_hash` (0: not known, not checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResumePoint {
     pub mark: FileMark,
     pub offset: u64,
+    pub end_hash: u64,
 }
 
 /// A run of complete records from one file, already encoded as one record block
@@ -140,6 +275,9 @@ pub struct Chunk {
     pub start_offset: u64,
     /// Byte offset just past the last consumed byte (newline included).
     pub end_offset: u64,
+    /// Hash of the bytes just before `end_offset` (see `fingerprint::end_hash_of`);
+    /// 0 for sources without offsets.
+    pub end_hash: u64,
 }
 
 /// Why a file input cannot start or stopped.
@@ -348,6 +486,12 @@ impl FileInput {
                 };
                 scanner = Some(sc);
                 last_scan = Instant::now();
+                let seen = out.found.iter().map(|f| f.key);
+                let open = out.opened.iter().map(reader::Tail::key);
+                let held = readers.tracked.keys().copied();
+                self.cfg
+                    .marks
+                    .saw(seen.chain(open).chain(held), last_scan.into_std());
                 readers.apply_scan(out, &hub);
             }
             tokio::select! {

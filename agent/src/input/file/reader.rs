@@ -33,7 +33,7 @@ use tributary_common::record::{
     BLOCK_HEADER_FIXED_LEN, BlockWriter, FLAG_PARTIAL, RECORD_HEADER_LEN,
 };
 
-use super::fingerprint::{FileKey, Fingerprint, source_id};
+use super::fingerprint::{FileKey, Fingerprint, end_hash, end_hash_of, source_id};
 use super::{Chunk, FileMark, Marks};
 
 /// An idle reader keeps at most this much read buffer.
@@ -66,6 +66,8 @@ pub(crate) enum StartAt {
 pub(crate) struct Closed {
     pub fp: Option<Fingerprint>,
     pub offset: u64,
+    /// Hash of the bytes before `offset` (0: unknown, not checked).
+    pub end_hash: u64,
     /// Truncations seen so far (part of the source id).
     pub generation: u32,
     /// The reader stopped on an error: only retry once the file changed (`ctime`).
@@ -97,13 +99,12 @@ pub(crate) struct Tail {
     path: Arc<str>,
     fp: Option<Fingerprint>,
     source_id: u64,
-    /// Bumped when content after a truncation starts with the very bytes the old
-    /// content started with; part of the source id.
+    /// Truncations seen (copytruncate); part of the source id.
     generation: u32,
-    /// Fingerprint of the content before the last truncation.
-    previous_fp: Option<Fingerprint>,
     /// File offset of `buf[0]`.
     offset: u64,
+    /// Hash of the bytes before `offset` (see `fingerprint::end_hash_of`).
+    end_hash: u64,
     /// `buf[..carry]` holds the start of an unfinished line.
     carry: usize,
     /// Read buffer; its length is a high-water mark, reused across reads.
@@ -133,29 +134,31 @@ impl Tail {
             StartAt::Resume(c) => match c.fp {
                 Some(fp)
                     if size >= c.offset
-                        && Fingerprint::prefix(&file, u64::from(fp.len))? == Some(fp) =>
+                        && Fingerprint::prefix(&file, u64::from(fp.len))? == Some(fp)
+                        && (c.end_hash == 0 || end_hash(&file, c.offset)? == c.end_hash) =>
                 {
                     (c.offset, Some(fp), c.generation)
                 }
-                // Shorter than where we were, or other first bytes: it was truncated
-                // (or rewritten) meanwhile, so this is new content from 0. Its id comes
-                // from its own first bytes; only when those equal the old ones does a
-                // new generation tell the two contents apart.
-                Some(old) => {
-                    let fp = Fingerprint::read(&file, size, cfg.max_line_bytes)?;
-                    let generation = if fp == Some(old) {
-                        c.generation + 1
-                    } else {
-                        c.generation
-                    };
-                    (0, fp, generation)
-                }
+                // Shorter than where we were, other first bytes, or other bytes
+                // before the offset: it was truncated (or rewritten) meanwhile, so
+                // this is new content from 0, a new generation even when it starts
+                // with the same bytes.
+                Some(_) => (
+                    0,
+                    Fingerprint::read(&file, size, cfg.max_line_bytes)?,
+                    c.generation + 1,
+                ),
                 None => (
                     0,
                     Fingerprint::read(&file, size, cfg.max_line_bytes)?,
                     c.generation,
                 ),
             },
+        };
+        let end_hash = match start {
+            StartAt::Resume(c) if offset == c.offset => c.end_hash,
+            _ if offset == 0 => 0,
+            _ => end_hash(&file, offset)?,
         };
         let mut tail = Tail {
             cfg,
@@ -165,8 +168,8 @@ impl Tail {
             fp: None,
             source_id: 0,
             generation,
-            previous_fp: None,
             offset,
+            end_hash,
             carry: 0,
             buf: Vec::new(),
             ratio: 1400,
@@ -184,6 +187,7 @@ impl Tail {
                 FileMark {
                     dev: self.key.dev,
                     ino: self.key.ino,
+                    btime: self.key.btime,
                     fp_len: fp.len,
                     fp_hash: fp.hash,
                     generation: self.generation,
@@ -192,15 +196,26 @@ impl Tail {
         }
     }
 
-    /// Truncated or rewritten: what follows is a new source read from 0. The new
-    /// content's id comes from its own first bytes when the reader takes its
-    /// fingerprint; `same_start` marks a generation change for the case where those
-    /// first bytes turn out equal to the old ones (see `take_fingerprint`).
+    /// Truncated or rewritten: what follows is a new generation read from 0. Its id
+    /// comes from its own first bytes once the reader takes its fingerprint.
     fn restart(&mut self) {
         self.offset = 0;
+        self.end_hash = 0;
         self.carry = 0;
-        self.previous_fp = self.fp;
+        self.generation += 1;
         self.set_fingerprint(None);
+    }
+
+    /// The identity of the current content, once it has a fingerprint.
+    pub(crate) fn mark(&self) -> Option<FileMark> {
+        self.fp.map(|fp| FileMark {
+            dev: self.key.dev,
+            ino: self.key.ino,
+            btime: self.key.btime,
+            fp_len: fp.len,
+            fp_hash: fp.hash,
+            generation: self.generation,
+        })
     }
 
     pub(crate) fn key(&self) -> FileKey {
@@ -242,9 +257,6 @@ impl Tail {
                 return Ok(Step::Eof);
             }
             let fp = Fingerprint::read(&self.file, size, self.cfg.max_line_bytes)?;
-            if fp.is_some() && fp == self.previous_fp.take() {
-                self.generation += 1;
-            }
             self.set_fingerprint(fp);
             if self.fp.is_none() {
                 return Ok(Step::Eof);
@@ -291,6 +303,13 @@ impl Tail {
         let records = block.count();
         block.finish(&mut payload);
         let start_offset = self.offset;
+        if consumed > 0 {
+            self.end_hash = if consumed >= super::fingerprint::END_HASH_BYTES {
+                end_hash_of(&self.buf[..consumed])
+            } else {
+                end_hash(&self.file, self.offset + consumed as u64)?
+            };
+        }
         self.buf.copy_within(consumed..data_len, 0);
         self.carry = data_len - consumed;
         self.offset += consumed as u64;
@@ -307,6 +326,7 @@ impl Tail {
             path: self.path.clone(),
             start_offset,
             end_offset: self.offset,
+            end_hash: self.end_hash,
         }))
     }
 
@@ -338,6 +358,11 @@ impl Tail {
         let records = block.count();
         block.finish(&mut payload);
         let start_offset = self.offset;
+        self.end_hash = end_hash_of(&self.buf[..self.carry]);
+        if self.carry < super::fingerprint::END_HASH_BYTES {
+            // Shorter than the hash: take the bytes before it from the file.
+            self.end_hash = end_hash(&self.file, self.offset + self.carry as u64).unwrap_or(0);
+        }
         self.offset += self.carry as u64;
         self.carry = 0;
         Some(Chunk {
@@ -348,6 +373,7 @@ impl Tail {
             path: self.path.clone(),
             start_offset,
             end_offset: self.offset,
+            end_hash: self.end_hash,
         })
     }
 
@@ -377,6 +403,7 @@ impl Tail {
         Closed {
             fp: self.fp,
             offset: self.offset,
+            end_hash: self.end_hash,
             generation: self.generation,
             failed,
             idle: false,
@@ -542,6 +569,9 @@ pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
             }
             Ok(Step::Chunk(chunk)) => {
                 last_data = Instant::now();
+                if let Some(reason) = make_durable(&tail, &f).await {
+                    return exit(reason, None);
+                }
                 if let Some(reason) = send(&f, chunk).await {
                     return exit(reason, None);
                 }
@@ -554,10 +584,13 @@ pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
             Ok(Step::Eof) => {
                 let orphaned = f.orphaned.load(Ordering::Relaxed);
                 if orphaned && last_data.elapsed() >= f.poll_interval {
-                    if let Some(chunk) = tail.flush_final()
-                        && let Some(reason) = send(&f, chunk).await
-                    {
-                        return exit(reason, None);
+                    if let Some(chunk) = tail.flush_final() {
+                        if let Some(reason) = make_durable(&tail, &f).await {
+                            return exit(reason, None);
+                        }
+                        if let Some(reason) = send(&f, chunk).await {
+                            return exit(reason, None);
+                        }
                     }
                     debug!(path = %tail.path(), offset = tail.offset(), "file is gone and read to its end; closing it");
                     return exit(ExitReason::Orphaned, Some(tail.closed(false)));
@@ -589,6 +622,21 @@ pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
                 }
             }
         }
+    }
+}
+
+/// A generation after a truncation is registered in the saved checkpoints before
+/// its first record leaves (see [`Marks::make_durable`]). `Some(reason)` when the
+/// reader must stop instead.
+async fn make_durable(tail: &Tail, f: &Follow) -> Option<ExitReason> {
+    let mark = tail.mark()?;
+    if mark.generation == 0 || tail.cfg.marks.is_durable(tail.source_id) {
+        return None;
+    }
+    tokio::select! {
+        biased;
+        _ = f.shutdown.cancelled() => Some(ExitReason::Shutdown),
+        () = tail.cfg.marks.make_durable(tail.source_id, mark, tail.path.clone()) => None,
     }
 }
 

@@ -303,6 +303,41 @@ fn chunks_carry_identity_and_contiguous_offsets() {
     assert!(ids.windows(2).all(|w| w[0] == w[1]));
 }
 
+#[test]
+fn resume_tells_rewritten_content_from_the_same_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    fs::write(&p, b"header\nold one\nold two\n").unwrap();
+    let cfg = tail_config(1 << 16, 1 << 20);
+    let mut t = open_tail(&p, cfg.clone(), StartAt::Beginning);
+    assert_eq!(drain(&mut t).len(), 3);
+    let closed = t.closed(false);
+    assert_eq!(closed.offset, 23);
+    assert_ne!(closed.end_hash, 0);
+    drop(t);
+
+    // The same content, grown: continue at the offset, same generation.
+    append(&p, b"old three\n");
+    let mut t = open_tail(&p, cfg.clone(), StartAt::Resume(closed));
+    let recs = drain(&mut t);
+    assert_eq!(msgs(&recs), vec![&b"old three"[..]]);
+    assert_eq!(recs[0].offset, 23);
+    drop(t);
+
+    // Truncated and rewritten past the old offset with the same first line (while
+    // nobody looked): the bytes before the offset differ, so it is a new generation
+    // read from 0.
+    fs::write(&p, b"header\nnew content, longer than before\n").unwrap();
+    let mut t = open_tail(&p, cfg, StartAt::Resume(closed));
+    let recs = drain(&mut t);
+    assert_eq!(
+        msgs(&recs),
+        vec![&b"header"[..], b"new content, longer than before"]
+    );
+    assert_eq!(recs[0].offset, 0);
+    assert_eq!(t.closed(false).generation, closed.generation + 1);
+}
+
 // ---------------------------------------------------------------- the whole input
 
 struct Running {
@@ -549,6 +584,99 @@ async fn appends_and_truncation() {
     append(&p, b"b2\n");
     let recs = run.lines_of(&p, 5).await;
     assert_eq!((recs[4].msg.as_slice(), recs[4].offset), (&b"b2"[..], 3));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_generation_is_durable_before_its_records_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log");
+    fs::write(&p, b"same first line\nold 2\n").unwrap();
+    let (reg_tx, mut reg_rx) = mpsc::unbounded_channel();
+    let marks = Arc::new(Marks::with_checkpointer(reg_tx));
+    let mut s = settings(&[dir.path().join("*.log")]);
+    s.marks = marks.clone();
+    let mut run = start(s, 16);
+    let old = run.lines_of(&p, 2).await;
+    assert!(
+        reg_rx.try_recv().is_err(),
+        "generation 0 needs no registration"
+    );
+
+    // copytruncate with the same first line: generation 1 must be registered (and
+    // the registration answered) before any of its records is sent.
+    fs::write(&p, b"same first line\n").unwrap();
+    let r = tokio::time::timeout(DEADLINE, reg_rx.recv())
+        .await
+        .expect("registration")
+        .unwrap();
+    assert_eq!(r.mark.generation, 1);
+    assert_eq!(r.path.as_ref(), p.to_str().unwrap());
+    assert_ne!(r.source_id, old[0].source_id);
+    run.quiet_for(Duration::from_millis(300)).await;
+    assert_eq!(
+        run.got.len(),
+        2,
+        "nothing of generation 1 before it is durable"
+    );
+    marks.set_durable(r.source_id);
+    r.done.send(()).unwrap();
+    let recs = run.lines_of(&p, 3).await;
+    assert_eq!((recs[2].source_id, recs[2].offset), (r.source_id, 0));
+
+    // A second truncation, now with other first bytes, is generation 2.
+    fs::write(&p, b"other\n").unwrap();
+    let r2 = tokio::time::timeout(DEADLINE, reg_rx.recv())
+        .await
+        .expect("registration")
+        .unwrap();
+    assert_eq!(r2.mark.generation, 2);
+    r2.done.send(()).unwrap();
+    let recs = run.lines_of(&p, 4).await;
+    assert_eq!(recs[3].msg, b"other");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_closed_file_renamed_out_of_the_globs_is_read_to_its_end() {
+    // Idle files are closed only while more than CLOSE_IDLE_ABOVE are open.
+    let n = reader::CLOSE_IDLE_ABOVE as usize + 20;
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = (0..n)
+        .map(|i| dir.path().join(format!("f{i:03}.log")))
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        fs::write(p, format!("first of {i}\n")).unwrap();
+    }
+    let mut s = settings(&[dir.path().join("*.log")]);
+    s.close_inactive = Duration::from_millis(200);
+    let stats = s.stats.clone();
+    let mut run = start(s, 256);
+    run.until(|g| g.len() >= n).await;
+    let deadline = Instant::now() + DEADLINE;
+    let closed = loop {
+        if let Some(p) = paths.iter().find(|p| !is_open(p)) {
+            break p.clone();
+        }
+        assert!(Instant::now() < deadline, "no idle file was closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(stats.files_open.load(std::sync::atomic::Ordering::Relaxed) <= n as u64);
+    // New lines, then at once a rotation by rename to a name the globs do not match.
+    append(&closed, b"written just before rotation\n");
+    let rotated = closed.with_extension("log.1");
+    fs::rename(&closed, &rotated).unwrap();
+    run.until(|g| g.len() > n).await;
+    let first = run.got.iter().find(|r| r.path == closed.to_str().unwrap());
+    let last = &run.got[n];
+    assert_eq!(last.msg, b"written just before rotation");
+    // Same file, same source; the path is where it was reopened.
+    assert_eq!(Some(last.source_id), first.map(|r| r.source_id));
+    assert_eq!(last.path, rotated.to_str().unwrap());
+    // It is read to its end and closed again; nothing is read twice.
+    wait_open(&rotated, false).await;
+    run.quiet_for(Duration::from_millis(300)).await;
+    assert_eq!(run.got.len(), n + 1);
     run.stop().await;
 }
 

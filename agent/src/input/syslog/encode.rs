@@ -130,6 +130,7 @@ impl ChunkBuilder {
             path: self.path.take().unwrap_or_else(|| Arc::from("syslog")),
             start_offset: 0,
             end_offset: 0,
+            end_hash: 0,
         })
     }
 }
