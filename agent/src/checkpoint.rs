@@ -279,6 +279,7 @@ pub async fn run(
                 for r in waiting {
                     if !cp.dirty {
                         marks.set_durable(r.source_id);
+                        marks.remove(r.source_id);
                     }
                     let _ = r.done.send(());
                 }

@@ -13,6 +13,7 @@
 //! The agent never links the collector's storage engine.
 
 pub mod batch;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod input;

@@ -13,7 +13,9 @@ struct Args {
     /// Path of agent.yaml.
     #[arg(long, short, default_value = "/etc/tributary/agent.yaml")]
     config: PathBuf,
-    /// Validate the configuration (globs, certificates) and exit.
+    /// Validate the configuration (syntax, keys, globs, certificates), show which
+    /// files each input matches, check they are readable and data_dir is writable,
+    /// and exit: 0 when valid, 2 when the config does not load, 1 for host problems.
     #[arg(long)]
     check_config: bool,
 }
@@ -28,8 +30,13 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!("{}: configuration is valid", args.config.display());
-        return ExitCode::SUCCESS;
+        let report = tributary_agent::check::check(&args.config, &config);
+        print!("{}", report.text);
+        return if report.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     tributary_common::telemetry::init(config.log_level.as_deref());
     // One event-loop thread and two threads for blocking file reads: the agent's

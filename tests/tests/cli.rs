@@ -22,14 +22,39 @@ fn bad_configs_fail_with_file_line_column_and_key() {
     let env = Env::new();
     let path = env.path().join("agent.yaml");
     let p = path.to_str().unwrap();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for i in 0..7 {
+        std::fs::write(logs.join(format!("f{i}.log")), "x\n").unwrap();
+    }
+    std::fs::write(logs.join("skip.gz"), "x\n").unwrap();
     let good = format!(
-        "data_dir: /tmp/x\ninputs:\n  - type: file\n    topic: app\n    include: [\"/var/log/*.log\"]\noutput:\n  collectors: [\"127.0.0.1:7400\"]\n  tls:\n    ca: {}\n",
+        "data_dir: {}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{}/*\"]\n    exclude: [\"*.gz\"]\noutput:\n  collectors: [\"127.0.0.1:7400\"]\n  tls:\n    ca: {}\n",
+        env.path().join("agent-data").display(),
+        logs.display(),
         env.certs.ca.display()
     );
     std::fs::write(&path, &good).unwrap();
     let (code, stdout, _) = run("tributary-agent", &["--config", p, "--check-config"]);
-    assert_eq!(code, 0);
-    assert!(stdout.contains("valid"));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("inputs[0] (file, topic app): 7 readable file(s) match now"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("… and 2 more"), "{stdout}");
+    assert!(!stdout.contains("skip.gz"), "{stdout}");
+    assert!(stdout.ends_with("configuration is valid\n"), "{stdout}");
+
+    // A data_dir that cannot be created (below a regular file, even for root).
+    let blocked = good.replace(
+        &format!("data_dir: {}", env.path().join("agent-data").display()),
+        &format!("data_dir: {}", logs.join("f0.log").join("data").display()),
+    );
+    std::fs::write(&path, &blocked).unwrap();
+    let (code, stdout, _) = run("tributary-agent", &["--config", p, "--check-config"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("error: data_dir"), "{stdout}");
+    assert!(stdout.ends_with("configuration has errors\n"), "{stdout}");
 
     std::fs::write(
         &path,
@@ -49,7 +74,7 @@ fn bad_configs_fail_with_file_line_column_and_key() {
     let (code, _, stderr) = run("tributary-agent", &["--config", p]);
     assert_ne!(code, 0);
     assert!(
-        stderr.contains(&format!("{p}:9:")) && stderr.contains("unknown field `bogus`"),
+        stderr.contains(&format!("{p}:10:")) && stderr.contains("unknown field `bogus`"),
         "{stderr}"
     );
 

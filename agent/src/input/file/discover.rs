@@ -375,6 +375,52 @@ impl Scanner {
     }
 }
 
+/// What the globs of one input match right now: for `--check-config`.
+#[derive(Debug, Default)]
+pub struct Preview {
+    /// Matching regular files that can be opened for reading.
+    pub readable: Vec<PathBuf>,
+    /// Matching paths that cannot be read, with why.
+    pub unreadable: Vec<(PathBuf, io::Error)>,
+    /// Directories the globs cannot list.
+    pub unlistable: Vec<(PathBuf, io::Error)>,
+}
+
+/// Expand `include` minus `exclude` as the input would, and try to open each match.
+pub fn preview(include: &[String], exclude: &[String]) -> Result<Preview, FileInputError> {
+    let filter = PathFilter::new(include, exclude)?;
+    let mut out = Preview::default();
+    let mut seen = HashSet::new();
+    for pattern in filter.include_patterns() {
+        let Ok(paths) = glob::glob_with(pattern, MatchOptions::new()) else {
+            continue;
+        };
+        for entry in paths {
+            let path = match entry {
+                Ok(path) => path,
+                Err(e) => {
+                    let path = e.path().to_path_buf();
+                    out.unlistable.push((path, e.into()));
+                    continue;
+                }
+            };
+            if filter.is_excluded(&path) || !seen.insert(path.clone()) {
+                continue;
+            }
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => match fs::File::open(&path) {
+                    Ok(_) => out.readable.push(path),
+                    Err(e) => out.unreadable.push((path, e)),
+                },
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => out.unreadable.push((path, e)),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The file `key` in the directory of `last`, under any name: its path and `ctime`.
 fn find_beside(last: &Path, key: FileKey) -> Option<(PathBuf, (i64, i64))> {
     use std::os::unix::fs::DirEntryExt;

@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use self::discover::{PathFilter, ScanOutcome, Scanner};
+pub use self::discover::{Preview, preview};
 pub(crate) use self::fingerprint::FileKey;
 use self::reader::{ExitReason, Follow, ReaderExit, TailConfig};
 use self::watch::{Hub, Target, Watch, WatchSpec, watch_specs};
