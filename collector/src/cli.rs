@@ -1,5 +1,5 @@
-//! Client subcommands (`tributary topics`, `tributary consume`): talk to a running
-//! collector's HTTP API and print JSON lines (or `--output text`).
+//! Client subcommands (`tributary topics`, `consume`, `query`, `groups`): talk to a
+//! running collector's HTTP API and print JSON lines (or `--output text`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -110,6 +110,8 @@ pub struct ConsumeArgs {
     pub max: Option<u64>,
     pub follow: bool,
     pub output: Output,
+    /// Start at this consumer group's committed offsets and commit what was printed.
+    pub group: Option<String>,
 }
 
 /// Partition numbers of `topic`.
@@ -149,6 +151,15 @@ pub async fn consume(api: &ApiClient, args: &ConsumeArgs) -> Result<(), CliError
         None => partitions_of(api, &args.topic).await?,
     };
     let mut offsets: Vec<String> = vec![args.offset.clone(); parts.len()];
+    if let Some(g) = &args.group {
+        // Committed offsets win; partitions the group never committed use --offset.
+        let committed = group_offsets(api, g).await?;
+        for (i, p) in parts.iter().enumerate() {
+            if let Some(o) = committed.get(&(args.topic.clone(), *p)) {
+                offsets[i] = o.to_string();
+            }
+        }
+    }
     let mut remaining = args.max.unwrap_or(u64::MAX);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // With one partition, long-poll it; with several, share the wait among them.
@@ -171,14 +182,28 @@ pub async fn consume(api: &ApiClient, args: &ConsumeArgs) -> Result<(), CliError
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            for r in &records {
+            for r in records.iter().take(max as usize) {
                 print_record(&mut out, r, args.output).map_err(CliError::Output)?;
                 remaining -= 1;
-                if remaining == 0 {
-                    break;
-                }
             }
-            if let Some(next) = v.get("next_offset").and_then(Value::as_u64) {
+            let printed = records.len().min(max as usize);
+            let next = if printed < records.len() {
+                // Stopped inside this answer (--max): continue after the last printed.
+                records[printed - 1]
+                    .get("offset")
+                    .and_then(Value::as_u64)
+                    .map(|o| o + 1)
+            } else {
+                v.get("next_offset").and_then(Value::as_u64)
+            };
+            if let Some(next) = next {
+                if let Some(g) = &args.group
+                    && printed > 0
+                {
+                    // Commit only what is out: flush first.
+                    out.flush().map_err(CliError::Output)?;
+                    commit(api, g, &args.topic, *p, next).await?;
+                }
                 offsets[i] = next.to_string();
             }
             got_any |= !records.is_empty();
@@ -192,4 +217,216 @@ pub async fn consume(api: &ApiClient, args: &ConsumeArgs) -> Result<(), CliError
         }
     }
     out.flush().map_err(CliError::Output)
+}
+
+/// `/v1/...` path segment: group and topic names are restricted to
+/// `[A-Za-z0-9._-]`, so anything else is refused here with the API's rule.
+fn name_segment(kind: &str, name: &str) -> Result<String, CliError> {
+    if tributary_store::valid_topic_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(CliError::Usage(format!(
+            "invalid {kind} name {name:?}: use 1-249 characters from [A-Za-z0-9._-]"
+        )))
+    }
+}
+
+/// A group's committed offsets: (topic, partition) → offset.
+pub async fn group_offsets(
+    api: &ApiClient,
+    group: &str,
+) -> Result<std::collections::HashMap<(String, u32), u64>, CliError> {
+    let g = name_segment("group", group)?;
+    let v = api
+        .get_json(&format!("/v1/groups/{g}/offsets"), TIMEOUT)
+        .await?;
+    Ok(v.get("offsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            Some((
+                (
+                    o.get("topic")?.as_str()?.to_owned(),
+                    u32::try_from(o.get("partition")?.as_u64()?).ok()?,
+                ),
+                o.get("offset")?.as_u64()?,
+            ))
+        })
+        .collect())
+}
+
+async fn commit(
+    api: &ApiClient,
+    group: &str,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<(), CliError> {
+    let g = name_segment("group", group)?;
+    let body = serde_json::json!({"topic": topic, "partition": partition, "offset": offset});
+    api.post_json(&format!("/v1/groups/{g}/offsets"), &body, TIMEOUT)
+        .await?;
+    Ok(())
+}
+
+/// `tributary groups [GROUP]`: committed offsets and lag.
+pub async fn groups(api: &ApiClient, group: Option<&str>, format: Output) -> Result<(), CliError> {
+    let list: Vec<Value> = match group {
+        Some(g) => {
+            let g = name_segment("group", g)?;
+            vec![
+                api.get_json(&format!("/v1/groups/{g}/offsets"), TIMEOUT)
+                    .await?,
+            ]
+        }
+        None => api
+            .get_json("/v1/groups", TIMEOUT)
+            .await?
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        Output::Json => {
+            for g in &list {
+                print_record(&mut out, g, Output::Json).map_err(CliError::Output)?;
+            }
+        }
+        Output::Text => {
+            writeln!(
+                out,
+                "{:<24} {:<24} {:>9} {:>14} {:>14} {:>10}",
+                "GROUP", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
+            )
+            .map_err(CliError::Output)?;
+            for g in &list {
+                let name = g.get("group").and_then(Value::as_str).unwrap_or("?");
+                for o in g
+                    .get("offsets")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let n = |k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    writeln!(
+                        out,
+                        "{:<24} {:<24} {:>9} {:>14} {:>14} {:>10}",
+                        name,
+                        o.get("topic").and_then(Value::as_str).unwrap_or("?"),
+                        n("partition"),
+                        n("offset"),
+                        n("end_offset"),
+                        n("lag")
+                    )
+                    .map_err(CliError::Output)?;
+                }
+            }
+        }
+    }
+    out.flush().map_err(CliError::Output)
+}
+
+/// Options of `tributary query`.
+#[derive(Debug, Clone)]
+pub struct QueryArgs {
+    pub params: crate::query::QueryParams,
+    pub follow: bool,
+    pub output: Output,
+}
+
+/// `tributary query`: one `/v1/query`, then with `--follow` the records that arrive
+/// later, filtered here with the same [`Filter`](crate::query::Filter).
+pub async fn query(api: &ApiClient, args: &QueryArgs) -> Result<(), CliError> {
+    let p = &args.params;
+    if args.follow && (p.order.as_deref() == Some("desc") || p.until.is_some()) {
+        return Err(CliError::Usage(
+            "--follow prints new records as they arrive: it goes with --order asc and no --until"
+                .into(),
+        ));
+    }
+    let now = tributary_common::timefmt::now_ms();
+    // Checked here too, for the follow filter and a clear message before any request.
+    let filter = crate::query::Filter::parse(p, now).map_err(|e| CliError::Usage(e.to_string()))?;
+    let qs = serde_urlencoded::to_string(p)
+        .map_err(|e| CliError::Usage(format!("cannot encode the query: {e}")))?;
+    let v = api
+        .get_json(
+            &format!("/v1/query?{qs}"),
+            crate::query::DEFAULT_DEADLINE + TIMEOUT,
+        )
+        .await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for r in v
+        .get("records")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        print_record(&mut out, r, args.output).map_err(CliError::Output)?;
+    }
+    out.flush().map_err(CliError::Output)?;
+    if v.get("complete").and_then(Value::as_bool) == Some(false) {
+        eprintln!(
+            "tributary: the query stopped at its time limit; narrow it (since/until, filters) for the rest"
+        );
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    let topic = p.topic.clone().unwrap_or_default();
+    let topic = name_segment("topic", &topic)?;
+    let mut from: Vec<(u64, u64)> = v
+        .get("end_offsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e.get("partition")?.as_u64()?, e.get("offset")?.as_u64()?)))
+        .collect();
+    let wait_ms = 1000 / from.len().max(1) as u64;
+    loop {
+        for (part, offset) in from.iter_mut() {
+            let v = api
+                .get_json(
+                    &format!(
+                        "/v1/topics/{topic}/partitions/{part}/records?offset={offset}&max=1000&wait_ms={wait_ms}"
+                    ),
+                    TIMEOUT,
+                )
+                .await?;
+            for r in v
+                .get("records")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if json_matches(&filter, r) {
+                    print_record(&mut out, r, args.output).map_err(CliError::Output)?;
+                }
+            }
+            if let Some(next) = v.get("next_offset").and_then(Value::as_u64) {
+                *offset = next;
+            }
+        }
+        out.flush().map_err(CliError::Output)?;
+    }
+}
+
+/// Apply `filter` to a record as the API prints it.
+fn json_matches(filter: &crate::query::Filter, r: &Value) -> bool {
+    let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+    let ts = tributary_common::timefmt::parse_ms(s("timestamp")).unwrap_or(0);
+    let fields = r
+        .get("fields")
+        .map(|f| serde_json::to_vec(f).unwrap_or_default())
+        .unwrap_or_default();
+    filter.matches_parts(
+        ts,
+        s("host"),
+        s("source"),
+        s("message").as_bytes(),
+        b"",
+        &fields,
+    )
 }

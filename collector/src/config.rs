@@ -25,6 +25,9 @@ pub struct CollectorConfigFile {
     pub topics: BTreeMap<String, TopicFile>,
     #[serde(default)]
     pub durability: DurabilityFile,
+    /// How the collector enforces the topics' `retention` settings.
+    #[serde(default)]
+    pub retention: RetentionRunFile,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -77,19 +80,55 @@ fn default_api_listen() -> String {
     "127.0.0.1:7401".into()
 }
 
+/// One entry under `topics:`. `partitions` and `segment_bytes` are fixed when a
+/// topic is created (its stored values win afterwards); `segment_age` and
+/// `retention` are policies applied on every start.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct TopicFile {
     pub partitions: Option<u32>,
+    /// Roll a partition's active segment before it grows past this.
     pub segment_bytes: Option<ByteSize>,
+    /// Roll a partition's active segment when a batch's newest record is this much
+    /// newer than the segment's first batch (record timestamps, like Kafka's
+    /// `segment.ms`); default `1d`. Retention deletes whole segments, so data lives
+    /// at most about `max_age` + `segment_age`.
+    pub segment_age: Option<HumanDuration>,
     pub retention: Option<RetentionFile>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionFile {
+    /// Delete a partition's oldest segments once their newest record is older than
+    /// this (by record timestamp, or by the segment file's modification time when
+    /// that is earlier). An idle partition's active segment is rolled and deleted
+    /// too once all of it is that old.
     pub max_age: Option<HumanDuration>,
+    /// Delete a partition's oldest segments while the partition (each partition,
+    /// like Kafka's `retention.bytes`) holds more than this; the active segment stays.
     pub max_bytes: Option<ByteSize>,
+}
+
+/// The top-level `retention:` section.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRunFile {
+    /// How often the collector looks for segments to delete; default `30s`.
+    #[serde(default = "default_retention_check")]
+    pub check_interval_ms: HumanDuration,
+}
+
+impl Default for RetentionRunFile {
+    fn default() -> Self {
+        RetentionRunFile {
+            check_interval_ms: default_retention_check(),
+        }
+    }
+}
+
+fn default_retention_check() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,6 +168,7 @@ fn default_interval() -> HumanDuration {
 pub struct TopicSettings {
     pub partitions: u32,
     pub segment_bytes: u64,
+    pub segment_age: Duration,
     pub max_age: Option<Duration>,
     pub max_bytes: Option<u64>,
 }
@@ -146,6 +186,8 @@ pub struct CollectorConfig {
     pub topics: BTreeMap<String, TopicSettings>,
     pub fsync: FsyncMode,
     pub fsync_interval: Duration,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
 }
 
 impl CollectorConfig {
@@ -174,6 +216,7 @@ fn value_err(path: &str, key: impl Into<String>, message: impl Into<String>) -> 
 const BUILTIN_DEFAULT: TopicSettings = TopicSettings {
     partitions: 4,
     segment_bytes: 128 << 20,
+    segment_age: Duration::from_secs(86_400),
     max_age: Some(Duration::from_secs(7 * 86_400)),
     max_bytes: None,
 };
@@ -187,6 +230,7 @@ fn merge(
     let s = TopicSettings {
         partitions: t.partitions.unwrap_or(base.partitions),
         segment_bytes: t.segment_bytes.map(|b| b.0).unwrap_or(base.segment_bytes),
+        segment_age: t.segment_age.map(|d| d.0).unwrap_or(base.segment_age),
         max_age: t
             .retention
             .as_ref()
@@ -210,6 +254,20 @@ fn merge(
             path,
             format!("topics.{key}.segment_bytes"),
             "must be between 64KiB and 4GiB",
+        ));
+    }
+    if s.segment_age < Duration::from_millis(1) {
+        return Err(value_err(
+            path,
+            format!("topics.{key}.segment_age"),
+            "must be at least 1ms",
+        ));
+    }
+    if s.max_age.is_some_and(|a| a < Duration::from_millis(1)) {
+        return Err(value_err(
+            path,
+            format!("topics.{key}.retention.max_age"),
+            "must be at least 1ms",
         ));
     }
     Ok(s)
@@ -260,6 +318,14 @@ impl CollectorConfigFile {
                 "must be at least 1ms",
             ));
         }
+        let retention_check_interval = self.retention.check_interval_ms.0;
+        if retention_check_interval.is_zero() {
+            return Err(value_err(
+                path,
+                "retention.check_interval_ms",
+                "must be at least 1ms",
+            ));
+        }
         Ok(CollectorConfig {
             data_dir: self.data_dir,
             log_level: self.log_level,
@@ -271,6 +337,7 @@ impl CollectorConfigFile {
             topics,
             fsync: self.durability.fsync,
             fsync_interval: interval,
+            retention_check_interval,
         })
     }
 }
@@ -289,6 +356,11 @@ mod tests {
         let app = merge("c", "app", default, &f.topics["app"]).unwrap();
         assert_eq!((app.partitions, app.segment_bytes), (8, 128 << 20));
         assert_eq!(f.durability.fsync, FsyncMode::Always);
+        assert_eq!(default.segment_age, Duration::from_secs(86_400));
+        assert_eq!(
+            f.retention.check_interval_ms,
+            HumanDuration(Duration::from_secs(30))
+        );
         let bad = TopicFile {
             partitions: Some(0),
             ..TopicFile::default()
@@ -299,5 +371,27 @@ mod tests {
                 .to_string()
                 .contains("topics.x.partitions")
         );
+    }
+
+    fn topic(yaml: &str) -> Result<TopicSettings, ConfigError> {
+        let t: TopicFile = config::parse_yaml("t", yaml).unwrap();
+        merge("c", "x", BUILTIN_DEFAULT, &t)
+    }
+
+    #[test]
+    fn segment_age_and_retention_keys() {
+        let t = topic("{segment_age: 2h, retention: {max_age: 3d, max_bytes: 1GiB}}").unwrap();
+        assert_eq!(t.segment_age, Duration::from_secs(7200));
+        assert_eq!(t.max_age, Some(Duration::from_secs(3 * 86_400)));
+        assert_eq!(t.max_bytes, Some(1 << 30));
+        let inherited = topic("{partitions: 2}").unwrap();
+        assert_eq!(inherited.segment_age, BUILTIN_DEFAULT.segment_age);
+        let err = topic("{segment_age: 0}").unwrap_err().to_string();
+        assert!(err.contains("topics.x.segment_age"), "{err}");
+        let err = topic("{retention: {max_age: 0s}}").unwrap_err().to_string();
+        assert!(err.contains("topics.x.retention.max_age"), "{err}");
+        let r: RetentionRunFile = config::parse_yaml("t", "{check_interval_ms: 250ms}").unwrap();
+        assert_eq!(r.check_interval_ms.0, Duration::from_millis(250));
+        assert!(config::parse_yaml::<RetentionRunFile>("t", "{max_age: 1d}").is_err());
     }
 }

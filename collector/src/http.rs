@@ -1,5 +1,8 @@
-//! The HTTP API on `api.listen`: topics, reads by offset (with long-poll),
-//! `/healthz` and `/metrics`. Errors are JSON `{"error": "..."}` with a fitting status.
+//! The HTTP API on `api.listen`: topics, reads by offset (with long-poll), offset
+//! lookup by timestamp, `/healthz` and `/metrics`. Errors are JSON
+//! `{"error": "..."}` with a fitting status: 400 for bad parameters, 404 for unknown
+//! topics and partitions, 416 for offsets outside the stored range (deleted by
+//! retention), 500 with file and byte for damaged data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tributary_store::StoredRecord;
+use tributary_store::{Partition, StoredRecord};
 
 use crate::metrics::Metrics;
 use crate::storage::Storage;
@@ -41,6 +44,16 @@ pub fn router(storage: Arc<Storage>, metrics: Arc<Metrics>) -> Router {
         .route(
             "/v1/topics/{topic}/partitions/{partition}/records",
             get(records),
+        )
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/offset",
+            get(offset_for_timestamp),
+        )
+        .route("/v1/query", get(query))
+        .route("/v1/groups", get(groups_list))
+        .route(
+            "/v1/groups/{group}/offsets",
+            get(group_offsets).post(commit_offsets),
         )
         .fallback(not_found)
         .with_state(Api { storage, metrics })
@@ -199,13 +212,13 @@ fn parse_num<T: std::str::FromStr>(name: &str, v: Option<&str>) -> Result<Option
     }
 }
 
-async fn records(
-    State(api): State<Api>,
-    Path((topic, partition)): Path<(String, String)>,
-    Query(q): Query<ReadParams>,
-) -> Result<Response, ApiError> {
-    api.metrics.http_requests.inc();
-    let t = api.storage.store().topic(&topic).ok_or_else(|| {
+/// The partition `partition` of `topic`, or the 404/400 answer.
+fn partition_of(
+    api: &Api,
+    topic: &str,
+    partition: &str,
+) -> Result<(u32, Arc<Partition>), ApiError> {
+    let t = api.storage.store().topic(topic).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
             format!("topic `{topic}` does not exist"),
@@ -217,18 +230,56 @@ async fn records(
             format!("partition must be a number, got `{partition}`"),
         )
     })?;
-    let p = t
-        .partition(pnum)
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "topic `{topic}` has partitions 0..{}, not {pnum}",
-                    t.partitions().len()
-                ),
-            )
-        })?
-        .clone();
+    let p = t.partition(pnum).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "topic `{topic}` has partitions 0..{}, not {pnum}",
+                t.partitions().len()
+            ),
+        )
+    })?;
+    Ok((pnum, p.clone()))
+}
+
+fn out_of_range(topic: &str, pnum: u32, offset: u64, start: u64, end: u64) -> ApiError {
+    ApiError(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        format!(
+            "offset {offset} is out of range: partition {pnum} of `{topic}` holds offsets {start}..{end}"
+        ),
+    )
+}
+
+/// The answer for a store error while serving partition `pnum` of `topic`.
+fn store_error(e: tributary_store::Error, topic: &str, pnum: u32) -> ApiError {
+    match e {
+        // A read that raced a retention pass.
+        tributary_store::Error::OffsetOutOfRange { offset, start, end } => {
+            out_of_range(topic, pnum, offset, start, end)
+        }
+        e @ tributary_store::Error::Corrupt { .. } => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("partition {pnum} of `{topic}`: {e}"),
+        ),
+        e => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn task_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("storage task failed: {e}"),
+    )
+}
+
+async fn records(
+    State(api): State<Api>,
+    Path((topic, partition)): Path<(String, String)>,
+    Query(q): Query<ReadParams>,
+) -> Result<Response, ApiError> {
+    api.metrics.http_requests.inc();
+    let (pnum, p) = partition_of(&api, &topic, &partition)?;
     let max = parse_num::<usize>("max", q.max.as_deref())?
         .unwrap_or(DEFAULT_MAX)
         .clamp(1, MAX_MAX);
@@ -250,12 +301,7 @@ async fn records(
     loop {
         let (start, end) = (p.start_offset(), p.end_offset());
         if offset < start || offset > end {
-            return Err(ApiError(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                format!(
-                    "offset {offset} is out of range: partition {pnum} of `{topic}` holds offsets {start}..{end}"
-                ),
-            ));
+            return Err(out_of_range(&topic, pnum, offset, start, end));
         }
         if offset < end || tokio::time::Instant::now() >= deadline {
             break;
@@ -269,13 +315,8 @@ async fn records(
     let part = p.clone();
     let result = tokio::task::spawn_blocking(move || part.read(offset, max, MAX_READ_BYTES))
         .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("read task failed: {e}"),
-            )
-        })?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(task_failed)?
+        .map_err(|e| store_error(e, &topic, pnum))?;
     let records: Vec<RecordJson> = result
         .records
         .iter()
@@ -287,4 +328,268 @@ async fn records(
         end_offset: p.end_offset(),
     })
     .into_response())
+}
+
+#[derive(Deserialize)]
+struct OffsetParams {
+    timestamp: Option<String>,
+}
+
+/// The answer of an offset lookup by timestamp.
+#[derive(Serialize)]
+struct OffsetAnswer {
+    /// The first offset whose record timestamp is at least the one asked for; the
+    /// end offset when no record is that new.
+    offset: u64,
+    /// That record's timestamp; `null` when `offset` is the end offset.
+    timestamp: Option<String>,
+}
+
+/// Parse `timestamp=`: RFC 3339 or epoch milliseconds. A `+` of a UTC offset that
+/// was not percent-encoded arrives as a space; it is taken back.
+fn parse_timestamp(raw: Option<&str>) -> Result<i64, ApiError> {
+    let bad = |msg: String| ApiError(StatusCode::BAD_REQUEST, msg);
+    let s = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
+        bad("`timestamp` is required: RFC 3339 (e.g. 2026-11-25T14:01:34Z) or epoch milliseconds".into())
+    })?;
+    tributary_common::timefmt::parse_ms(s)
+        .or_else(|e| {
+            if s.contains(' ') {
+                tributary_common::timefmt::parse_ms(&s.replace(' ', "+")).map_err(|_| e)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| bad(format!("bad `timestamp`: {e}")))
+}
+
+async fn offset_for_timestamp(
+    State(api): State<Api>,
+    Path((topic, partition)): Path<(String, String)>,
+    Query(q): Query<OffsetParams>,
+) -> Result<Response, ApiError> {
+    api.metrics.http_requests.inc();
+    let (pnum, p) = partition_of(&api, &topic, &partition)?;
+    let ts = parse_timestamp(q.timestamp.as_deref())?;
+    // The end before the lookup: whatever the lookup sees is at least this much,
+    // so when it finds nothing, no record below this end is that new.
+    let end = p.end_offset();
+    let part = p.clone();
+    let found = tokio::task::spawn_blocking(move || part.offset_for_timestamp(ts))
+        .await
+        .map_err(task_failed)?
+        .map_err(|e| store_error(e, &topic, pnum))?;
+    let answer = match found {
+        Some(f) => OffsetAnswer {
+            offset: f.offset,
+            timestamp: Some(tributary_common::timefmt::format_ms(f.timestamp_ms)),
+        },
+        None => OffsetAnswer {
+            offset: end,
+            timestamp: None,
+        },
+    };
+    Ok(axum::Json(answer).into_response())
+}
+
+/// `GET /v1/query`: see [`crate::query`].
+async fn query(
+    State(api): State<Api>,
+    Query(params): Query<crate::query::QueryParams>,
+) -> Result<Response, ApiError> {
+    api.metrics.http_requests.inc();
+    let bad = |e: crate::query::QueryError| ApiError(StatusCode::BAD_REQUEST, e.to_string());
+    let q =
+        crate::query::Query::parse(&params, tributary_common::timefmt::now_ms()).map_err(bad)?;
+    let topic = api
+        .storage
+        .store()
+        .topic(&q.topic)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no topic `{}`", q.topic)))?;
+    let deadline = std::time::Instant::now() + crate::query::DEFAULT_DEADLINE;
+    let name = q.topic.clone();
+    let result = tokio::task::spawn_blocking(move || crate::query::run(&topic, &q, deadline))
+        .await
+        .map_err(task_failed)?
+        .map_err(|e| match e {
+            // The error names the segment file (and so the partition).
+            crate::query::QueryError::Store(e) => ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("query of `{name}`: {e}"),
+            ),
+            other => bad(other),
+        })?;
+    let records: Vec<RecordJson<'_>> = result
+        .records
+        .iter()
+        .map(|(p, r)| RecordJson::from_stored(&name, *p, r))
+        .collect();
+    let end_offsets: Vec<_> = result
+        .end_offsets
+        .iter()
+        .map(|(p, o)| json!({"partition": p, "offset": o}))
+        .collect();
+    Ok(axum::Json(json!({
+        "records": records,
+        "scanned_records": result.scanned_records,
+        "scanned_bytes": result.scanned_bytes,
+        "complete": result.complete,
+        "end_offsets": end_offsets,
+    }))
+    .into_response())
+}
+
+/// A group's offsets with the partitions' end offsets and lag.
+fn group_json(api: &Api, group: &str) -> serde_json::Value {
+    let offsets: Vec<_> = api
+        .storage
+        .groups()
+        .offsets(group)
+        .into_iter()
+        .map(|((topic, partition), c)| {
+            let end = api
+                .storage
+                .store()
+                .topic(&topic)
+                .and_then(|t| t.partition(partition).map(|p| p.end_offset()));
+            json!({
+                "topic": topic,
+                "partition": partition,
+                "offset": c.offset,
+                "end_offset": end,
+                "lag": end.map(|e| e.saturating_sub(c.offset)),
+                "updated": tributary_common::timefmt::format_ms(c.updated_ms),
+            })
+        })
+        .collect();
+    json!({"group": group, "offsets": offsets})
+}
+
+fn check_group(group: &str) -> Result<(), ApiError> {
+    if crate::groups::valid_group_name(group) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            crate::groups::GroupError::InvalidName(group.to_owned()).to_string(),
+        ))
+    }
+}
+
+/// `GET /v1/groups`: every group.
+async fn groups_list(State(api): State<Api>) -> impl IntoResponse {
+    api.metrics.http_requests.inc();
+    let all: Vec<_> = api
+        .storage
+        .groups()
+        .names()
+        .iter()
+        .map(|g| group_json(&api, g))
+        .collect();
+    axum::Json(all)
+}
+
+/// `GET /v1/groups/{group}/offsets` (an unknown group has none).
+async fn group_offsets(
+    State(api): State<Api>,
+    Path(group): Path<String>,
+) -> Result<Response, ApiError> {
+    api.metrics.http_requests.inc();
+    check_group(&group)?;
+    Ok(axum::Json(group_json(&api, &group)).into_response())
+}
+
+/// One commit: `{"topic","partition","offset"}`; a list of them commits together.
+#[derive(Deserialize)]
+struct CommitJson {
+    topic: String,
+    partition: u32,
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CommitBody {
+    One(CommitJson),
+    Many(Vec<CommitJson>),
+}
+
+/// Largest commit body.
+const MAX_COMMIT_BODY: usize = 1 << 20;
+
+/// `POST /v1/groups/{group}/offsets`: durable before the answer.
+async fn commit_offsets(
+    State(api): State<Api>,
+    Path(group): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    api.metrics.http_requests.inc();
+    check_group(&group)?;
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    if body.len() > MAX_COMMIT_BODY {
+        return Err(bad(format!("commit body over {MAX_COMMIT_BODY} bytes")));
+    }
+    let commits = match serde_json::from_slice::<CommitBody>(&body) {
+        Ok(CommitBody::One(c)) => vec![c],
+        Ok(CommitBody::Many(v)) => v,
+        Err(e) => {
+            return Err(bad(format!(
+                "body must be {{\"topic\",\"partition\",\"offset\"}} or a list of them: {e}"
+            )));
+        }
+    };
+    let mut checked = Vec::with_capacity(commits.len());
+    for c in commits {
+        let (_, p) = partition_of(&api, &c.topic, &c.partition.to_string())?;
+        let end = p.end_offset();
+        if c.offset > end {
+            return Err(bad(format!(
+                "offset {} is past the end of {} partition {} (end offset {end})",
+                c.offset, c.topic, c.partition
+            )));
+        }
+        checked.push((c.topic, c.partition, c.offset));
+    }
+    let groups = api.storage.groups().clone();
+    let g = group.clone();
+    tokio::task::spawn_blocking(move || {
+        groups.commit(&g, &checked, tributary_common::timefmt::now_ms())
+    })
+    .await
+    .map_err(task_failed)?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(axum::Json(group_json(&api, &group)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_parsed_or_refused() {
+        assert_eq!(
+            parse_timestamp(Some("1795615294123")).ok(),
+            Some(1_795_615_294_123)
+        );
+        assert_eq!(
+            parse_timestamp(Some("2026-11-25T14:01:34.123Z")).ok(),
+            Some(1_795_615_294_123)
+        );
+        assert_eq!(
+            parse_timestamp(Some("2026-11-25T15:01:34.123 01:00")).ok(),
+            Some(1_795_615_294_123),
+            "an unencoded + arrives as a space"
+        );
+        for bad in [
+            None,
+            Some(""),
+            Some("  "),
+            Some("yesterday"),
+            Some("2026-13-01T00:00:00Z"),
+        ] {
+            let e = parse_timestamp(bad).expect_err("refused");
+            assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert!(e.1.contains("timestamp"), "{}", e.1);
+        }
+    }
 }

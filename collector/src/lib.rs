@@ -9,7 +9,8 @@
 //! ```
 //! - [`config`]: `collector.yaml`, two-stage (file → resolved);
 //! - [`ingest`]: accept loop with a connection cap, one task per agent connection;
-//! - [`storage`]: the only place tokio meets the synchronous store;
+//! - [`storage`]: the only place tokio meets the synchronous store; [`retention`]:
+//!   the background task deleting old segments;
 //! - [`http`]: the API; [`client`] and [`cli`]: the client subcommands;
 //! - [`certs`], [`quickstart`]: getting started.
 
@@ -17,9 +18,12 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod groups;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod query;
 pub mod quickstart;
+pub mod retention;
 pub mod server;
 pub mod storage;

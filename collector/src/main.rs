@@ -25,6 +25,9 @@ enum Command {
         /// Path of collector.yaml.
         #[arg(long, short, default_value = "/etc/tributary/collector.yaml")]
         config: PathBuf,
+        /// Validate the configuration (syntax, keys, certificates) and exit.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Run a collector and an agent together on localhost with dev certificates.
     Quickstart,
@@ -62,6 +65,58 @@ enum Command {
         /// Keep waiting for new records.
         #[arg(long)]
         follow: bool,
+        /// Consumer group: start at its committed offsets (--offset where it has
+        /// none) and commit what was printed.
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
+    },
+    /// Search a topic: records matching every filter, across partitions by time.
+    Query {
+        #[command(flatten)]
+        api: ApiArg,
+        #[arg(long)]
+        topic: String,
+        /// From: RFC 3339, epoch ms, or a duration back from now (15m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (inclusive), same forms as --since.
+        #[arg(long)]
+        until: Option<String>,
+        /// Exact host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Glob over the source (file path or syslog+udp://IP).
+        #[arg(long)]
+        source: Option<String>,
+        /// This severity or more severe (syslog names: emerg … debug).
+        #[arg(long)]
+        severity: Option<String>,
+        /// Substring of the message.
+        #[arg(long, visible_alias = "contains")]
+        grep: Option<String>,
+        /// Regular expression over the message.
+        #[arg(long)]
+        regex: Option<String>,
+        /// At most this many records (1-10000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// asc | desc by timestamp.
+        #[arg(long, default_value = "asc")]
+        order: String,
+        /// Then keep printing matching records as they arrive.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
+    },
+    /// Consumer groups: committed offsets, end offsets and lag.
+    Groups {
+        #[command(flatten)]
+        api: ApiArg,
+        /// One group; default: all.
+        group: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Json)]
         output: Output,
     },
@@ -113,8 +168,21 @@ fn signal_token() -> CancellationToken {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => {
-            let config = CollectorConfig::load(&config)?;
+        Command::Serve {
+            config: path,
+            check_config,
+        } => {
+            let config = CollectorConfig::load(&path)?;
+            if check_config {
+                println!(
+                    "{}: configuration is valid (data_dir {}, ingest {}, api {})",
+                    path.display(),
+                    config.data_dir.display(),
+                    config.ingest_listen,
+                    config.api_listen
+                );
+                return Ok(());
+            }
             tributary_common::telemetry::init(config.log_level.as_deref());
             let collector = Collector::bind(config).await?;
             collector.run(signal_token()).await?;
@@ -144,6 +212,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             offset,
             max,
             follow,
+            group,
             output,
         } => {
             let args = ConsumeArgs {
@@ -153,8 +222,46 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 max,
                 follow,
                 output,
+                group,
             };
             cli::consume(&ApiClient::new(&api.url)?, &args).await?;
+        }
+        Command::Query {
+            api,
+            topic,
+            since,
+            until,
+            host,
+            source,
+            severity,
+            grep,
+            regex,
+            limit,
+            order,
+            follow,
+            output,
+        } => {
+            let params = tributary_collector::query::QueryParams {
+                topic: Some(topic),
+                since,
+                until,
+                host,
+                source,
+                severity,
+                contains: grep,
+                regex,
+                limit: Some(limit.to_string()),
+                order: Some(order),
+            };
+            let args = cli::QueryArgs {
+                params,
+                follow,
+                output,
+            };
+            cli::query(&ApiClient::new(&api.url)?, &args).await?;
+        }
+        Command::Groups { api, group, output } => {
+            cli::groups(&ApiClient::new(&api.url)?, group.as_deref(), output).await?;
         }
     }
     Ok(())

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub connections_active: Gauge,
     pub errors: Family<ErrorLabels, Counter>,
     pub http_requests: Counter,
+    pub retention_segments: Counter,
+    pub retention_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -44,6 +46,8 @@ impl Metrics {
             connections_active: Gauge::default(),
             errors: Family::default(),
             http_requests: Counter::default(),
+            retention_segments: Counter::default(),
+            retention_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -90,6 +94,16 @@ impl Metrics {
             "http_requests",
             "HTTP API requests",
             m.http_requests.clone(),
+        );
+        registry.register(
+            "retention_deleted_segments",
+            "Segments deleted by retention",
+            m.retention_segments.clone(),
+        );
+        registry.register(
+            "retention_deleted_bytes",
+            "Segment bytes deleted by retention",
+            m.retention_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

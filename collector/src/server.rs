@@ -92,6 +92,11 @@ impl Collector {
             "collector listening"
         );
         let flusher = tokio::spawn(self.storage.clone().run_flusher(shutdown.clone()));
+        let retention = tokio::spawn(crate::retention::run(
+            self.storage.clone(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
         let router = crate::http::router(self.storage.clone(), self.metrics.clone());
         let api = tokio::spawn(crate::http::serve(self.api, router, shutdown.clone()));
         let ingest = Ingest::new(
@@ -103,6 +108,7 @@ impl Collector {
         ingest.run(self.ingest, shutdown.clone()).await;
         let api_result = api.await;
         let _ = flusher.await;
+        let _ = retention.await;
         self.storage.flush_all().await;
         tracing::info!("collector stopped");
         match api_result {

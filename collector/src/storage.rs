@@ -1,6 +1,7 @@
 //! The async face of the synchronous store: topic creation from config, routing
 //! a batch's blocks to partitions, group-committed durability, and a change signal
-//! that long-polling readers wait on. The only place where tokio meets the store.
+//! that long-polling readers wait on. The only place where tokio meets the store
+//! (with `retention.rs`, which runs retention passes through it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub enum StorageError {
     Store(#[from] tributary_store::Error),
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Groups(#[from] crate::groups::GroupError),
 }
 
 /// Where one batch landed: each touched partition and the end offset it reached.
@@ -35,6 +38,7 @@ pub struct Appended {
 /// Shared handle on the store.
 pub struct Storage {
     store: Arc<Store>,
+    groups: Arc<crate::groups::Groups>,
     config: Arc<CollectorConfig>,
     changed: watch::Sender<u64>,
 }
@@ -49,9 +53,15 @@ impl Storage {
                 ..StoreOptions::default()
             },
         )?;
+        // Segment age is a policy, not stored with the topic: apply the config's.
+        for t in store.topics() {
+            t.set_segment_age(config.topic_settings(t.name()).segment_age);
+        }
+        let groups = crate::groups::Groups::open(&config.data_dir)?;
         let (changed, _) = watch::channel(0);
         Ok(Storage {
             store: Arc::new(store),
+            groups: Arc::new(groups),
             config,
             changed,
         })
@@ -61,12 +71,22 @@ impl Storage {
         &self.store
     }
 
+    /// Consumer groups' committed offsets.
+    pub fn groups(&self) -> &Arc<crate::groups::Groups> {
+        &self.groups
+    }
+
+    pub fn config(&self) -> &CollectorConfig {
+        &self.config
+    }
+
     /// A receiver that changes whenever new records become visible.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 
-    fn bump(&self) {
+    /// Wake long-polling readers (new records, or a start offset that moved on).
+    pub(crate) fn bump(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
@@ -88,13 +108,17 @@ impl Storage {
         let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
             let t = match store.topic(&topic) {
                 Some(t) => t,
-                None => store.create_topic(
-                    &topic,
-                    TopicConfig {
-                        partitions: settings.partitions,
-                        segment_bytes: settings.segment_bytes,
-                    },
-                )?,
+                None => {
+                    let t = store.create_topic(
+                        &topic,
+                        TopicConfig {
+                            partitions: settings.partitions,
+                            segment_bytes: settings.segment_bytes,
+                        },
+                    )?;
+                    t.set_segment_age(settings.segment_age);
+                    t
+                }
             };
             append_blocking(&t, &payload, &summary)
         })

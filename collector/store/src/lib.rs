@@ -9,14 +9,21 @@
 //! - [`Store`]: a data directory; opens and recovers every topic at start-up.
 //! - [`Topic`]: a named set of partitions with a fixed [`TopicConfig`].
 //! - [`Partition`]: [`append`](Partition::append), group-commit
-//!   [`sync_to`](Partition::sync_to), and [`read`](Partition::read) by offset.
+//!   [`sync_to`](Partition::sync_to), [`read`](Partition::read) by offset,
+//!   [`offset_for_timestamp`](Partition::offset_for_timestamp) and
+//!   [`enforce_retention`](Partition::enforce_retention).
 //!
 //! ## On-disk layout
 //! ```text
-//! <dir>/.lock                                       flock: one store per directory
-//! <dir>/topics/<topic>/topic.json                   {"version":1,"partitions":N,"segment_bytes":B}
-//! <dir>/topics/<topic>/<p>/<base offset:020>.log    segment: batches, back to back
-//! <dir>/topics/<topic>/<p>/<base offset:020>.index  sparse index: (u32 rel offset, u32 position)*
+//! <dir>/.lock                                           flock: one store per directory
+//! <dir>/topics/<topic>/topic.json                       {"version":1,"partitions":N,"segment_bytes":B}
+//! <dir>/topics/<topic>/<p>/<base offset:020>.log        segment: batches, back to back
+//! <dir>/topics/<topic>/<p>/<base offset:020>.index      sparse index: (u32 rel offset, u32 position)*
+//! <dir>/topics/<topic>/<p>/<base offset:020>.timeindex  time index: (i64 max timestamp so far, u32 rel offset)*,
+//!                                                       one entry per .index entry
+//! <dir>/topics/<topic>/<p>/<offset:020>.sources         deduplication table for the offsets below
+//!                                                       <offset>, written when the segment at <offset>
+//!                                                       was created (see `dedup/snapshot.rs`)
 //! ```
 //! A batch on disk (all integers little-endian; see [`batch`]):
 //! ```text
@@ -28,17 +35,25 @@
 //! CRC field. A `length` above 64 MiB or below the fixed header is corruption.
 //!
 //! ## Invariants
-//! - Offsets are per partition, start at 0, are dense (record `i` of a batch has
-//!   `base_offset + i`) and never change or repeat.
+//! - Offsets are per partition, are dense (record `i` of a batch has
+//!   `base_offset + i`) and never change or repeat. They start at 0; retention
+//!   deletes whole segments from the front, which moves the start offset on.
 //! - A segment is named by the base offset of its first batch; segments are
 //!   contiguous: each starts where the previous one ends.
-//! - Only the last segment is written. A segment is fsynced (log and index) before
-//!   the next one is created, so after a crash only the last one can have a torn
-//!   tail. At open that tail is validated and truncated at the first bad batch
+//! - Only the last segment is written. A segment is fsynced (log and both indexes)
+//!   before the next one is created, so after a crash only the last one can have a
+//!   torn tail. At open that tail is validated and truncated at the first bad batch
 //!   (see `recovery.rs`); damage in older segments is reported by reads
-//!   ([`Error::Corrupt`]), never skipped.
-//! - The `.index` is an accelerator rebuilt from the log whenever it does not
-//!   check out. The log is the truth.
+//!   ([`Error::Corrupt`]), never skipped, and reads of offsets after a damaged
+//!   range still work (`walk.rs` resyncs on the next batch whose CRC checks out).
+//! - A segment rolls by size (`segment_bytes`) and by age
+//!   ([`Topic::set_segment_age`], event time; see `partition/roll.rs`). Retention deletes the oldest segments, never
+//!   the active one (`partition/retention.rs`).
+//! - The `.index` and `.timeindex` are accelerators rebuilt from the log whenever
+//!   they do not check out (`rebuild.rs`). The log is the truth.
+//! - A `.sources` snapshot is written after the segment it covers was fsynced; at
+//!   open the newest valid one is loaded and only the segments after it are
+//!   scanned (`dedup/`). A missing or damaged snapshot only means a longer scan.
 //! - `topic.json` is written atomically (temp file, fsync, rename, fsync dir); a
 //!   topic directory without one is an interrupted creation and is ignored.
 //! - With [`StoreOptions::publish_on_sync`] readers see only fsynced offsets, so an
@@ -49,21 +64,25 @@ mod dedup;
 mod error;
 pub mod index;
 mod partition;
+mod rebuild;
 mod records;
 mod recovery;
 mod segment;
+pub mod timeindex;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 pub use error::Error;
-pub use partition::{AppendResult, Partition};
+pub use partition::{AppendResult, Deleted, Partition, RetentionPolicy, TimestampOffset};
 pub use records::{ReadResult, StoredRecord};
 pub use tributary_common::record::PayloadSummary;
 
@@ -101,6 +120,9 @@ pub struct TopicConfig {
     /// larger than this gets a segment of its own.
     pub segment_bytes: u64,
 }
+
+/// The segment age a topic rolls at until [`Topic::set_segment_age`] says otherwise.
+pub const DEFAULT_SEGMENT_AGE: Duration = Duration::from_secs(86_400);
 
 impl Default for TopicConfig {
     fn default() -> Self {
@@ -180,6 +202,16 @@ impl Topic {
 
     pub fn partition(&self, p: u32) -> Option<&Arc<Partition>> {
         self.partitions.get(usize::try_from(p).ok()?)
+    }
+
+    /// Roll a partition's active segment when a batch's newest record is this much
+    /// newer than the newest record of the segment's first batch (see
+    /// [`Partition::set_segment_age`]). A policy, like retention: not stored, so
+    /// the owner sets it after every open; [`DEFAULT_SEGMENT_AGE`] until then.
+    pub fn set_segment_age(&self, age: Duration) {
+        for p in &self.partitions {
+            p.set_segment_age(age);
+        }
     }
 }
 

@@ -127,3 +127,30 @@ pub(crate) fn collect(
     }
     Ok(Collected::Done)
 }
+
+/// The offset and timestamp of the first record of a batch whose timestamp is
+/// `>= target`, if any. The error describes how the payload disagrees with its header.
+pub(crate) fn first_at_or_after(
+    payload: &[u8],
+    h: &BatchHeader,
+    target: i64,
+) -> Result<Option<(u64, i64)>, String> {
+    let mut off = h.base_offset;
+    for block in record::blocks(payload, false) {
+        let block = block.map_err(|e| format!("payload does not decode: {e}"))?;
+        for r in block.records() {
+            let r = r.map_err(|e| format!("record does not decode: {e}"))?;
+            if off >= h.next_offset() {
+                return Err(format!(
+                    "blocks hold more than the {} records declared",
+                    h.record_count
+                ));
+            }
+            if r.timestamp_ms >= target {
+                return Ok(Some((off, r.timestamp_ms)));
+            }
+            off += 1;
+        }
+    }
+    Ok(None)
+}

@@ -1,12 +1,15 @@
 //! Opening a partition directory after a clean stop or a crash.
 //!
 //! - Segments are listed by name (`<20-digit base offset>.log`) and sorted; other
-//!   files are ignored.
-//! - Every segment's `.index` is loaded and checked ([`index::parse`]); a missing or
-//!   damaged index is rebuilt from the log with a warning.
+//!   files are ignored, except leftovers of an interrupted retention pass or
+//!   snapshot write (indexes and snapshots below the first segment, `*.tmp`), which
+//!   are removed.
+//! - Every segment's `.index` and `.timeindex` are loaded and checked (see
+//!   `rebuild.rs`); missing or damaged ones are rebuilt from the log with a warning.
 //! - Older segments are trusted (they were fsynced before the next one was
-//!   created); only their index is read. Damage found later in them surfaces as a
-//!   read error, never as a silent skip.
+//!   created); only their indexes are read, plus the headers after the last index
+//!   entry (for the segment's largest timestamp). Damage found later in them
+//!   surfaces as a read error, never as a silent skip.
 //! - The last segment is validated batch by batch from its last index entry (or
 //!   from the start when that entry does not lead to a good batch): header sanity,
 //!   offset continuity, CRC32C, and the payload's record count
@@ -16,9 +19,8 @@
 //! Recovery never panics on file contents; only I/O failures are errors.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::warn;
@@ -27,7 +29,8 @@ use tributary_common::record;
 use crate::batch::{BatchHeader, HEADER_LEN};
 use crate::error::Error;
 use crate::index::{self, IndexEntry};
-use crate::segment::{self, Segment};
+use crate::rebuild::{self, LogFile};
+use crate::segment::{self, IndexFiles, Loaded, Segment};
 
 /// A partition's state after recovery.
 pub(crate) struct Recovered {
@@ -39,30 +42,35 @@ pub(crate) struct Recovered {
     pub active_size: u64,
     /// Bytes in all segments.
     pub total_bytes: u64,
-    /// The last segment's `.index`, open for appending.
-    pub index_file: File,
+    /// The last segment's `.index` and `.timeindex`, open for appending.
+    pub files: IndexFiles,
+    /// Offsets of the deduplication snapshots (`<offset>.sources`), sorted.
+    pub snapshots: Vec<u64>,
 }
 
 /// Open (creating when needed) the partition directory `dir` and recover it.
 pub(crate) fn recover(dir: &Path, interval_bytes: u32) -> Result<Recovered, Error> {
     fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    let bases = list_segments(dir)?;
+    let listing = list(dir)?;
+    let bases = &listing.segments;
     let Some((&last, older)) = bases.split_last() else {
-        let (seg, index_file) = Segment::create(dir, 0)?;
+        let (seg, files) = Segment::create(dir, 0)?;
         segment::sync_dir(dir)?;
         return Ok(Recovered {
             segments: vec![Arc::new(seg)],
             next_offset: 0,
             active_size: 0,
             total_bytes: 0,
-            index_file,
+            files,
+            snapshots: listing.snapshots,
         });
     };
+    remove_leftovers(&listing, bases[0]);
     let mut segments = Vec::with_capacity(bases.len());
     let mut total_bytes = 0;
-    for &base in older {
-        let (seg, len) = open_sealed(dir, base, interval_bytes)?;
-        total_bytes += len;
+    for (i, &base) in older.iter().enumerate() {
+        let seg = open_sealed(dir, base, bases[i + 1], interval_bytes)?;
+        total_bytes += seg.bytes();
         segments.push(Arc::new(seg));
     }
     let active = open_active(dir, last, interval_bytes)?;
@@ -74,109 +82,93 @@ pub(crate) fn recover(dir: &Path, interval_bytes: u32) -> Result<Recovered, Erro
         next_offset: active.next_offset,
         active_size: active.size,
         total_bytes,
-        index_file: active.index_file,
+        files: active.files,
+        snapshots: listing.snapshots,
     })
 }
 
-/// Base offsets of the segments in `dir`, sorted.
-fn list_segments(dir: &Path) -> Result<Vec<u64>, Error> {
-    let mut bases = Vec::new();
+/// What a partition directory holds.
+struct Listing {
+    /// Segment base offsets, sorted.
+    segments: Vec<u64>,
+    /// Deduplication snapshot offsets, sorted.
+    snapshots: Vec<u64>,
+    /// Index files and snapshots by the number in their name, and temp files.
+    others: Vec<(PathBuf, Option<u64>)>,
+}
+
+fn list(dir: &Path) -> Result<Listing, Error> {
+    let mut l = Listing {
+        segments: Vec::new(),
+        snapshots: Vec::new(),
+        others: Vec::new(),
+    };
     for entry in fs::read_dir(dir).map_err(Error::io("list directory", dir))? {
         let entry = entry.map_err(Error::io("list directory", dir))?;
-        if let Some(base) = entry.file_name().to_str().and_then(segment::parse_log_name) {
-            bases.push(base);
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if let Some(base) = segment::parse_log_name(&name) {
+            l.segments.push(base);
+        } else if let Some(o) = segment::parse_name(&name, "sources") {
+            l.snapshots.push(o);
+            l.others.push((entry.path(), Some(o)));
+        } else if name.ends_with(".tmp") {
+            l.others.push((entry.path(), None));
+        } else if let Some(o) =
+            segment::parse_name(&name, "index").or_else(|| segment::parse_name(&name, "timeindex"))
+        {
+            l.others.push((entry.path(), Some(o)));
         }
     }
-    bases.sort_unstable();
-    Ok(bases)
+    l.segments.sort_unstable();
+    l.snapshots.sort_unstable();
+    Ok(l)
+}
+
+/// Remove temp files and the indexes and snapshots of segments below `first` (left
+/// by a retention pass that was interrupted after deleting the logs).
+fn remove_leftovers(listing: &Listing, first: u64) {
+    for (path, number) in &listing.others {
+        if number.is_some_and(|n| n >= first) {
+            continue;
+        }
+        match fs::remove_file(path) {
+            Ok(()) => tracing::info!(path = %path.display(), "removed a leftover file"),
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot remove a leftover file"),
+        }
+    }
 }
 
 fn file_len(file: &File, path: &Path) -> Result<u64, Error> {
     Ok(file.metadata().map_err(Error::io("stat", path))?.len())
 }
 
-/// Read and check a segment's index; `Err` carries why it cannot be used.
-fn load_index(path: &Path, log_len: u64) -> Result<Result<Vec<IndexEntry>, String>, Error> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(index::parse(&bytes, log_len)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Err("file is missing".into())),
-        Err(e) => Err(Error::io("read index", path)(e)),
-    }
-}
-
-/// Replace the index file with `entries`; returns it open for appending.
-fn write_index(path: &Path, entries: &[IndexEntry]) -> Result<File, Error> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(Error::io("create index", path))?;
-    f.write_all_at(&index::encode_all(entries), 0)
-        .and_then(|()| f.sync_all())
-        .map_err(Error::io("write index", path))?;
-    Ok(f)
-}
-
-/// Open an older segment: trust its bytes, load (or rebuild) its index.
-fn open_sealed(dir: &Path, base: u64, interval_bytes: u32) -> Result<(Segment, u64), Error> {
+/// Open an older segment: trust its bytes, load (or rebuild) its indexes.
+fn open_sealed(dir: &Path, base: u64, upper: u64, interval_bytes: u32) -> Result<Segment, Error> {
     let lp = segment::log_path(dir, base);
     let file = File::open(&lp).map_err(Error::io("open segment", &lp))?;
     let len = file_len(&file, &lp)?;
     let ip = segment::index_path(dir, base);
-    let entries = match load_index(&ip, len)? {
-        Ok(entries) => entries,
-        Err(reason) => {
-            warn!(index = %ip.display(), %reason, "rebuilding segment index");
-            let entries = scan_headers(&file, &lp, len, base, interval_bytes)?;
-            write_index(&ip, &entries)?;
-            entries
-        }
+    let tp = segment::timeindex_path(dir, base);
+    let log = LogFile {
+        file: &file,
+        path: &lp,
+        len,
+        base,
+        upper,
     };
-    Ok((Segment::new(dir, base, file, entries), len))
+    let loaded = rebuild::load_index(&ip, len)?;
+    let built = rebuild::open_indexes(&log, &ip, &tp, loaded, interval_bytes)?;
+    let loaded = Loaded {
+        indexes: built.indexes,
+        max_timestamp_ms: built.max_timestamp_ms,
+        bytes: len,
+    };
+    Ok(Segment::new(dir, base, file, loaded))
 }
 
-/// Index a trusted segment from its batch headers (no CRC check). Stops, with a
-/// warning, at the first header that does not fit; reads past it will fail.
-fn scan_headers(
-    file: &File,
-    path: &Path,
-    len: u64,
-    base: u64,
-    interval_bytes: u32,
-) -> Result<Vec<IndexEntry>, Error> {
-    let mut entries: Vec<IndexEntry> = Vec::new();
-    let (mut pos, mut expected) = (0u64, base);
-    while pos < len {
-        let bad = match read_header(file, path, pos, len)? {
-            Err(reason) => Some(reason),
-            Ok(h) if h.base_offset != expected => Some(format!(
-                "base offset {} where {expected} was expected",
-                h.base_offset
-            )),
-            Ok(h) if pos + h.total_len() > len => {
-                Some("batch runs past the end of the file".into())
-            }
-            Ok(h) => {
-                if let Some(e) = entry_for(&entries, pos, &h, base, interval_bytes) {
-                    entries.push(e);
-                }
-                pos += h.total_len();
-                expected = h.next_offset();
-                None
-            }
-        };
-        if let Some(reason) = bad {
-            warn!(segment = %path.display(), position = pos, offset = expected, %reason,
-                "damaged batch in an older segment; reads reaching it will fail");
-            break;
-        }
-    }
-    Ok(entries)
-}
-
-/// The index entry for a batch at `pos`, if the interval policy wants one and it fits.
+/// The `.index` entry for a batch at `pos`, if the interval policy wants one.
 fn entry_for(
     entries: &[IndexEntry],
     pos: u64,
@@ -184,13 +176,7 @@ fn entry_for(
     base: u64,
     interval_bytes: u32,
 ) -> Option<IndexEntry> {
-    if !index::wants_entry(entries.last(), pos, interval_bytes) {
-        return None;
-    }
-    Some(IndexEntry {
-        relative_offset: u32::try_from(h.base_offset.checked_sub(base)?).ok()?,
-        position: u32::try_from(pos).ok()?,
-    })
+    rebuild::entries_for(entries.last(), pos, h, base, 0, interval_bytes).map(|(e, _)| e)
 }
 
 /// Read the header at `pos`: `Ok(Err(reason))` when it is torn or not sane.
@@ -258,7 +244,7 @@ struct Active {
     segment: Segment,
     next_offset: u64,
     size: u64,
-    index_file: File,
+    files: IndexFiles,
 }
 
 /// Where a validation scan of the active segment ended.
@@ -313,8 +299,9 @@ fn open_active(dir: &Path, base: u64, interval_bytes: u32) -> Result<Active, Err
         .map_err(Error::io("open segment", &lp))?;
     let len = file_len(&file, &lp)?;
     let ip = segment::index_path(dir, base);
+    let tp = segment::timeindex_path(dir, base);
 
-    let loaded = load_index(&ip, len)?;
+    let loaded = rebuild::load_index(&ip, len)?;
     let mut rewrite_index = loaded.is_err();
     let mut scan = None;
     let mut entries = Vec::new();
@@ -368,19 +355,40 @@ fn open_active(dir: &Path, base: u64, interval_bytes: u32) -> Result<Active, Err
         file.sync_data().map_err(Error::io("fsync segment", &lp))?;
     }
 
-    let index_file = if rewrite_index {
-        write_index(&ip, &entries)?
-    } else {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&ip)
-            .map_err(Error::io("open index", &ip))?
+    if rewrite_index {
+        rebuild::write_file(&ip, &index::encode_all(&entries))?;
+    }
+    let log = LogFile {
+        file: &file,
+        path: &lp,
+        len: scan.end,
+        base,
+        upper: u64::MAX,
+    };
+    let built = rebuild::open_indexes(&log, &ip, &tp, Ok(entries), interval_bytes)?;
+    let files = IndexFiles {
+        index: open_rw(&ip, "open index")?,
+        timeindex: open_rw(&tp, "open time index")?,
+    };
+    let loaded = Loaded {
+        indexes: built.indexes,
+        max_timestamp_ms: built.max_timestamp_ms,
+        bytes: scan.end,
     };
     Ok(Active {
-        segment: Segment::new(dir, base, file, entries),
+        segment: Segment::new(dir, base, file, loaded),
         next_offset: scan.next_offset,
         size: scan.end,
-        index_file,
+        files,
     })
+}
+
+fn open_rw(path: &Path, op: &'static str) -> Result<File, Error> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(Error::io(op, path))
 }

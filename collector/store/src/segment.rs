@@ -1,19 +1,26 @@
-//! One segment: a `.log` file of batches plus its in-memory sparse index.
+//! One segment: a `.log` file of batches plus its in-memory sparse indexes (offset
+//! and time), its largest record timestamp and its size.
 //!
-//! A [`Segment`] is shared (`Arc`) between the writer and readers. Readers use
-//! positional reads on the shared file handle and never take the partition's writer
-//! lock; they only read batches they know are completely written (see
-//! `partition.rs`). The segment never decides visibility itself.
+//! A [`Segment`] is shared (`Arc`) between the writer, readers and retention.
+//! Readers use positional reads on the shared file handle and never take the
+//! partition's writer lock; they only read batches they know are completely written
+//! (see `partition/`). The segment never decides visibility itself. Retention
+//! unlinks the files of a deleted segment while readers may still hold it: their
+//! reads go on from the open handle.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::UNIX_EPOCH;
 
 use crate::batch::{BatchHeader, HEADER_LEN};
 use crate::error::Error;
 use crate::index::{self, IndexEntry};
+use crate::timeindex::{self, TimeEntry};
+use crate::walk::Walk;
 
 /// File name stem of the segment starting at `base_offset`: 20 digits.
 pub(crate) fn stem(base_offset: u64) -> String {
@@ -30,13 +37,28 @@ pub(crate) fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{}.index", stem(base_offset)))
 }
 
-/// Parse a segment file name (`<20 digits>.log`) into its base offset.
-pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".log")?;
+/// The `.timeindex` path of a segment.
+pub(crate) fn timeindex_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{}.timeindex", stem(base_offset)))
+}
+
+/// The deduplication snapshot covering the offsets below `offset`.
+pub(crate) fn sources_path(dir: &Path, offset: u64) -> PathBuf {
+    dir.join(format!("{}.sources", stem(offset)))
+}
+
+/// Parse `<20 digits>.<ext>` into the number.
+pub(crate) fn parse_name(name: &str, ext: &str) -> Option<u64> {
+    let digits = name.strip_suffix(ext)?.strip_suffix('.')?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
+}
+
+/// Parse a segment file name (`<20 digits>.log`) into its base offset.
+pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
+    parse_name(name, "log")
 }
 
 /// fsync a directory so that entries created or renamed in it are durable.
@@ -46,34 +68,57 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
         .map_err(Error::io("fsync directory", dir))
 }
 
+/// A segment's offset and time indexes: `times[k]` belongs to `offsets[k]`.
+#[derive(Debug, Default)]
+pub(crate) struct Indexes {
+    pub offsets: Vec<IndexEntry>,
+    pub times: Vec<TimeEntry>,
+}
+
+/// What is known about a segment when it is opened.
+pub(crate) struct Loaded {
+    pub indexes: Indexes,
+    /// Largest record timestamp, `i64::MIN` when there is none.
+    pub max_timestamp_ms: i64,
+    /// Bytes of the log.
+    pub bytes: u64,
+}
+
+/// The open `.index` and `.timeindex` of the active segment.
+pub(crate) struct IndexFiles {
+    pub index: File,
+    pub timeindex: File,
+}
+
 /// A segment of a partition.
 pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) log_path: PathBuf,
     pub(crate) index_path: PathBuf,
+    pub(crate) timeindex_path: PathBuf,
     pub(crate) file: Arc<File>,
-    index: RwLock<Vec<IndexEntry>>,
+    indexes: RwLock<Indexes>,
+    max_timestamp_ms: AtomicI64,
+    bytes: AtomicU64,
 }
 
 impl Segment {
-    pub(crate) fn new(
-        dir: &Path,
-        base_offset: u64,
-        file: File,
-        entries: Vec<IndexEntry>,
-    ) -> Segment {
+    pub(crate) fn new(dir: &Path, base_offset: u64, file: File, loaded: Loaded) -> Segment {
         Segment {
             base_offset,
             log_path: log_path(dir, base_offset),
             index_path: index_path(dir, base_offset),
+            timeindex_path: timeindex_path(dir, base_offset),
             file: Arc::new(file),
-            index: RwLock::new(entries),
+            indexes: RwLock::new(loaded.indexes),
+            max_timestamp_ms: AtomicI64::new(loaded.max_timestamp_ms),
+            bytes: AtomicU64::new(loaded.bytes),
         }
     }
 
     /// Create an empty segment at `base_offset` (`.log` must not exist yet) and its
-    /// empty `.index`, returned open for appending. The caller fsyncs the directory.
-    pub(crate) fn create(dir: &Path, base_offset: u64) -> Result<(Segment, File), Error> {
+    /// empty indexes, returned open for appending. The caller fsyncs the directory.
+    pub(crate) fn create(dir: &Path, base_offset: u64) -> Result<(Segment, IndexFiles), Error> {
         let lp = log_path(dir, base_offset);
         let log = OpenOptions::new()
             .read(true)
@@ -81,39 +126,116 @@ impl Segment {
             .create_new(true)
             .open(&lp)
             .map_err(Error::io("create segment", &lp))?;
-        let ip = index_path(dir, base_offset);
-        let index = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&ip)
-            .map_err(Error::io("create index", &ip))?;
-        Ok((Segment::new(dir, base_offset, log, Vec::new()), index))
+        let files = IndexFiles {
+            index: create_truncated(&index_path(dir, base_offset), "create index")?,
+            timeindex: create_truncated(&timeindex_path(dir, base_offset), "create time index")?,
+        };
+        let loaded = Loaded {
+            indexes: Indexes::default(),
+            max_timestamp_ms: i64::MIN,
+            bytes: 0,
+        };
+        Ok((Segment::new(dir, base_offset, log, loaded), files))
     }
 
-    /// Byte position of the batch holding `offset` or the closest batch before it.
-    pub(crate) fn position_for(&self, offset: u64) -> u64 {
+    /// Byte position and base offset of the indexed batch holding `offset` or the
+    /// closest indexed batch before it.
+    pub(crate) fn position_for(&self, offset: u64) -> (u64, u64) {
         let rel = offset.saturating_sub(self.base_offset);
-        let idx = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        index::lookup(&idx, rel).map_or(0, |e| u64::from(e.position))
+        let idx = self.indexes.read().unwrap_or_else(PoisonError::into_inner);
+        index::lookup(&idx.offsets, rel).map_or((0, self.base_offset), |e| self.at(&e))
+    }
+
+    /// Where to start walking for the first batch whose largest timestamp is
+    /// `>= target`: byte position and base offset of an indexed batch.
+    pub(crate) fn time_start(&self, target: i64) -> (u64, u64) {
+        let idx = self.indexes.read().unwrap_or_else(PoisonError::into_inner);
+        timeindex::start_for(&idx.times, target)
+            .and_then(|k| idx.offsets.get(k))
+            .map_or((0, self.base_offset), |e| self.at(e))
+    }
+
+    fn at(&self, e: &IndexEntry) -> (u64, u64) {
+        (
+            u64::from(e.position),
+            self.base_offset + u64::from(e.relative_offset),
+        )
     }
 
     pub(crate) fn last_index_entry(&self) -> Option<IndexEntry> {
-        let idx = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        idx.last().copied()
+        let idx = self.indexes.read().unwrap_or_else(PoisonError::into_inner);
+        idx.offsets.last().copied()
     }
 
-    pub(crate) fn push_index(&self, e: IndexEntry) {
-        let mut idx = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        idx.push(e);
+    /// Add an offset index entry and its time index entry.
+    pub(crate) fn push_entries(&self, offset: IndexEntry, time: TimeEntry) {
+        let mut idx = self.indexes.write().unwrap_or_else(PoisonError::into_inner);
+        idx.offsets.push(offset);
+        idx.times.push(time);
     }
 
+    /// Number of entries in each index.
     pub(crate) fn index_len(&self) -> usize {
-        self.index
+        self.indexes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .offsets
             .len()
+    }
+
+    /// The largest timestamp of the first batch: the segment's age for rolling
+    /// (Kafka's `segment.ms` rule). `None` for an empty segment.
+    pub(crate) fn first_batch_timestamp(&self) -> Option<i64> {
+        let idx = self.indexes.read().unwrap_or_else(PoisonError::into_inner);
+        idx.times.first().map(|t| t.max_timestamp_ms)
+    }
+
+    /// The largest record timestamp in the segment (`i64::MIN` when empty).
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp_ms.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the log.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Account for a batch appended by the writer.
+    pub(crate) fn appended(&self, h: &BatchHeader) {
+        self.max_timestamp_ms
+            .fetch_max(h.last_timestamp_ms, Ordering::AcqRel);
+        self.bytes.fetch_add(h.total_len(), Ordering::AcqRel);
+    }
+
+    /// The log's modification time in epoch milliseconds.
+    pub(crate) fn modified_ms(&self) -> Result<i64, Error> {
+        let t = self
+            .file
+            .metadata()
+            .and_then(|m| m.modified())
+            .map_err(Error::io("stat", &self.log_path))?;
+        Ok(match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+        })
+    }
+
+    /// Walk batch headers from `position` (which must hold the batch with base
+    /// offset `offset`), never reaching offset `upper`.
+    pub(crate) fn walk(&self, position: u64, offset: u64, upper: u64) -> Result<Walk<'_>, Error> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(Error::io("stat", &self.log_path))?
+            .len();
+        Ok(Walk::new(
+            &self.file,
+            &self.log_path,
+            len,
+            position,
+            offset,
+            upper,
+        ))
     }
 
     /// Fill `buf` from `position`; running into the end of the file is corruption
@@ -136,13 +258,6 @@ impl Segment {
         })
     }
 
-    /// Read and sanity-check the batch header at `position`.
-    pub(crate) fn read_header(&self, position: u64) -> Result<BatchHeader, Error> {
-        let mut b = [0u8; HEADER_LEN];
-        self.read_at(&mut b, position)?;
-        BatchHeader::decode(&b).map_err(|reason| Error::corrupt(&self.log_path, position, reason))
-    }
-
     /// Read the rest of the batch whose header is `h` at `position` (at most its
     /// declared length), verify the CRC and return the payload.
     pub(crate) fn read_payload(&self, position: u64, h: &BatchHeader) -> Result<Vec<u8>, Error> {
@@ -152,11 +267,25 @@ impl Segment {
             return Err(Error::corrupt(
                 &self.log_path,
                 position,
-                format!("CRC32C mismatch in batch at offset {}", h.base_offset),
+                format!(
+                    "CRC32C mismatch in the batch of offsets {}..{}",
+                    h.base_offset,
+                    h.next_offset()
+                ),
             ));
         }
         Ok(payload)
     }
+}
+
+fn create_truncated(path: &Path, op: &'static str) -> Result<File, Error> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(Error::io(op, path))
 }
 
 #[cfg(test)]
@@ -174,5 +303,15 @@ mod tests {
         assert_eq!(parse_log_name("00000000000000000042.index"), None);
         assert_eq!(parse_log_name("0000000000000000004x.log"), None);
         assert_eq!(parse_log_name("+0000000000000000042.log"), None);
+        assert_eq!(parse_log_name("00000000000000000042log"), None);
+        assert_eq!(
+            parse_name("00000000000000000042.sources", "sources"),
+            Some(42)
+        );
+        assert_eq!(
+            parse_name("00000000000000000042.sources.tmp", "sources"),
+            None
+        );
+        assert_eq!(parse_name("00000000000000000042.timeindex", "index"), None);
     }
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use tributary_store::batch::HEADER_LEN;
 use tributary_store::{Error, Store, StoreOptions, TopicConfig};
-use util::{Rec, Rng, append, batch_bounds, copy_dir, flat, gen_batch, logs, read_all, recs};
+use util::{
+    Rec, Rng, append, batch_bounds, capture_logs, copy_dir, flat, gen_batch, logs, read_all, recs,
+};
 
 const OPTS: StoreOptions = StoreOptions {
     publish_on_sync: false,
@@ -150,7 +152,13 @@ fn garbage_after_the_tail_is_truncated() {
             .unwrap()
             .write_all(&garbage)
             .unwrap();
-        let (_store, p) = reopen(work.path());
+        let ((_store, p), text) = capture_logs(|| reopen(work.path()));
+        assert!(
+            text.contains("truncating torn or corrupt segment tail")
+                && text.contains(&log.display().to_string())
+                && text.contains(&format!("position={good_len}")),
+            "no warning naming file and byte: {text}"
+        );
         assert_eq!(p.end_offset(), all.len() as u64);
         assert_eq!(fs::metadata(&log).unwrap().len(), good_len);
         assert_eq!(recs(&read_all(&p, 0, 5)), all);
@@ -363,4 +371,144 @@ fn bad_topic_metadata_is_an_error_not_a_panic() {
     )
     .unwrap();
     Store::open(dir.path(), OPTS).unwrap();
+}
+
+#[test]
+fn damaged_headers_in_an_older_segment_are_stepped_over() {
+    let tpl = tempfile::tempdir().unwrap();
+    let (all, pdir) = template(tpl.path(), 1500, 40, 18);
+    let segs = logs(&pdir);
+    assert!(segs.len() >= 3);
+    let bounds = batch_bounds(&segs[0]);
+    assert!(bounds.len() >= 4);
+    let (start, _, base, next) = bounds[1];
+    let n = all.len() as u64;
+    type Damage = fn(&mut [u8]);
+    let damages: [(&str, Damage); 3] = [
+        ("insane length", |h| {
+            h[8..12].copy_from_slice(&u32::MAX.to_le_bytes())
+        }),
+        ("wrong base offset", |h| h[0] ^= 0x40),
+        ("zeroed header", |h| h[..HEADER_LEN].fill(0)),
+    ];
+    for (what, damage) in damages {
+        // Indexes kept, rebuilt, and rebuilt with one entry per segment (so that
+        // reads after the damage must resync themselves).
+        for (drop_index, interval) in [(false, 128), (true, 128), (true, 1 << 20)] {
+            let work = tempfile::tempdir().unwrap();
+            copy_dir(tpl.path(), work.path());
+            let log = work.path().join(rel(&segs[0], tpl.path()));
+            let mut bytes = fs::read(&log).unwrap();
+            damage(&mut bytes[start as usize..]);
+            fs::write(&log, bytes).unwrap();
+            if drop_index {
+                fs::remove_file(log.with_extension("index")).unwrap();
+                fs::remove_file(log.with_extension("timeindex")).unwrap();
+            }
+            let opts = StoreOptions {
+                index_interval_bytes: interval,
+                ..OPTS
+            };
+            let ((_store, p), text) = capture_logs(|| {
+                let store = Store::open(work.path(), opts).unwrap();
+                let p = store.topic("t").unwrap().partitions()[0].clone();
+                (store, p)
+            });
+            if drop_index {
+                assert!(
+                    text.contains("damaged bytes in a segment")
+                        && text.contains(&log.display().to_string())
+                        && text.contains(&format!("offsets={base}..{next}")),
+                    "{what}: {text}"
+                );
+            }
+            assert_eq!(p.end_offset(), n, "{what}");
+            for o in 0..n {
+                let r = p.read(o, 1, usize::MAX);
+                if (base..next).contains(&o) {
+                    match r {
+                        Err(Error::Corrupt { path, position, .. }) => {
+                            assert_eq!((path, position), (log.clone(), start), "{what}")
+                        }
+                        other => panic!("{what}: read at {o} in the damage: {other:?}"),
+                    }
+                } else {
+                    let r = r.unwrap_or_else(|e| {
+                        panic!("{what}, index dropped {drop_index}: read at {o}: {e}")
+                    });
+                    assert_eq!(Rec::of(&r.records[0]), all[o as usize], "{what}");
+                }
+            }
+            assert!(p.read(0, usize::MAX, usize::MAX).is_err(), "a read across");
+            assert_eq!(recs(&read_all(&p, next, 5)), all[next as usize..]);
+            assert_eq!(
+                p.offset_for_timestamp(i64::MIN).unwrap().map(|f| f.offset),
+                Some(0),
+                "a lookup that needs no damaged batch"
+            );
+            assert_eq!(append(&p, &gen_batch(&mut Rng(1), 1, 1, 1)).base_offset, n);
+        }
+    }
+}
+
+#[test]
+fn random_damage_never_yields_wrong_records_or_answers() {
+    let tpl = tempfile::tempdir().unwrap();
+    let (all, pdir) = template(tpl.path(), 1200, 40, 19);
+    let segs = logs(&pdir);
+    assert!(segs.len() >= 3);
+    let lens: Vec<u64> = segs
+        .iter()
+        .map(|s| fs::metadata(s).unwrap().len())
+        .collect();
+    let mut rng = Rng(20);
+    for round in 0..60 {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(tpl.path(), work.path());
+        // One to three flipped bytes in the older segments.
+        for _ in 0..1 + rng.below(3) {
+            let i = rng.below(segs.len() as u64 - 1) as usize;
+            let log = work.path().join(rel(&segs[i], tpl.path()));
+            let mut bytes = fs::read(&log).unwrap();
+            let at = rng.below(lens[i]) as usize;
+            bytes[at] ^= 1 << rng.below(8);
+            fs::write(&log, bytes).unwrap();
+        }
+        let (_store, p) = reopen(work.path());
+        assert_eq!(p.end_offset(), all.len() as u64, "round {round}");
+        let mut readable = 0;
+        for o in 0..all.len() as u64 {
+            match p.read(o, 1 + rng.below(4) as usize, usize::MAX) {
+                Ok(r) => {
+                    assert!(!r.records.is_empty());
+                    for rec in &r.records {
+                        assert_eq!(Rec::of(rec), all[rec.offset as usize], "round {round}");
+                    }
+                    readable += 1;
+                }
+                Err(Error::Corrupt { .. }) => {}
+                Err(e) => panic!("round {round}: read at {o}: {e}"),
+            }
+        }
+        assert!(
+            readable > all.len() / 2,
+            "round {round}: {readable} readable"
+        );
+        for _ in 0..40 {
+            let target = all[rng.below(all.len() as u64) as usize].ts + rng.below(3) as i64 - 1;
+            let want = all
+                .iter()
+                .position(|r| r.ts >= target)
+                .map(|i| (i as u64, all[i].ts));
+            match p.offset_for_timestamp(target) {
+                Ok(got) => assert_eq!(
+                    got.map(|f| (f.offset, f.timestamp_ms)),
+                    want,
+                    "round {round}: lookup of {target}"
+                ),
+                Err(Error::Corrupt { .. }) => {}
+                Err(e) => panic!("round {round}: lookup of {target}: {e}"),
+            }
+        }
+    }
 }

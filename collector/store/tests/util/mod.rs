@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use tributary_common::record::{self, BlockWriter, FLAG_HAS_FIELDS, FLAG_PARTIAL};
+use tributary_store::batch::BatchHeader;
 use tributary_store::{AppendResult, Partition, StoredRecord};
 
 /// A record as the tests expect to read it back.
@@ -200,4 +202,58 @@ pub fn batch_bounds(log: &Path) -> Vec<(u64, u64, u64, u64)> {
     }
     assert_eq!(pos, bytes.len(), "segment ends on a batch boundary");
     out
+}
+
+/// The batch headers of a segment file with their positions.
+pub fn headers(log: &Path) -> Vec<(u64, BatchHeader)> {
+    use tributary_store::batch::HEADER_LEN;
+    let bytes = std::fs::read(log).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + HEADER_LEN <= bytes.len() {
+        let h = BatchHeader::decode(bytes[pos..pos + HEADER_LEN].try_into().unwrap()).unwrap();
+        out.push((pos as u64, h));
+        pos += h.total_len() as usize;
+    }
+    out
+}
+
+/// The base offset in a segment file's name.
+pub fn base_of(log: &Path) -> u64 {
+    log.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap()
+}
+
+/// Add `ms` to every record timestamp of a batch.
+pub fn shift(batch: &mut Batch, ms: i64) {
+    for r in batch.iter_mut().flatten() {
+        r.ts += ms;
+    }
+}
+
+/// Run `f` with the store's log lines (warnings and up) captured; returns them.
+pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let r = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (r, text)
 }

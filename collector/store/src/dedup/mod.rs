@@ -4,24 +4,50 @@
 //! Every file record carries its source identity (`source_id`, never 0 for files)
 //! and its byte offset in that source; offsets of one source only grow. A partition
 //! keeps, per (host, source_id), the highest source offset it has stored, and an
-//! append drops every record at or below it. The table is not a separate file: it
-//! is rebuilt from the log itself when the partition opens, so it is exactly as
-//! durable as the records it describes (a record that did not survive a crash is
-//! not in the table either, and its resend is accepted).
+//! append drops every record at or below it. The log is the truth for the table:
+//! when the partition opens it is rebuilt from the log, so it is exactly as durable
+//! as the records it describes (a record that did not survive a crash is not in the
+//! table either, and its resend is accepted). To spare scanning every segment at
+//! open, a roll writes the table as it stands at the end of the sealed segment to a
+//! snapshot (`snapshot.rs`); open starts from the newest valid snapshot and scans
+//! only the segments after it (`rebuild.rs`). Snapshots cover fsynced segments only,
+//! so they never hold a record the log lost.
 //!
 //! Records with `source_id == 0` (syslog, which has no replayable source) are never
 //! deduplicated. The host is part of the key (compared in full) so that two hosts
 //! with the same inode numbers and identical first lines (cloned images) stay apart.
 
+mod rebuild;
+mod snapshot;
+
 use std::collections::HashMap;
 
 use tributary_common::record::{self, BlockWriter, DecodeError, PayloadSummary};
 
+pub(crate) use rebuild::load;
+pub(crate) use snapshot::write as write_snapshot;
+
 /// Highest stored source offset per (host, source): by source id, then host (one
 /// host per id in practice; the host is compared in full, never by a hash).
+///
+/// Each entry also keeps the base offset of the last batch that held a record of
+/// it, so that the entries of sources whose records retention deleted can be
+/// [`prune`](Sources::prune)d: the table is then exactly what a scan of the
+/// segments still stored would give (a source's offsets only grow, so its highest
+/// offset is in its last batch), and it does not grow forever with rotated files.
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
-    high: HashMap<u64, Vec<(Box<str>, u64)>>,
+    high: HashMap<u64, Vec<Seen>>,
+}
+
+/// One (host, source) entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub host: Box<str>,
+    /// Highest source offset stored.
+    pub high: u64,
+    /// Base offset of the last batch holding a record of this source.
+    pub batch: u64,
 }
 
 /// What an append keeps of a payload.
@@ -40,8 +66,8 @@ pub(crate) enum Filtered {
 }
 
 impl Sources {
-    /// Account for records that are in the log now.
-    pub(crate) fn observe(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
+    /// Account for records that are in the log now, in the batch at `batch`.
+    pub(crate) fn observe(&mut self, payload: &[u8], batch: u64) -> Result<(), DecodeError> {
         for block in record::blocks(payload, false) {
             let block = block?;
             if block.header.source_id == 0 {
@@ -52,11 +78,7 @@ impl Sources {
                 last = Some(r?.source_offset);
             }
             if let Some(last) = last {
-                let hosts = self.high.entry(block.header.source_id).or_default();
-                match hosts.iter_mut().find(|(h, _)| &**h == block.header.host) {
-                    Some((_, high)) => *high = (*high).max(last),
-                    None => hosts.push((block.header.host.into(), last)),
-                }
+                self.raise(block.header.source_id, block.header.host, last, batch);
             }
         }
         Ok(())
@@ -125,13 +147,48 @@ impl Sources {
         self.high
             .get(&source_id)?
             .iter()
-            .find(|(h, _)| &**h == host)
-            .map(|(_, high)| *high)
+            .find(|s| &*s.host == host)
+            .map(|s| s.high)
     }
 
     /// Number of (host, source) pairs tracked.
     pub(crate) fn len(&self) -> usize {
         self.high.values().map(Vec::len).sum()
+    }
+
+    /// Every entry with its source id, sorted.
+    pub(crate) fn entries(&self) -> Vec<(u64, &Seen)> {
+        let mut v: Vec<(u64, &Seen)> = self
+            .high
+            .iter()
+            .flat_map(|(&id, hosts)| hosts.iter().map(move |s| (id, s)))
+            .collect();
+        v.sort_unstable_by(|a, b| (a.0, &a.1.host).cmp(&(b.0, &b.1.host)));
+        v
+    }
+
+    /// Raise the entry of (host, source) to at least `high`, seen at `batch`.
+    pub(crate) fn raise(&mut self, source_id: u64, host: &str, high: u64, batch: u64) {
+        let hosts = self.high.entry(source_id).or_default();
+        match hosts.iter_mut().find(|s| &*s.host == host) {
+            Some(s) => {
+                s.high = s.high.max(high);
+                s.batch = s.batch.max(batch);
+            }
+            None => hosts.push(Seen {
+                host: host.into(),
+                high,
+                batch,
+            }),
+        }
+    }
+
+    /// Forget the sources whose last batch is below `start` (deleted by retention).
+    pub(crate) fn prune(&mut self, start: u64) {
+        self.high.retain(|_, hosts| {
+            hosts.retain(|s| s.batch >= start);
+            !hosts.is_empty()
+        });
     }
 }
 
@@ -172,7 +229,7 @@ mod tests {
         let mut s = Sources::default();
         let first = payload("h", 7, &[0, 10, 20]);
         assert!(matches!(s.filter(&first).unwrap(), Filtered::All));
-        s.observe(&first).unwrap();
+        s.observe(&first, 0).unwrap();
 
         // An exact resend is dropped whole.
         assert!(matches!(
@@ -207,15 +264,33 @@ mod tests {
             Filtered::All
         ));
         let syslog = payload("h", 0, &[0, 0]);
-        s.observe(&syslog).unwrap();
+        s.observe(&syslog, 1).unwrap();
         assert!(matches!(s.filter(&syslog).unwrap(), Filtered::All));
         assert_eq!(s.len(), 1);
     }
 
     #[test]
+    fn pruning_forgets_sources_whose_batches_are_gone() {
+        let mut s = Sources::default();
+        s.observe(&payload("h", 1, &[0, 5]), 0).unwrap();
+        s.observe(&payload("h", 2, &[0]), 10).unwrap();
+        s.observe(&payload("h", 1, &[9]), 20).unwrap();
+        s.observe(&payload("g", 2, &[3]), 30).unwrap();
+        s.prune(20);
+        let left: Vec<_> = s
+            .entries()
+            .into_iter()
+            .map(|(id, e)| (id, e.host.to_string(), e.high, e.batch))
+            .collect();
+        assert_eq!(left, [(1, "h".into(), 9, 20), (2, "g".into(), 3, 30)]);
+        s.prune(31);
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
     fn mixed_blocks_keep_new_blocks_whole() {
         let mut s = Sources::default();
-        s.observe(&payload("h", 1, &[0, 5])).unwrap();
+        s.observe(&payload("h", 1, &[0, 5]), 0).unwrap();
         let mut p = payload("h", 1, &[0, 5]);
         p.extend_from_slice(&payload("h", 2, &[0, 1]));
         match s.filter(&p).unwrap() {

@@ -1,34 +1,48 @@
-//! One partition: an ordered list of segments, the single writer, group commit and
-//! lock-free-I/O reads.
+//! One partition: an ordered list of segments, the single writer, group commit,
+//! lock-free-I/O reads (`read.rs`), lookups by timestamp (`lookup.rs`), segment
+//! rolls (`roll.rs`) and retention (`retention.rs`).
 //!
-//! Locks and what they guard:
-//! - `writer` (mutex): the active segment, its index file and the next offset.
-//!   Held for an append's `write(2)` calls and for a roll (which fsyncs the old
-//!   segment). Never held by readers, never held during a group-commit fsync.
+//! Locks and what they guard, in lock order (a lock is only taken while holding
+//! none or some of those listed before it):
+//! - `retention_lock` (mutex): one retention pass at a time.
 //! - `sync_lock` (mutex): one group-commit fsync at a time; late arrivals find their
 //!   offset already durable and return without a syscall.
-//! - `segments` (rwlock): the segment list, read-locked only to clone `Arc`s.
+//! - `writer` (mutex): the active segment, its index files, the next offset and the
+//!   deduplication table. Held for an append's `write(2)` calls and for a roll
+//!   (which fsyncs the old segment). Never held by readers, never held during a
+//!   group-commit fsync.
+//! - `segments` (rwlock): the segment list, read-locked only to clone `Arc`s. A roll
+//!   pushes to its end; retention removes from its front.
 //!
 //! Three watermarks, all monotonic within one run: `written_end` (appended and in
 //! the OS), `durable_end` (fsynced) and `visible_end` (what readers may see: equal
 //! to `written_end`, or to `durable_end` with `publish_on_sync`). A batch below
 //! `visible_end` is completely written, so a reader may read it without a lock.
 
+mod lookup;
+mod read;
+mod retention;
+mod roll;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 use tributary_common::record::{self, PayloadSummary};
 
 use crate::batch::{BatchHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
-use crate::dedup::{Filtered, Sources};
+use crate::dedup::{self, Filtered, Sources};
 use crate::error::Error;
-use crate::index::{self, ENTRY_LEN, IndexEntry};
-use crate::records::{self, Collected, ReadResult, Take};
+use crate::index::{self, IndexEntry};
 use crate::recovery;
-use crate::segment::{self, Segment};
+use crate::segment::{IndexFiles, Segment};
+use crate::timeindex::{self, TimeEntry};
+
+pub use lookup::TimestampOffset;
+pub use retention::{Deleted, RetentionPolicy};
 
 /// How a partition behaves; fixed for its lifetime.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +68,7 @@ pub struct AppendResult {
 
 struct Writer {
     active: Arc<Segment>,
-    index_file: File,
+    files: IndexFiles,
     /// Bytes in the active segment.
     size: u64,
     next_offset: u64,
@@ -68,6 +82,7 @@ pub struct Partition {
     id: u32,
     dir: PathBuf,
     opts: PartitionOptions,
+    retention_lock: Mutex<()>,
     writer: Mutex<Writer>,
     sync_lock: Mutex<()>,
     segments: RwLock<Vec<Arc<Segment>>>,
@@ -75,9 +90,16 @@ pub struct Partition {
     durable_end: AtomicU64,
     visible_end: AtomicU64,
     size_bytes: AtomicU64,
+    /// See [`Partition::set_segment_age`].
+    segment_age_ms: AtomicI64,
     failed: AtomicBool,
     /// Keeps the data directory lock alive as long as the partition is.
     _dir_lock: Arc<File>,
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,7 +115,7 @@ impl Partition {
         dir_lock: Arc<File>,
     ) -> Result<Partition, Error> {
         let r = recovery::recover(&dir, opts.index_interval_bytes)?;
-        let sources = scan_sources(&r.segments);
+        let sources = dedup::load(&dir, &r.segments, &r.snapshots);
         let active = r
             .segments
             .last()
@@ -102,9 +124,10 @@ impl Partition {
         Ok(Partition {
             id,
             opts,
+            retention_lock: Mutex::new(()),
             writer: Mutex::new(Writer {
                 active,
-                index_file: r.index_file,
+                files: r.files,
                 size: r.active_size,
                 next_offset: r.next_offset,
                 sources,
@@ -115,6 +138,7 @@ impl Partition {
             durable_end: AtomicU64::new(r.next_offset),
             visible_end: AtomicU64::new(r.next_offset),
             size_bytes: AtomicU64::new(r.total_bytes),
+            segment_age_ms: AtomicI64::new(duration_ms(crate::DEFAULT_SEGMENT_AGE)),
             failed: AtomicBool::new(false),
             _dir_lock: dir_lock,
             dir,
@@ -153,6 +177,15 @@ impl Partition {
         self.durable_end.load(Ordering::Acquire)
     }
 
+    /// Roll the active segment when a batch's newest record is at least `age`
+    /// newer than the newest record of the segment's first batch (Kafka's
+    /// `segment.ms`, on event time; see `roll.rs`). Takes effect with the next
+    /// append. A zero age rolls before every batch.
+    pub fn set_segment_age(&self, age: Duration) {
+        self.segment_age_ms
+            .store(duration_ms(age), Ordering::Relaxed);
+    }
+
     /// Bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes.load(Ordering::Relaxed)
@@ -170,7 +203,8 @@ impl Partition {
     /// Append one batch. `payload` is validated record blocks and `summary` its
     /// [`record::summarize`]; the record count must match the blocks' declared
     /// counts. Rolls to a new segment first when the active one would grow past
-    /// `segment_bytes` (fsyncing the old segment and its index). When this
+    /// `segment_bytes` or the batch is `segment_age` newer than the active segment's
+    /// first batch (see `roll.rs`; fsyncing the old segment and its indexes). When this
     /// returns, the bytes were handed to the OS with `pwrite(2)`; they are durable
     /// only after [`sync_to`](Self::sync_to). On a failed write the partial batch is
     /// cut off again; if even that fails the partition refuses further writes.
@@ -216,9 +250,7 @@ impl Partition {
             summary.max_timestamp_ms,
         );
         let total = header.total_len();
-        let rel_end = w.next_offset - w.active.base_offset + count;
-        if w.size > 0 && (w.size + total > self.opts.segment_bytes || rel_end > u64::from(u32::MAX))
-        {
+        if self.wants_roll(&w, &header) {
             self.roll(&mut w)?;
         }
         let pos = w.size;
@@ -231,21 +263,13 @@ impl Partition {
             self.undo(&seg, pos);
             return Err(Error::io("write", &seg.log_path)(e));
         }
-        let last = seg.last_index_entry();
-        if index::wants_entry(last.as_ref(), pos, self.opts.index_interval_bytes) {
-            let entry = IndexEntry {
-                relative_offset: (w.next_offset - seg.base_offset) as u32,
-                position: pos as u32,
-            };
-            let at = (seg.index_len() * ENTRY_LEN) as u64;
-            if let Err(e) = w.index_file.write_all_at(&entry.encode(), at) {
-                self.undo(&seg, pos);
-                return Err(Error::io("write", &seg.index_path)(e));
-            }
-            seg.push_index(entry);
+        if let Err(e) = self.index_batch(&w, &seg, pos, &header) {
+            self.undo(&seg, pos);
+            return Err(e);
         }
+        seg.appended(&header);
         // Cannot fail: the payload decoded in `filter` above.
-        let _ = w.sources.observe(payload);
+        let _ = w.sources.observe(payload, header.base_offset);
         let base_offset = w.next_offset;
         w.next_offset += count;
         w.size += total;
@@ -260,6 +284,42 @@ impl Partition {
             appended: summary.records,
             duplicates,
         })
+    }
+
+    /// Write the index entries for the batch just written at `pos` when the interval
+    /// policy wants them: to the files first, then to memory.
+    fn index_batch(
+        &self,
+        w: &Writer,
+        seg: &Segment,
+        pos: u64,
+        h: &BatchHeader,
+    ) -> Result<(), Error> {
+        let last = seg.last_index_entry();
+        if !index::wants_entry(last.as_ref(), pos, self.opts.index_interval_bytes) {
+            return Ok(());
+        }
+        // Both fit: a roll keeps positions and relative offsets below 2^32.
+        let relative_offset = (h.base_offset - seg.base_offset) as u32;
+        let offset_entry = IndexEntry {
+            relative_offset,
+            position: pos as u32,
+        };
+        let time_entry = TimeEntry {
+            max_timestamp_ms: seg.max_timestamp().max(h.last_timestamp_ms),
+            relative_offset,
+        };
+        let n = seg.index_len() as u64;
+        w.files
+            .index
+            .write_all_at(&offset_entry.encode(), n * index::ENTRY_LEN as u64)
+            .map_err(Error::io("write", &seg.index_path))?;
+        w.files
+            .timeindex
+            .write_all_at(&time_entry.encode(), n * timeindex::ENTRY_LEN as u64)
+            .map_err(Error::io("write", &seg.timeindex_path))?;
+        seg.push_entries(offset_entry, time_entry);
+        Ok(())
     }
 
     /// Number of file sources this partition tracks for deduplication.
@@ -297,44 +357,6 @@ impl Partition {
                 "cannot cut off a failed append; the partition refuses writes until reopened");
             self.failed.store(true, Ordering::Release);
         }
-    }
-
-    /// Seal the active segment (fsync log and index) and start a new one at the
-    /// next offset. Called with the writer lock held.
-    fn roll(&self, w: &mut Writer) -> Result<(), Error> {
-        let rolled = self.try_roll(w);
-        if rolled.is_err() {
-            // Half a roll (an unsynced segment, a stray new file) is repaired by
-            // recovery, not here.
-            self.failed.store(true, Ordering::Release);
-        }
-        rolled
-    }
-
-    fn try_roll(&self, w: &mut Writer) -> Result<(), Error> {
-        let old = w.active.clone();
-        old.file
-            .sync_data()
-            .map_err(Error::io("fsync segment", &old.log_path))?;
-        w.index_file
-            .sync_data()
-            .map_err(Error::io("fsync index", &old.index_path))?;
-        self.durable_end.fetch_max(w.next_offset, Ordering::AcqRel);
-        if self.opts.publish_on_sync {
-            self.visible_end.fetch_max(w.next_offset, Ordering::AcqRel);
-        }
-        let (seg, index_file) = Segment::create(&self.dir, w.next_offset)?;
-        segment::sync_dir(&self.dir)?;
-        let seg = Arc::new(seg);
-        self.segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(seg.clone());
-        tracing::debug!(segment = %seg.log_path.display(), "rolled to a new segment");
-        w.active = seg;
-        w.index_file = index_file;
-        w.size = 0;
-        Ok(())
     }
 
     /// Group commit: make every offset below `offset` durable (offsets beyond what
@@ -376,125 +398,4 @@ impl Partition {
     pub fn sync(&self) -> Result<(), Error> {
         self.sync_to(self.written_end.load(Ordering::Acquire))
     }
-
-    /// Read records with offset `>= offset`: at most `max_records`, and about
-    /// `max_bytes` of message and field bytes (always at least one record when one
-    /// is visible), never past [`end_offset`](Self::end_offset). An offset at or past
-    /// the end returns no records and `next_offset == offset`; one below
-    /// [`start_offset`](Self::start_offset) is [`Error::OffsetOutOfRange`]. Damaged
-    /// data on the way is [`Error::Corrupt`] naming the file and byte.
-    pub fn read(
-        &self,
-        offset: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<ReadResult, Error> {
-        // Load the end before the segment list: every segment holding offsets below
-        // it is then in the list.
-        let end = self.visible_end.load(Ordering::Acquire);
-        let segs: Vec<Arc<Segment>> = {
-            let all = self.segments.read().unwrap_or_else(PoisonError::into_inner);
-            let first = all
-                .partition_point(|s| s.base_offset <= offset)
-                .saturating_sub(1);
-            all[first..].to_vec()
-        };
-        let start = segs.first().map_or(0, |s| s.base_offset);
-        if offset < start {
-            return Err(Error::OffsetOutOfRange { offset, start, end });
-        }
-        let mut take = Take {
-            records: Vec::new(),
-            bytes: 0,
-            max_records,
-            max_bytes,
-        };
-        if offset >= end || max_records == 0 {
-            return Ok(ReadResult {
-                records: take.records,
-                next_offset: offset,
-            });
-        }
-        let mut i = 0;
-        let mut pos = segs[0].position_for(offset);
-        let mut next = offset;
-        // Invariant: next < end, and the batch at (segs[i], pos) has base <= next.
-        loop {
-            if segs.get(i + 1).is_some_and(|s| next >= s.base_offset) {
-                i += 1;
-                pos = segs[i].position_for(next);
-                continue;
-            }
-            let seg = &segs[i];
-            let h = seg.read_header(pos)?;
-            if h.base_offset > next {
-                return Err(Error::corrupt(
-                    &seg.log_path,
-                    pos,
-                    format!(
-                        "batch has base offset {} where offset {next} was expected",
-                        h.base_offset
-                    ),
-                ));
-            }
-            if h.next_offset() <= next {
-                // Before the wanted offset: skip (the next batch exists, as next < end).
-                pos += h.total_len();
-                continue;
-            }
-            let payload = seg.read_payload(pos, &h)?;
-            match records::collect(&payload, &h, next, &mut take) {
-                Ok(Collected::Done) => {}
-                Ok(Collected::Full(at)) => {
-                    next = at;
-                    break;
-                }
-                Err(reason) => return Err(Error::corrupt(&seg.log_path, pos, reason)),
-            }
-            next = h.next_offset();
-            pos += h.total_len();
-            if next >= end || take.records.len() >= max_records {
-                break;
-            }
-        }
-        Ok(ReadResult {
-            records: take.records,
-            next_offset: next,
-        })
-    }
-}
-
-/// Rebuild the deduplication table from the log. A damaged batch in an old segment
-/// ends the scan of that segment with a warning (reads of that range report the
-/// damage); the table then only misses what cannot be read anyway.
-fn scan_sources(segments: &[Arc<Segment>]) -> Sources {
-    let mut sources = Sources::default();
-    for seg in segments {
-        let len = match seg.file.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => {
-                tracing::warn!(segment = %seg.log_path.display(), error = %e, "cannot stat segment for deduplication");
-                continue;
-            }
-        };
-        let mut pos = 0u64;
-        while pos < len {
-            let step = seg
-                .read_header(pos)
-                .and_then(|h| seg.read_payload(pos, &h).map(|p| (h, p)));
-            match step {
-                Ok((h, payload)) => {
-                    if let Err(e) = sources.observe(&payload) {
-                        tracing::warn!(segment = %seg.log_path.display(), position = pos, error = %e, "undecodable batch skipped while rebuilding deduplication state");
-                    }
-                    pos += h.total_len();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "stopped rebuilding deduplication state for this segment");
-                    break;
-                }
-            }
-        }
-    }
-    sources
 }

@@ -1,0 +1,124 @@
+//! Reads by offset. Lock-free I/O: a read loads the visible end, clones the `Arc`s
+//! of the segments it needs and reads them with positional reads, one batch at a
+//! time (a header, then the payload of a batch holding wanted offsets), so memory
+//! is bounded by the read's limits plus one batch, never by a segment. A segment
+//! deleted by retention meanwhile stays readable through its open handle.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use crate::error::Error;
+use crate::records::{self, Collected, ReadResult, Take};
+use crate::segment::Segment;
+use crate::walk::Step;
+
+use super::Partition;
+
+impl Partition {
+    /// Read records with offset `>= offset`: at most `max_records`, and about
+    /// `max_bytes` of message and field bytes (always at least one record when one
+    /// is visible), never past [`end_offset`](Self::end_offset). An offset at or past
+    /// the end returns no records and `next_offset == offset`; one below
+    /// [`start_offset`](Self::start_offset) is [`Error::OffsetOutOfRange`]. Damaged
+    /// data on the way is [`Error::Corrupt`] naming the file and byte; offsets after
+    /// a damaged range stay readable.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<ReadResult, Error> {
+        // Load the end before the segment list: every segment holding offsets below
+        // it is then in the list.
+        let end = self.visible_end.load(Ordering::Acquire);
+        let segs: Vec<Arc<Segment>> = {
+            let all = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+            let first = all
+                .partition_point(|s| s.base_offset <= offset)
+                .saturating_sub(1);
+            all[first..].to_vec()
+        };
+        let start = segs.first().map_or(0, |s| s.base_offset);
+        if offset < start {
+            return Err(Error::OffsetOutOfRange { offset, start, end });
+        }
+        let mut take = Take {
+            records: Vec::new(),
+            bytes: 0,
+            max_records,
+            max_bytes,
+        };
+        let mut next = offset;
+        for (i, seg) in segs.iter().enumerate() {
+            if next >= end || take.records.len() >= max_records {
+                break;
+            }
+            let upper = segs.get(i + 1).map_or(end, |s| s.base_offset.min(end));
+            if next >= upper {
+                continue;
+            }
+            match read_segment(seg, next, upper, &mut take)? {
+                Collected::Done => next = upper,
+                Collected::Full(at) => {
+                    next = at;
+                    break;
+                }
+            }
+        }
+        Ok(ReadResult {
+            records: take.records,
+            next_offset: next,
+        })
+    }
+}
+
+/// Collect records from `from` up to (not including) `upper` out of one segment.
+/// `Full(at)` when a limit stopped the read before offset `at`.
+fn read_segment(seg: &Segment, from: u64, upper: u64, take: &mut Take) -> Result<Collected, Error> {
+    let mut next = from;
+    let (pos, at) = seg.position_for(next);
+    for step in seg.walk(pos, at, upper)? {
+        match step? {
+            Step::Batch { pos, header: h } => {
+                if h.next_offset() <= next {
+                    // Before the wanted offset: only its header was read.
+                    continue;
+                }
+                let payload = seg.read_payload(pos, &h)?;
+                match records::collect(&payload, &h, next, take) {
+                    Ok(Collected::Done) => next = h.next_offset(),
+                    Ok(Collected::Full(at)) => return Ok(Collected::Full(at)),
+                    Err(reason) => return Err(Error::corrupt(&seg.log_path, pos, reason)),
+                }
+                if take.records.len() >= take.max_records {
+                    return Ok(Collected::Full(next));
+                }
+            }
+            Step::Damaged {
+                pos,
+                first_offset,
+                reason,
+                resume,
+            } => {
+                let resumes_at = resume.map_or(upper, |(_, h)| h.base_offset);
+                // A read may step over damage only while it is still looking for
+                // its first offset and that offset lies after the damage.
+                if !take.records.is_empty() || next < resumes_at {
+                    return Err(Error::corrupt(
+                        &seg.log_path,
+                        pos,
+                        format!("{reason}; offsets {first_offset}..{resumes_at} are unreadable"),
+                    ));
+                }
+            }
+        }
+    }
+    if next < upper {
+        return Err(Error::corrupt(
+            &seg.log_path,
+            seg.bytes(),
+            format!("segment ends before offset {next}, the next segment starts at {upper}"),
+        ));
+    }
+    Ok(Collected::Done)
+}

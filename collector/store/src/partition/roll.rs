@@ -1,0 +1,106 @@
+//! Sealing the active segment and starting the next one.
+//!
+//! A batch rolls the active segment first when the segment is not empty and
+//! - the batch would make it grow past `segment_bytes`, or
+//! - the batch's largest timestamp is at least `segment_age` past the largest
+//!   timestamp of the segment's first batch (Kafka's `segment.ms`: event time, so
+//!   replaying old logs does not roll on every batch), or
+//! - its relative offsets would no longer fit the 32-bit index fields.
+//!
+//! Retention also rolls an active segment that is entirely expired, so that it can
+//! be deleted; an idle partition never sees the age rule otherwise.
+//!
+//! A roll fsyncs the old segment and both its indexes, writes the deduplication
+//! snapshot for the new base offset, creates the new segment and fsyncs the
+//! directory, in that order: after a crash only the last segment can have a torn
+//! tail, and a snapshot never describes records that are not durable.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use crate::batch::BatchHeader;
+use crate::dedup;
+use crate::error::Error;
+use crate::segment::{self, Segment};
+
+use super::{Partition, Writer};
+
+impl Partition {
+    /// Whether appending `h` must first roll the active segment.
+    pub(super) fn wants_roll(&self, w: &Writer, h: &BatchHeader) -> bool {
+        if w.size == 0 {
+            return false;
+        }
+        let rel_end = h.next_offset() - w.active.base_offset;
+        let too_big = w.size + h.total_len() > self.opts.segment_bytes;
+        let too_old = w.active.first_batch_timestamp().is_some_and(|first| {
+            h.last_timestamp_ms.saturating_sub(first) >= self.segment_age_ms.load(Ordering::Relaxed)
+        });
+        too_big || too_old || rel_end > u64::from(u32::MAX)
+    }
+
+    /// Seal the active segment and start a new one at the next offset. Called with
+    /// the writer lock held. A failed roll leaves the partition refusing writes.
+    pub(super) fn roll(&self, w: &mut Writer) -> Result<(), Error> {
+        let rolled = self.try_roll(w);
+        if rolled.is_err() {
+            // Half a roll (an unsynced segment, a stray new file) is repaired by
+            // recovery, not here.
+            self.failed.store(true, Ordering::Release);
+        }
+        rolled
+    }
+
+    fn try_roll(&self, w: &mut Writer) -> Result<(), Error> {
+        let old = w.active.clone();
+        old.file
+            .sync_data()
+            .map_err(Error::io("fsync segment", &old.log_path))?;
+        w.files
+            .index
+            .sync_data()
+            .map_err(Error::io("fsync index", &old.index_path))?;
+        w.files
+            .timeindex
+            .sync_data()
+            .map_err(Error::io("fsync time index", &old.timeindex_path))?;
+        self.durable_end.fetch_max(w.next_offset, Ordering::AcqRel);
+        if self.opts.publish_on_sync {
+            self.visible_end.fetch_max(w.next_offset, Ordering::AcqRel);
+        }
+        if let Err(e) = dedup::write_snapshot(&self.dir, w.next_offset, &w.sources) {
+            // Only an accelerator: the next open scans a little more.
+            tracing::warn!(error = %e, "cannot write a deduplication snapshot");
+        }
+        let (seg, files) = Segment::create(&self.dir, w.next_offset)?;
+        segment::sync_dir(&self.dir)?;
+        let seg = Arc::new(seg);
+        self.segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(seg.clone());
+        tracing::debug!(segment = %seg.log_path.display(), "rolled to a new segment");
+        w.active = seg;
+        w.files = files;
+        w.size = 0;
+        Ok(())
+    }
+
+    /// Roll `active` if it is still the active segment, holds data and `expired`
+    /// still says so under the writer lock. Returns whether it rolled.
+    pub(super) fn roll_if(
+        &self,
+        active: &Arc<Segment>,
+        expired: impl Fn(&Segment) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
+        let mut w = super::lock(&self.writer);
+        if !Arc::ptr_eq(&w.active, active) || w.size == 0 || self.failed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        if !expired(&w.active)? {
+            return Ok(false);
+        }
+        self.roll(&mut w)?;
+        Ok(true)
+    }
+}
