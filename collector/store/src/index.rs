@@ -38,9 +38,10 @@ pub fn encode_all(entries: &[IndexEntry]) -> Vec<u8> {
 }
 
 /// Parse an index file's bytes for a log of `log_len` bytes. Refuses (with the
-/// reason) a length that is not a multiple of 8, a first entry other than `(0, 0)`,
-/// entries that do not strictly increase in both fields, and positions at or past
-/// the end of the log.
+/// reason) a length that is not a multiple of 8, entries that do not strictly
+/// increase in both fields, and positions at or past the end of the log. The first
+/// entry is normally `(0, 0)`; an index rebuilt over a damaged first batch starts at
+/// the first batch after the damage, and lookups below it start at byte 0.
 pub fn parse(bytes: &[u8], log_len: u64) -> Result<Vec<IndexEntry>, String> {
     if !bytes.len().is_multiple_of(ENTRY_LEN) {
         return Err(format!(
@@ -61,9 +62,6 @@ pub fn parse(bytes: &[u8], log_len: u64) -> Result<Vec<IndexEntry>, String> {
             ));
         }
         match out.last() {
-            None if e.relative_offset != 0 || e.position != 0 => {
-                return Err(format!("first entry is {e:?}, not the segment start"));
-            }
             Some(p) if !is_after(p, &e) => {
                 return Err(format!("entry {i} {e:?} does not follow {p:?}"));
             }
@@ -91,7 +89,12 @@ pub fn lookup(entries: &[IndexEntry], relative_offset: u64) -> Option<IndexEntry
 pub fn wants_entry(last: Option<&IndexEntry>, position: u64, interval_bytes: u32) -> bool {
     match last {
         None => true,
-        Some(l) => position.saturating_sub(u64::from(l.position)) >= u64::from(interval_bytes),
+        // Strictly after the last entry, whatever the interval (0 included): two
+        // entries for one batch would not pass `parse`.
+        Some(l) => {
+            position > u64::from(l.position)
+                && position - u64::from(l.position) >= u64::from(interval_bytes)
+        }
     }
 }
 
@@ -134,10 +137,8 @@ mod tests {
         assert!(parse(&bytes[..23], 10_000).is_err(), "partial entry");
         assert!(parse(&[], 0).unwrap().is_empty());
         assert!(parse(&[], 10).is_err(), "missing entries for data");
-        assert!(
-            parse(&encode_all(&[e(1, 0)]), 10).is_err(),
-            "bad first entry"
-        );
+        // Rebuilt over a damaged first batch: starts at the next good one.
+        assert_eq!(parse(&encode_all(&[e(1, 101)]), 200).unwrap(), [e(1, 101)]);
         assert!(parse(&encode_all(&[e(0, 0), e(0, 50)]), 100).is_err());
         assert!(parse(&encode_all(&[e(0, 0), e(5, 0)]), 100).is_err());
         assert!(parse(&encode_all(&[e(0, 0), e(5, 60), e(4, 70)]), 100).is_err());
@@ -151,5 +152,9 @@ mod tests {
         assert!(!wants_entry(Some(&last), 100 + 4095, 4096));
         assert!(wants_entry(Some(&last), 100 + 4096, 4096));
         assert!(wants_entry(Some(&last), 101, 0));
+        assert!(
+            !wants_entry(Some(&last), 100, 0),
+            "never twice for one batch"
+        );
     }
 }
