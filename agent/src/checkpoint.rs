@@ -151,7 +151,16 @@ impl Checkpoints {
     }
 
     /// A new generation of a file: keep it at offset 0 until acknowledgements come.
+    /// Older generations of the same file are dropped: their content is gone, and a
+    /// file truncated daily would otherwise grow the state by an entry a day.
     pub fn register(&mut self, source_id: u64, mark: FileMark, path: &str, now_ms: i64) {
+        let same_file = |m: &FileMark| (m.dev, m.ino, m.btime) == (mark.dev, mark.ino, mark.btime);
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| !(same_file(&e.mark) && e.mark.generation < mark.generation));
+        if self.entries.len() != before {
+            self.dirty = true;
+        }
         self.entries.entry(source_id).or_insert_with(|| {
             self.dirty = true;
             Entry {
@@ -173,8 +182,13 @@ impl Checkpoints {
         now: std::time::Instant,
     ) {
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| marks.seen_recently(&e.mark, started, FORGET_GONE, now));
+        self.entries.retain(|id, e| {
+            let keep = marks.seen_recently(&e.mark, started, FORGET_GONE, now);
+            if !keep {
+                marks.forget_durable(*id);
+            }
+            keep
+        });
         if self.entries.len() != before {
             tracing::debug!(
                 forgotten = before - self.entries.len(),
@@ -213,6 +227,11 @@ impl Checkpoints {
             if p.end_offset > e.offset {
                 e.offset = p.end_offset;
                 e.end_hash = p.end_hash;
+                marks.set_latest(ResumePoint {
+                    mark: e.mark,
+                    offset: e.offset,
+                    end_hash: e.end_hash,
+                });
                 e.updated_ms = now_ms;
                 self.dirty = true;
             }
@@ -269,10 +288,12 @@ pub async fn run(
             Some(r) = registrations.recv() => {
                 let now = tributary_common::timefmt::now_ms();
                 cp.register(r.source_id, r.mark, &r.path, now);
+                marks.set_latest(ResumePoint { mark: r.mark, offset: 0, end_hash: 0 });
                 // Take every registration that is already waiting into the same save.
                 let mut waiting = vec![r];
                 while let Ok(r) = registrations.try_recv() {
                     cp.register(r.source_id, r.mark, &r.path, now);
+                    marks.set_latest(ResumePoint { mark: r.mark, offset: 0, end_hash: 0 });
                     waiting.push(r);
                 }
                 save_blocking(&mut cp).await;
@@ -402,6 +423,10 @@ mod tests {
                 offset: 0,
                 end_hash: 0,
             }]
+        );
+        assert!(
+            back.get(1).is_none(),
+            "generation 0 of the same file is dropped"
         );
         // Registering again never moves an entry back.
         let mut cp = back;

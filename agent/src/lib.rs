@@ -88,6 +88,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     for id in checkpoints.source_ids() {
         marks.set_durable(id);
     }
+    for r in &resume {
+        marks.set_latest(*r);
+    }
 
     let mut inputs = Vec::new();
     for f in &config.files {

@@ -28,7 +28,8 @@
 //! duplicates. Without them the files are re-read from their checkpoints, which never
 //! pass an unacknowledged batch, so only lines of files deleted meanwhile are lost;
 //! the error log says how many batches were set aside. Damage found while running
-//! (the file was sound at open or written since) sets that one file aside.
+//! (the file was sound at open or written since: a disk error) sets that one file
+//! aside and its lines are lost; the error log says so.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -219,7 +220,14 @@ impl Spool {
     pub fn next_unsent(&mut self) -> Result<Option<(u64, Batch)>, SpoolError> {
         while let Some((id, size)) = self.unsent.pop_front() {
             let path = self.path(id);
-            let data = std::fs::read(&path).map_err(io_err("read", &path))?;
+            let data = match std::fs::read(&path) {
+                Ok(d) => d,
+                Err(e) => {
+                    // Still first in line: nothing may overtake it.
+                    self.unsent.push_front((id, size));
+                    return Err(io_err("read", &path)(e));
+                }
+            };
             match decode(&data) {
                 Some(batch) => {
                     self.sent.insert(id, size);
@@ -230,7 +238,7 @@ impl Spool {
                     std::fs::create_dir_all(&aside).map_err(io_err("create directory", &aside))?;
                     let to = aside.join(format!("{id:020}.batch"));
                     tracing::error!(path = %path.display(), moved_to = %to.display(),
-                        "spool file damaged since it was written; its lines are lost unless the agent restarts before their files change");
+                        "spool file damaged since it was written (disk error?); its lines are lost");
                     self.bytes = self.bytes.saturating_sub(size);
                     std::fs::rename(&path, &to).map_err(io_err("rename", &path))?;
                 }

@@ -151,12 +151,14 @@ pub async fn consume(api: &ApiClient, args: &ConsumeArgs) -> Result<(), CliError
         None => partitions_of(api, &args.topic).await?,
     };
     let mut offsets: Vec<String> = vec![args.offset.clone(); parts.len()];
+    let mut from_group = vec![false; parts.len()];
     if let Some(g) = &args.group {
         // Committed offsets win; partitions the group never committed use --offset.
         let committed = group_offsets(api, g).await?;
         for (i, p) in parts.iter().enumerate() {
             if let Some(o) = committed.get(&(args.topic.clone(), *p)) {
                 offsets[i] = o.to_string();
+                from_group[i] = true;
             }
         }
     }
@@ -176,7 +178,21 @@ pub async fn consume(api: &ApiClient, args: &ConsumeArgs) -> Result<(), CliError
                 "/v1/topics/{}/partitions/{p}/records?offset={}&max={max}&wait_ms={wait_ms}",
                 args.topic, offsets[i]
             );
-            let v = api.get_json(&path, TIMEOUT).await?;
+            let v = match api.get_json(&path, TIMEOUT).await {
+                // The group's offset was deleted by retention meanwhile: go on from
+                // the earliest record still there (Kafka's auto.offset.reset).
+                Err(ClientError::Status { status: 416, .. }) if from_group[i] => {
+                    eprintln!(
+                        "tributary: partition {p}: the group's offset {} was deleted by retention; continuing at the earliest record",
+                        offsets[i]
+                    );
+                    offsets[i] = "earliest".into();
+                    from_group[i] = false;
+                    got_any = true;
+                    continue;
+                }
+                r => r?,
+            };
             let records = v
                 .get("records")
                 .and_then(Value::as_array)
@@ -222,7 +238,12 @@ pub async fn consume(api: &ApiClient, args: &ConsumeArgs) -> Result<(), CliError
 /// `/v1/...` path segment: group and topic names are restricted to
 /// `[A-Za-z0-9._-]`, so anything else is refused here with the API's rule.
 fn name_segment(kind: &str, name: &str) -> Result<String, CliError> {
-    if tributary_store::valid_topic_name(name) {
+    let valid = if kind == "group" {
+        crate::groups::valid_group_name(name)
+    } else {
+        tributary_store::valid_topic_name(name)
+    };
+    if valid {
         Ok(name.to_owned())
     } else {
         Err(CliError::Usage(format!(

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
     #[error(
-        "invalid group name {0:?}: use 1-249 characters from [A-Za-z0-9._-], not \".\" or \"..\""
+        "invalid group name {0:?}: use 1-240 characters from [A-Za-z0-9._-], not \".\" or \"..\""
     )]
     InvalidName(String),
     #[error("{op} {path}: {source}")]
@@ -66,9 +66,10 @@ pub struct Groups {
     groups: Mutex<HashMap<String, GroupOffsets>>,
 }
 
-/// Group names follow the topic name rules (they name files).
+/// Group names follow the topic name rules (they name files), up to 240
+/// characters so that `<group>.json.tmp` stays within a file name's 255 bytes.
 pub fn valid_group_name(name: &str) -> bool {
-    tributary_store::valid_topic_name(name)
+    name.len() <= 240 && tributary_store::valid_topic_name(name)
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GroupError {

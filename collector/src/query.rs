@@ -371,19 +371,22 @@ impl Cursor {
                     self.next = self.next.max(start);
                 }
             }
-            // One step covers the window [from, to) completely.
+            // One step covers the window [from, to); ascending steps may stop early
+            // at the byte budget. Descending windows are sized from the average
+            // record seen so far, so a window of huge records stays small.
+            let window = match self.scanned_bytes.checked_div(self.scanned_records) {
+                Some(avg) => ((4 * STEP_BYTES) as u64 / avg.max(1)).clamp(1, STEP_RECORDS as u64),
+                None => 64,
+            };
             let (from, to) = match order {
                 Order::Asc => (self.next, self.hi.min(self.next + STEP_RECORDS as u64)),
-                Order::Desc => (
-                    self.next.saturating_sub(STEP_RECORDS as u64).max(self.lo),
-                    self.next,
-                ),
+                Order::Desc => (self.next.saturating_sub(window).max(self.lo), self.next),
             };
             if from >= to {
                 self.done = true;
                 break;
             }
-            let mut window = Vec::new();
+            let mut matched = Vec::new();
             let mut at = from;
             while at < to {
                 let r = match self.partition.read(at, (to - at) as usize, STEP_BYTES) {
@@ -403,16 +406,20 @@ impl Cursor {
                     self.scanned_bytes += rec.message.len() as u64;
                 }
                 self.scanned_records += r.records.len() as u64;
-                window.extend(r.records.into_iter().filter(|x| f.matches(x)));
+                matched.extend(r.records.into_iter().filter(|x| f.matches(x)));
+                if order == Order::Asc && read >= budget {
+                    break;
+                }
             }
             match order {
                 Order::Asc => {
-                    self.buf.extend(window);
-                    self.next = at.max(to);
+                    self.buf.extend(matched);
+                    // `at` is where reading stopped (the budget, or `to`).
+                    self.next = if at > from { at } else { to };
                     self.done = self.next >= self.hi;
                 }
                 Order::Desc => {
-                    self.buf.extend(window.into_iter().rev());
+                    self.buf.extend(matched.into_iter().rev());
                     self.next = from;
                     self.done = self.next <= self.lo;
                 }

@@ -112,6 +112,7 @@ pub(crate) struct Found {
     pub path: PathBuf,
     pub key: FileKey,
     pub ctime: (i64, i64),
+    pub size: u64,
 }
 
 /// What one rescan produced.
@@ -166,24 +167,7 @@ impl Scanner {
     /// Continue a file read by an earlier run (checkpoint), if it shows up with the
     /// same identity.
     pub(crate) fn resume(&mut self, r: super::ResumePoint) {
-        use super::fingerprint::Fingerprint;
-        let key = r.mark.key();
-        self.closed.insert(
-            key,
-            Closed {
-                fp: Some(Fingerprint {
-                    len: r.mark.fp_len,
-                    hash: r.mark.fp_hash,
-                }),
-                offset: r.offset,
-                end_hash: r.end_hash,
-                generation: r.mark.generation,
-                failed: false,
-                idle: false,
-                ctime: (0, 0),
-                at: std::time::Instant::now(),
-            },
-        );
+        self.closed.insert(r.mark.key(), closed_of(r));
     }
 
     /// Remember where a stopped reader left its file.
@@ -218,11 +202,18 @@ impl Scanner {
             let prev = self.closed.get(&f.key).copied();
             let start = match prev {
                 Some(c) if c.failed && c.ctime == f.ctime => continue,
-                // Closed for inactivity and unchanged since: leave it closed.
-                Some(c) if c.idle && c.ctime == f.ctime => continue,
+                // Closed for inactivity and unchanged since: leave it closed. (A
+                // write right before the close can share its ctime; the size tells.)
+                Some(c) if c.idle && c.ctime == f.ctime && c.read_pos == f.size => continue,
                 Some(c) => StartAt::Resume(c),
-                None if self.first && !self.read_from_beginning => StartAt::End,
-                None => StartAt::Beginning,
+                // Gone from this run's memory (it vanished for a while) but
+                // checkpointed: continue from the checkpoint if it is the same content,
+                // else read it as the next generation, never as a new file.
+                None => match self.cfg.marks.latest(f.key) {
+                    Some(r) => StartAt::Resume(closed_of(r)),
+                    None if self.first && !self.read_from_beginning => StartAt::End,
+                    None => StartAt::Beginning,
+                },
             };
             match Tail::open(self.cfg.clone(), &f.path, f.key, start) {
                 Ok(Some(tail)) => {
@@ -355,6 +346,7 @@ impl Scanner {
                     Ok(meta) if meta.is_file() => found.push(Found {
                         key: FileKey::of(&meta),
                         ctime: (meta.ctime(), meta.ctime_nsec()),
+                        size: meta.len(),
                         path,
                     }),
                     Ok(_) => {}
@@ -419,6 +411,25 @@ pub fn preview(include: &[String], exclude: &[String]) -> Result<Preview, FileIn
         }
     }
     Ok(out)
+}
+
+/// What to remember of a checkpointed file until it shows up.
+fn closed_of(r: super::ResumePoint) -> Closed {
+    use super::fingerprint::Fingerprint;
+    Closed {
+        fp: Some(Fingerprint {
+            len: r.mark.fp_len,
+            hash: r.mark.fp_hash,
+        }),
+        offset: r.offset,
+        end_hash: r.end_hash,
+        read_pos: r.offset,
+        generation: r.mark.generation,
+        failed: false,
+        idle: false,
+        ctime: (0, 0),
+        at: std::time::Instant::now(),
+    }
 }
 
 /// The file `key` in the directory of `last`, under any name: its path and `ctime`.

@@ -139,6 +139,9 @@ pub struct Marks {
 #[derive(Debug, Default)]
 struct MarksInner {
     marks: HashMap<u64, FileMark>,
+    /// Per file, the newest checkpointed state (latest generation): where a file
+    /// that shows up again without in-run state continues.
+    latest: HashMap<FileKey, ResumePoint>,
     durable: HashSet<u64>,
     seen: HashMap<FileKey, std::time::Instant>,
 }
@@ -185,6 +188,25 @@ impl Marks {
         self.lock().durable.insert(source_id);
     }
 
+    /// The checkpoints hold `r` for its file; keep it if it is the latest generation.
+    pub fn set_latest(&self, r: ResumePoint) {
+        let mut inner = self.lock();
+        let e = inner.latest.entry(r.mark.key()).or_insert(r);
+        if (r.mark.generation, r.offset) >= (e.mark.generation, e.offset) {
+            *e = r;
+        }
+    }
+
+    /// The newest checkpointed state of the file `key`.
+    pub(crate) fn latest(&self, key: FileKey) -> Option<ResumePoint> {
+        self.lock().latest.get(&key).copied()
+    }
+
+    /// `source_id`'s checkpoint entry was forgotten.
+    pub fn forget_durable(&self, source_id: u64) {
+        self.lock().durable.remove(&source_id);
+    }
+
     pub fn is_durable(&self, source_id: u64) -> bool {
         self.lock().durable.contains(&source_id)
     }
@@ -221,9 +243,15 @@ impl Marks {
         inner
             .seen
             .retain(|_, t| now.saturating_duration_since(*t) < within);
-        let MarksInner { marks, seen, .. } = &mut *inner;
+        let MarksInner {
+            marks,
+            seen,
+            latest,
+            ..
+        } = &mut *inner;
         if now.saturating_duration_since(started) >= within {
             marks.retain(|_, m| seen.contains_key(&m.key()));
+            latest.retain(|k, _| seen.contains_key(k));
         }
     }
 

@@ -68,6 +68,9 @@ pub(crate) struct Closed {
     pub offset: u64,
     /// Hash of the bytes before `offset` (0: unknown, not checked).
     pub end_hash: u64,
+    /// Bytes read when closed (`offset` plus an unfinished line): a file of another
+    /// size changed after the last read, whatever its `ctime` says.
+    pub read_pos: u64,
     /// Truncations seen so far (part of the source id).
     pub generation: u32,
     /// The reader stopped on an error: only retry once the file changed (`ctime`).
@@ -244,10 +247,12 @@ impl Tail {
             return Ok(Step::Truncated { at: read_pos, size });
         }
         // Truncated and written again past our position between two looks
-        // (copytruncate under load): the first bytes are no longer ours.
+        // (copytruncate under load, or while reading waited on a full pipeline):
+        // the first bytes, or the bytes just before our offset, are no longer ours.
         if let Some(fp) = self.fp
             && read_pos > 0
-            && Fingerprint::prefix(&self.file, u64::from(fp.len))? != Some(fp)
+            && (Fingerprint::prefix(&self.file, u64::from(fp.len))? != Some(fp)
+                || (self.end_hash != 0 && end_hash(&self.file, self.offset)? != self.end_hash))
         {
             self.restart();
             return Ok(Step::Truncated { at: read_pos, size });
@@ -404,6 +409,7 @@ impl Tail {
             fp: self.fp,
             offset: self.offset,
             end_hash: self.end_hash,
+            read_pos: self.read_pos(),
             generation: self.generation,
             failed,
             idle: false,

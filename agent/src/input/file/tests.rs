@@ -338,6 +338,21 @@ fn resume_tells_rewritten_content_from_the_same_content() {
     assert_eq!(t.closed(false).generation, closed.generation + 1);
 }
 
+#[test]
+fn a_live_reader_sees_a_refill_past_its_position_with_the_same_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    fs::write(&p, b"header\nold one\n").unwrap();
+    let mut t = open_tail(&p, tail_config(1 << 16, 1 << 20), StartAt::Beginning);
+    assert_eq!(drain(&mut t).len(), 2);
+    // Between two looks: truncated and written again, longer than before, same header.
+    fs::write(&p, b"header\nNEW CONTENT, longer\n").unwrap();
+    assert!(matches!(t.step().unwrap(), Step::Truncated { at: 15, .. }));
+    let recs = drain(&mut t);
+    assert_eq!(msgs(&recs), vec![&b"header"[..], b"NEW CONTENT, longer"]);
+    assert_eq!(t.closed(false).generation, 1);
+}
+
 // ---------------------------------------------------------------- the whole input
 
 struct Running {
