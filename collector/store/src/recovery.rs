@@ -10,11 +10,18 @@
 //!   created); only their indexes are read, plus the headers after the last index
 //!   entry (for the segment's largest timestamp). Damage found later in them
 //!   surfaces as a read error, never as a silent skip.
-//! - The last segment is validated batch by batch from its last index entry (or
-//!   from the start when that entry does not lead to a good batch): header sanity,
-//!   offset continuity, CRC32C, and the payload's record count
+//! - The last segment is validated batch by batch from its last index entry: header
+//!   sanity, offset continuity, CRC32C, and the payload's record count
 //!   (`tributary_common::record::summarize`). At the first bad or torn batch the
 //!   file is truncated there, fsynced, and a warning names the file, byte and offset.
+//!   It is validated from its start instead when the index is missing or damaged,
+//!   when its last entry does not lead to a good batch (wrong position or wrong
+//!   offset, at byte 0 too), and when its entries do not point to batch starts and
+//!   the index rebuilt from the headers would not lead, batch by batch, to the end
+//!   validated from that entry.
+//! - Opening is idempotent: the next open of the unchanged directory validates from
+//!   the last entry of the index written here, and so ends where this open cut the
+//!   log, with the same indexes (see `open_active`).
 //!
 //! Recovery never panics on file contents; only I/O failures are errors.
 
@@ -29,8 +36,9 @@ use tributary_common::record;
 use crate::batch::{BatchHeader, HEADER_LEN};
 use crate::error::Error;
 use crate::index::{self, IndexEntry};
-use crate::rebuild::{self, LogFile};
+use crate::rebuild::{self, Built, LogFile};
 use crate::segment::{self, IndexFiles, Loaded, Segment};
+use crate::timeindex;
 
 /// A partition's state after recovery.
 pub(crate) struct Recovered {
@@ -289,7 +297,24 @@ fn scan_active(
     })
 }
 
+/// How the active segment is recovered: where its validated log ends and its
+/// indexes, with what must be written back.
+struct Decided {
+    scan: Scan,
+    built: Built,
+    write_index: bool,
+    write_timeindex: bool,
+}
+
 /// Open the last segment: validate its tail, truncate a torn or corrupt end.
+///
+/// Opening must be idempotent: a second open of the unchanged directory has to
+/// keep the same bytes and offsets as this one (else offsets readers saw could be
+/// reused, or records could appear). That open validates from the last entry of the
+/// `.index` written here, so this one guarantees that the chain of good batches
+/// starting at that entry ends exactly where the log is cut. Everything decided here
+/// holds the same at the next open: a loaded index that checks out is kept
+/// unchanged, and an index built here checks out at the next open.
 fn open_active(dir: &Path, base: u64, interval_bytes: u32) -> Result<Active, Error> {
     let lp = segment::log_path(dir, base);
     let file = OpenOptions::new()
@@ -300,87 +325,201 @@ fn open_active(dir: &Path, base: u64, interval_bytes: u32) -> Result<Active, Err
     let len = file_len(&file, &lp)?;
     let ip = segment::index_path(dir, base);
     let tp = segment::timeindex_path(dir, base);
-
-    let loaded = rebuild::load_index(&ip, len)?;
-    let mut rewrite_index = loaded.is_err();
-    let mut scan = None;
-    let mut entries = Vec::new();
-    match loaded {
-        Ok(loaded) => {
-            entries = loaded;
-            let start = entries.last().map_or((0, base), |e| {
-                (u64::from(e.position), base + u64::from(e.relative_offset))
-            });
-            let n = entries.len();
-            let s = scan_active(&file, &lp, len, base, start, &mut entries, interval_bytes)?;
-            rewrite_index = entries.len() != n;
-            if s.bad.is_some() && s.end == start.0 && start.0 > 0 {
-                // The last index entry does not lead to a good batch: the index is
-                // not to be trusted, so validate the whole segment.
-                warn!(index = %ip.display(), position = start.0,
-                    "last index entry does not point to a good batch; rebuilding the index");
-                entries.clear();
-                rewrite_index = true;
-            } else {
-                scan = Some(s);
-            }
-        }
-        Err(reason) => warn!(index = %ip.display(), %reason, "rebuilding segment index"),
-    }
-    let scan = match scan {
-        Some(s) => s,
-        None => scan_active(
-            &file,
-            &lp,
-            len,
-            base,
-            (0, base),
-            &mut entries,
-            interval_bytes,
-        )?,
+    let seg = SegmentFiles {
+        file: &file,
+        log: &lp,
+        index: &ip,
+        timeindex: &tp,
+        base,
+        interval_bytes,
     };
 
-    if let Some(reason) = &scan.bad {
-        warn!(segment = %lp.display(), position = scan.end, offset = scan.next_offset,
-            bytes_dropped = len - scan.end, %reason,
+    let decided = match rebuild::load_index(&ip, len)? {
+        Ok(entries) => seg.recover_with_index(len, entries)?,
+        Err(reason) => {
+            warn!(index = %ip.display(), %reason, "rebuilding segment index");
+            None
+        }
+    };
+    let d = match decided {
+        Some(d) => d,
+        None => seg.recover_from_start(len)?,
+    };
+
+    if let Some(reason) = &d.scan.bad {
+        warn!(segment = %lp.display(), position = d.scan.end, offset = d.scan.next_offset,
+            bytes_dropped = len - d.scan.end, %reason,
             "truncating torn or corrupt segment tail");
-        file.set_len(scan.end)
+        file.set_len(d.scan.end)
             .and_then(|()| file.sync_all())
             .map_err(Error::io("truncate segment", &lp))?;
-        let kept = entries.len();
-        entries.retain(|e| u64::from(e.position) < scan.end);
-        rewrite_index |= entries.len() != kept;
     } else {
         // What is recovered is what readers may see: make it durable first.
         file.sync_data().map_err(Error::io("fsync segment", &lp))?;
     }
-
-    if rewrite_index {
-        rebuild::write_file(&ip, &index::encode_all(&entries))?;
+    if d.write_index {
+        rebuild::write_file(&ip, &index::encode_all(&d.built.indexes.offsets))?;
     }
-    let log = LogFile {
-        file: &file,
-        path: &lp,
-        len: scan.end,
-        base,
-        upper: u64::MAX,
-    };
-    let built = rebuild::open_indexes(&log, &ip, &tp, Ok(entries), interval_bytes)?;
+    if d.write_timeindex {
+        rebuild::write_file(&tp, &timeindex::encode_all(&d.built.indexes.times))?;
+    }
     let files = IndexFiles {
         index: open_rw(&ip, "open index")?,
         timeindex: open_rw(&tp, "open time index")?,
     };
     let loaded = Loaded {
-        indexes: built.indexes,
-        max_timestamp_ms: built.max_timestamp_ms,
-        bytes: scan.end,
+        indexes: d.built.indexes,
+        max_timestamp_ms: d.built.max_timestamp_ms,
+        bytes: d.scan.end,
     };
     Ok(Active {
         segment: Segment::new(dir, base, file, loaded),
-        next_offset: scan.next_offset,
-        size: scan.end,
+        next_offset: d.scan.next_offset,
+        size: d.scan.end,
         files,
     })
+}
+
+/// The active segment's files, for the recovery steps.
+struct SegmentFiles<'a> {
+    file: &'a File,
+    log: &'a Path,
+    index: &'a Path,
+    timeindex: &'a Path,
+    base: u64,
+    interval_bytes: u32,
+}
+
+impl SegmentFiles<'_> {
+    /// The log as the first `end` bytes of the file.
+    fn log_file(&self, end: u64) -> LogFile<'_> {
+        LogFile {
+            file: self.file,
+            path: self.log,
+            len: end,
+            base: self.base,
+            upper: u64::MAX,
+        }
+    }
+
+    /// Recover with the loaded `.index` `entries` (of a log of `len` bytes): validate
+    /// from their last entry. `None` when they cannot be trusted, or the indexes they
+    /// lead to would make the next open validate to another end: then the whole
+    /// segment must be validated.
+    fn recover_with_index(
+        &self,
+        len: u64,
+        mut entries: Vec<IndexEntry>,
+    ) -> Result<Option<Decided>, Error> {
+        let base = self.base;
+        let start = entries.last().map_or((0, base), |e| {
+            (u64::from(e.position), base + u64::from(e.relative_offset))
+        });
+        let n = entries.len();
+        let scan = scan_active(
+            self.file,
+            self.log,
+            len,
+            base,
+            start,
+            &mut entries,
+            self.interval_bytes,
+        )?;
+        if scan.bad.is_some() && scan.end == start.0 && start != (0, base) {
+            // The last index entry does not lead to a good batch (wrong position or
+            // wrong offset, at byte 0 too): the index is not to be trusted.
+            warn!(index = %self.index.display(), position = start.0, offset = start.1,
+                "last index entry does not point to a good batch; validating the whole segment");
+            return Ok(None);
+        }
+        let mut write_index = entries.len() != n;
+        let validated = entries.len();
+        entries.retain(|e| u64::from(e.position) < scan.end);
+        write_index |= entries.len() != validated;
+        let log = self.log_file(scan.end);
+        if let Some((built, write_timeindex)) = rebuild::settle(&log, self.timeindex, entries)? {
+            // The last entry is the one validated from, or one added by that
+            // validation: the next open validates from it to the same end.
+            return Ok(Some(Decided {
+                scan,
+                built,
+                write_index,
+                write_timeindex,
+            }));
+        }
+        warn!(index = %self.index.display(),
+            "index entries do not point to batch starts; rebuilding the indexes");
+        let built = rebuild::index_segment(&log, self.interval_bytes)?;
+        // The header walk that rebuilt them may have taken another path than the
+        // validation (it steps over damage, and does not check CRCs): its last entry
+        // must still lead, batch by batch, to the end kept here.
+        if !self.leads_to(&built.indexes.offsets, scan.end)? {
+            warn!(index = %self.index.display(), position = scan.end,
+                "the rebuilt index does not lead to the end of the validated batches; validating the whole segment");
+            return Ok(None);
+        }
+        Ok(Some(Decided {
+            scan,
+            built,
+            write_index: true,
+            write_timeindex: true,
+        }))
+    }
+
+    /// Whether validating from the last of `entries`, as the next open will, ends
+    /// exactly at byte `end` without a bad batch nor a new index entry.
+    fn leads_to(&self, entries: &[IndexEntry], end: u64) -> Result<bool, Error> {
+        let Some(&last) = entries.last() else {
+            return Ok(end == 0);
+        };
+        let mut probe = vec![last];
+        let start = (
+            u64::from(last.position),
+            self.base + u64::from(last.relative_offset),
+        );
+        let s = scan_active(
+            self.file,
+            self.log,
+            end,
+            self.base,
+            start,
+            &mut probe,
+            self.interval_bytes,
+        )?;
+        Ok(s.bad.is_none() && s.end == end && probe.len() == 1)
+    }
+
+    /// Recover without an index: validate the whole segment (of `len` bytes) from
+    /// its start and index the good batches.
+    fn recover_from_start(&self, len: u64) -> Result<Decided, Error> {
+        let mut entries = Vec::new();
+        let scan = scan_active(
+            self.file,
+            self.log,
+            len,
+            self.base,
+            (0, self.base),
+            &mut entries,
+            self.interval_bytes,
+        )?;
+        let log = self.log_file(scan.end);
+        // The entries are those of the validated batches, which a header walk from
+        // the start follows exactly: they check out (now and at the next open).
+        let (built, write_timeindex) = match rebuild::settle(&log, self.timeindex, entries)? {
+            Some(settled) => settled,
+            None => {
+                warn!(index = %self.index.display(),
+                    "index of the validated batches does not check out; rebuilding the indexes");
+                (rebuild::index_segment(&log, self.interval_bytes)?, true)
+            }
+        };
+        Ok(Decided {
+            scan,
+            built,
+            write_index: true,
+            write_timeindex,
+        })
+    }
 }
 
 fn open_rw(path: &Path, op: &'static str) -> Result<File, Error> {

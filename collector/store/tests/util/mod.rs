@@ -128,6 +128,23 @@ pub fn encode(batch: &Batch) -> Vec<u8> {
     buf
 }
 
+/// A batch as it is stored in a segment: its header (base offset `base`, CRC
+/// included) followed by the encoded payload.
+pub fn batch_bytes(base: u64, batch: &Batch) -> Vec<u8> {
+    let payload = encode(batch);
+    let s = record::summarize(&payload).unwrap();
+    let h = BatchHeader::for_payload(
+        base,
+        &payload,
+        s.records,
+        s.min_timestamp_ms,
+        s.max_timestamp_ms,
+    );
+    let mut b = h.encode().to_vec();
+    b.extend_from_slice(&payload);
+    b
+}
+
 /// The records of a batch in offset order.
 pub fn flat(batch: &Batch) -> Vec<Rec> {
     batch.iter().flatten().cloned().collect()
