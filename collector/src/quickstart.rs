@@ -87,6 +87,9 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
          \x20 cargo run --release --bin tributary -- topics --output text\n\
          \x20 cargo run --release --bin tributary -- consume --topic demo --offset earliest --max 10\n\
          \x20 cargo run --release --bin tributary -- consume --topic demo --follow --output text\n\
+         \x20 cargo run --release --bin tributary -- query --topic demo --since 5m --grep /api/ --output text\n\
+         \x20 cargo run --release --bin tributary -- consume --topic demo --group mine --max 5; \
+         cargo run --release --bin tributary -- groups mine --output text\n\
          \x20 curl '{api}/v1/topics/demo/partitions/0/records?offset=earliest&max=5'\n\
          \x20 curl {api}/metrics\n\n\
          Press Ctrl-C to stop.\n",
