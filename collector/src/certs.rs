@@ -1,11 +1,15 @@
 //! Certificates for an install or a dev setup (rcgen): a CA, a collector server
-//! certificate and an agent client certificate, written as PEM files.
+//! certificate and an agent client certificate, written as PEM files; later, more
+//! agent certificates (one per host) issued from the same CA ([`issue_agent`]).
+//!
+//! The CA key (`ca.key`, mode 0600) is what issues certificates: keep it where
+//! certificates are made, not necessarily on the collector.
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use thiserror::Error;
 
@@ -18,12 +22,22 @@ pub enum CertError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a private key this tool wrote: {source}", path.display())]
+    BadKey { path: PathBuf, source: rcgen::Error },
+    #[error("invalid agent name {0:?}: use 1-64 characters from [A-Za-z0-9._-]")]
+    BadName(String),
 }
 
 /// Paths of the files [`generate`] writes.
 #[derive(Debug, Clone)]
 pub struct CertFiles {
     pub ca: PathBuf,
+    pub ca_key: PathBuf,
     pub collector_cert: PathBuf,
     pub collector_key: PathBuf,
     pub agent_cert: PathBuf,
@@ -34,6 +48,7 @@ impl CertFiles {
     pub fn in_dir(dir: &Path) -> Self {
         CertFiles {
             ca: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
             collector_cert: dir.join("collector.pem"),
             collector_key: dir.join("collector.key"),
             agent_cert: dir.join("agent.pem"),
@@ -82,17 +97,9 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
     })?;
     let files = CertFiles::in_dir(dir);
 
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Tributary CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let ca_key = KeyPair::generate()?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca = CertifiedIssuer::self_signed(ca_params()?, ca_key)?;
 
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     for h in hosts {
@@ -109,21 +116,74 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
     let server_key = KeyPair::generate()?;
     let server_cert = server.signed_by(&server_key, &ca)?;
 
-    let mut agent = CertificateParams::new(Vec::<String>::new())?;
-    agent
-        .distinguished_name
-        .push(DnType::CommonName, "tributary-agent");
-    agent.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    agent.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let agent_key = KeyPair::generate()?;
-    let agent_cert = agent.signed_by(&agent_key, &ca)?;
+    let agent_cert = agent_params("tributary-agent")?.signed_by(&agent_key, &ca)?;
 
     write(&files.ca, &ca.pem(), false)?;
+    write(&files.ca_key, &ca_key_pem, true)?;
     write(&files.collector_cert, &server_cert.pem(), false)?;
     write(&files.collector_key, &server_key.serialize_pem(), true)?;
     write(&files.agent_cert, &agent_cert.pem(), false)?;
     write(&files.agent_key, &agent_key.serialize_pem(), true)?;
     Ok(files)
+}
+
+/// The CA's parameters: fixed, so that [`issue_agent`] can sign with the CA key
+/// alone (an issuer is its name, key usages and key).
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.distinguished_name
+        .push(DnType::CommonName, "Tributary CA");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn agent_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(p)
+}
+
+/// Issue an agent client certificate named `name` (its common name) from the CA in
+/// `dir` (`ca.pem` + `ca.key` written by [`generate`]): writes `dir/<name>.pem` and
+/// `dir/<name>.key` and returns their paths.
+pub fn issue_agent(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), CertError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok || ["ca", "collector"].contains(&name) {
+        return Err(CertError::BadName(name.to_owned()));
+    }
+    let files = CertFiles::in_dir(dir);
+    let pem = std::fs::read_to_string(&files.ca_key).map_err(|source| CertError::Read {
+        path: files.ca_key.clone(),
+        source,
+    })?;
+    let key = KeyPair::from_pem(&pem).map_err(|source| CertError::BadKey {
+        path: files.ca_key.clone(),
+        source,
+    })?;
+    let issuer = Issuer::new(ca_params()?, key);
+    let agent_key = KeyPair::generate()?;
+    let cert = agent_params(name)?.signed_by(&agent_key, &issuer)?;
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    write(&cert_path, &cert.pem(), false)?;
+    write(&key_path, &agent_key.serialize_pem(), true)?;
+    Ok((cert_path, key_path))
 }
 
 #[cfg(test)]
@@ -137,5 +197,10 @@ mod tests {
         tributary_common::tls::server_config(&f.collector_cert, &f.collector_key, Some(&f.ca))
             .unwrap();
         tributary_common::tls::client_config(&f.ca, Some((&f.agent_cert, &f.agent_key))).unwrap();
+        let (cert, key) = issue_agent(dir.path(), "web-07").unwrap();
+        tributary_common::tls::client_config(&f.ca, Some((&cert, &key))).unwrap();
+        assert!(issue_agent(dir.path(), "../x").is_err());
+        assert!(issue_agent(dir.path(), "ca").is_err());
+        assert!(issue_agent(tempfile::tempdir().unwrap().path(), "web-08").is_err());
     }
 }

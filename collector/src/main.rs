@@ -39,6 +39,14 @@ enum Command {
         /// Names and addresses the collector certificate is valid for (comma-separated).
         #[arg(long, value_delimiter = ',')]
         hosts: Vec<String>,
+        /// Issue one more agent certificate, `<NAME>.pem`/`.key`, from the CA already
+        /// in --out (one certificate per host).
+        #[arg(long, value_name = "NAME", conflicts_with = "hosts")]
+        agent: Option<String>,
+        /// Replace a CA that --out already holds (every existing certificate stops
+        /// working).
+        #[arg(long)]
+        force: bool,
     },
     /// List topics and their partitions.
     Topics {
@@ -191,11 +199,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tributary_common::telemetry::init(Some("info"));
             tributary_collector::quickstart::run(signal_token()).await?;
         }
-        Command::Certs { out, hosts } => {
+        Command::Certs {
+            out,
+            hosts,
+            agent: Some(name),
+            ..
+        } => {
+            debug_assert!(hosts.is_empty());
+            let (cert, key) = tributary_collector::certs::issue_agent(&out, &name)?;
+            println!("wrote {}, {}", cert.display(), key.display());
+        }
+        Command::Certs {
+            out, hosts, force, ..
+        } => {
+            let existing = tributary_collector::certs::CertFiles::in_dir(&out).ca;
+            if existing.exists() && !force {
+                anyhow::bail!(
+                    "{} already exists: use --agent NAME to issue an agent certificate from this CA, or --force to replace the CA and every certificate",
+                    existing.display()
+                );
+            }
             let files = tributary_collector::certs::generate(&out, &hosts)?;
             println!(
-                "wrote {}, {}, {}, {}, {}",
+                "wrote {}, {}, {}, {}, {}, {}",
                 files.ca.display(),
+                files.ca_key.display(),
                 files.collector_cert.display(),
                 files.collector_key.display(),
                 files.agent_cert.display(),

@@ -315,6 +315,20 @@ fn certs_pass_openssl_and_the_example_configs_pass_check_config() {
         let (ok, text) = openssl(&["verify", "-CAfile", &p("ca.pem"), &p(cert)]);
         assert!(ok && text.contains(": OK"), "{cert}: {text}");
     }
+    // One more agent certificate per host, from the same CA; the CA is not replaced
+    // by accident.
+    let (code, _, stderr) = run(
+        "tributary",
+        &["certs", "--out", dir.to_str().unwrap(), "--agent", "web-07"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (ok, text) = openssl(&["verify", "-CAfile", &p("ca.pem"), &p("web-07.pem")]);
+    assert!(ok && text.contains(": OK"), "web-07.pem: {text}");
+    let (ok, text) = openssl(&["x509", "-noout", "-subject", "-in", &p("web-07.pem")]);
+    assert!(ok && text.replace(" = ", "=").contains("CN=web-07"), "{text}");
+    let (code, _, stderr) = run("tributary", &["certs", "--out", dir.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("already exists"), "{stderr}");
     let (ok, text) = openssl(&["x509", "-noout", "-text", "-in", &p("collector.pem")]);
     assert!(ok, "{text}");
     assert!(
@@ -373,9 +387,9 @@ fn certs_pass_openssl_and_the_example_configs_pass_check_config() {
             "-CAfile",
             &p("ca.pem"),
             "-cert",
-            &p("agent.pem"),
+            &p("web-07.pem"),
             "-key",
-            &p("agent.key"),
+            &p("web-07.key"),
             "-verify_return_error",
             "-verify_hostname",
             "collector.example.com",
