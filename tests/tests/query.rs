@@ -325,7 +325,10 @@ fn certs_pass_openssl_and_the_example_configs_pass_check_config() {
     let (ok, text) = openssl(&["verify", "-CAfile", &p("ca.pem"), &p("web-07.pem")]);
     assert!(ok && text.contains(": OK"), "web-07.pem: {text}");
     let (ok, text) = openssl(&["x509", "-noout", "-subject", "-in", &p("web-07.pem")]);
-    assert!(ok && text.replace(" = ", "=").contains("CN=web-07"), "{text}");
+    assert!(
+        ok && text.replace(" = ", "=").contains("CN=web-07"),
+        "{text}"
+    );
     let (code, _, stderr) = run("tributary", &["certs", "--out", dir.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(stderr.contains("already exists"), "{stderr}");
