@@ -352,15 +352,7 @@ fn parse_timestamp(raw: Option<&str>) -> Result<i64, ApiError> {
     let s = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
         bad("`timestamp` is required: RFC 3339 (e.g. 2026-11-25T14:01:34Z) or epoch milliseconds".into())
     })?;
-    tributary_common::timefmt::parse_ms(s)
-        .or_else(|e| {
-            if s.contains(' ') {
-                tributary_common::timefmt::parse_ms(&s.replace(' ', "+")).map_err(|_| e)
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| bad(format!("bad `timestamp`: {e}")))
+    crate::query::parse_absolute(s).map_err(|e| bad(format!("bad `timestamp`: {e}")))
 }
 
 async fn offset_for_timestamp(

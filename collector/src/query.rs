@@ -133,8 +133,13 @@ pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         return Ok(now_ms.saturating_sub(ms));
     }
+    parse_absolute(s)
+}
+
+/// RFC 3339 or epoch milliseconds, from a URL: a `+` of a UTC offset that was not
+/// percent-encoded arrives as a space and is taken back.
+pub fn parse_absolute(s: &str) -> Result<i64, String> {
     tributary_common::timefmt::parse_ms(s).or_else(|e| {
-        // A `+` of a UTC offset that was not percent-encoded arrives as a space.
         if s.contains(' ') {
             tributary_common::timefmt::parse_ms(&s.replace(' ', "+")).map_err(|_| e)
         } else {

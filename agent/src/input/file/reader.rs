@@ -309,11 +309,7 @@ impl Tail {
         block.finish(&mut payload);
         let start_offset = self.offset;
         if consumed > 0 {
-            self.end_hash = if consumed >= super::fingerprint::END_HASH_BYTES {
-                end_hash_of(&self.buf[..consumed])
-            } else {
-                end_hash(&self.file, self.offset + consumed as u64)?
-            };
+            self.end_hash = self.hash_before(consumed)?;
         }
         self.buf.copy_within(consumed..data_len, 0);
         self.carry = data_len - consumed;
@@ -333,6 +329,16 @@ impl Tail {
             end_offset: self.offset,
             end_hash: self.end_hash,
         }))
+    }
+
+    /// The end hash at `offset + n`, where `buf[..n]` holds the bytes from `offset`:
+    /// from the buffer when it holds enough of them, else from the file.
+    fn hash_before(&self, n: usize) -> io::Result<u64> {
+        if n >= super::fingerprint::END_HASH_BYTES {
+            Ok(end_hash_of(&self.buf[..n]))
+        } else {
+            end_hash(&self.file, self.offset + n as u64)
+        }
     }
 
     /// Emit the held unfinished line as a last record: used when a file that is gone
@@ -363,11 +369,8 @@ impl Tail {
         let records = block.count();
         block.finish(&mut payload);
         let start_offset = self.offset;
-        self.end_hash = end_hash_of(&self.buf[..self.carry]);
-        if self.carry < super::fingerprint::END_HASH_BYTES {
-            // Shorter than the hash: take the bytes before it from the file.
-            self.end_hash = end_hash(&self.file, self.offset + self.carry as u64).unwrap_or(0);
-        }
+        // 0 ("unknown, not checked") if the file cannot be read any more.
+        self.end_hash = self.hash_before(self.carry).unwrap_or(0);
         self.offset += self.carry as u64;
         self.carry = 0;
         Some(Chunk {
