@@ -249,6 +249,8 @@ pub struct AgentConfig {
     pub syslog: Vec<SyslogInputConfig>,
     pub collectors: Vec<CollectorAddr>,
     pub tls: Arc<rustls::ClientConfig>,
+    /// The files `tls` was built from, for messages that name them.
+    pub tls_files: tls::ClientFiles,
     pub compression: Compression,
     pub batch_max_bytes: usize,
     pub batch_max_records: u32,
@@ -374,11 +376,22 @@ impl AgentConfigFile {
         }
         let mut collectors = Vec::new();
         for (i, addr) in out.collectors.iter().enumerate() {
+            let key = format!("output.collectors[{i}]");
+            if let Some((scheme, rest)) = addr.split_once("://") {
+                return Err(value_err(
+                    path,
+                    key,
+                    format!(
+                        "`{addr}` has a scheme: write host:port (`{}`); the agent always speaks TLS to the collector's ingest port, not {scheme}",
+                        rest.trim_end_matches('/')
+                    ),
+                ));
+            }
             let host = split_host(addr).ok_or_else(|| {
                 value_err(
                     path,
-                    format!("output.collectors[{i}]"),
-                    format!("`{addr}` is not host:port"),
+                    key.clone(),
+                    format!("`{addr}` is not host:port (for example collector.example.com:7400)"),
                 )
             })?;
             collectors.push(CollectorAddr {
@@ -420,6 +433,10 @@ impl AgentConfigFile {
             syslog,
             collectors,
             tls,
+            tls_files: tls::ClientFiles {
+                ca: out.tls.ca.clone(),
+                cert: out.tls.cert.clone(),
+            },
             compression: out.compression,
             batch_max_bytes: batch.max_bytes.0 as usize,
             batch_max_records: batch.max_records,
@@ -542,7 +559,8 @@ fn split_host(addr: &str) -> Option<&str> {
     }
     let (host, port) = addr.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
-    (!host.is_empty()).then_some(host)
+    let bad = host.is_empty() || host.contains(['/', ' ', '[', ']']) || host.contains(':');
+    (!bad).then_some(host)
 }
 
 #[cfg(test)]
@@ -568,6 +586,8 @@ mod tests {
         assert_eq!(split_host("[::1]:7400"), Some("::1"));
         assert_eq!(split_host("nohost"), None);
         assert_eq!(split_host("h:notaport"), None);
+        assert_eq!(split_host("a/b:7400"), None);
+        assert_eq!(split_host("::1:7400"), None);
     }
 
     fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
@@ -599,6 +619,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("inputs[0].include[0]"), "{err}");
+
+        let err = parse(&base.replace("127.0.0.1:7400", "https://collector:7400"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("output.collectors[0]")
+                && err.contains("write host:port (`collector:7400`)"),
+            "{err}"
+        );
 
         let err = parse(&base.replace("type: file", "type: carrier-pigeon"))
             .unwrap_err()

@@ -161,6 +161,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let shipper = Shipper {
         collectors: config.collectors.clone(),
         tls: config.tls.clone(),
+        tls_files: config.tls_files.clone(),
         host: config.host.clone(),
         window: WINDOW,
         drain_timeout: Duration::from_secs(5),

@@ -18,6 +18,10 @@ struct Args {
     /// and exit: 0 when valid, 2 when the config does not load, 1 for host problems.
     #[arg(long)]
     check_config: bool,
+    /// With --check-config: also connect to each collector (TLS handshake with the
+    /// configured certificates, HELLO) and say what fails, like `filebeat test output`.
+    #[arg(long, requires = "check_config")]
+    connect: bool,
 }
 
 fn main() -> ExitCode {
@@ -25,12 +29,26 @@ fn main() -> ExitCode {
     let config = match AgentConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("tributary-agent: {e}");
+            eprintln!("tributary-agent: {}", tributary_common::error::report(&e));
             return ExitCode::from(2);
         }
     };
     if args.check_config {
-        let report = tributary_agent::check::check(&args.config, &config);
+        use tributary_agent::check;
+        let mut report = check::check(&args.config, &config);
+        if args.connect {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(check::connect(&config, &mut report)),
+                Err(e) => {
+                    eprintln!("tributary-agent: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        check::finish(&mut report);
         print!("{}", report.text);
         return if report.ok {
             ExitCode::SUCCESS
@@ -60,7 +78,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tributary-agent: {e}");
+            eprintln!("tributary-agent: {}", tributary_common::error::report(&e));
             ExitCode::FAILURE
         }
     }

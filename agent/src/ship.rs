@@ -23,13 +23,14 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tributary_common::wire::{
-    DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, PROTOCOL_VERSION, WireError,
+    DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, WireError,
 };
 
 use crate::batch::{Batch, Position};
 use crate::config::CollectorAddr;
 use crate::spool::Spool;
 use crate::stats::AgentStats;
+use tributary_common::tls::ClientFiles;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an in-flight batch may wait for its acknowledgement before the
@@ -38,13 +39,15 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-type Reader = FramedRead<ReadHalf<TlsStream<TcpStream>>, FrameCodec>;
-type Writer = FramedWrite<WriteHalf<TlsStream<TcpStream>>, FrameCodec>;
+pub type Reader = FramedRead<ReadHalf<TlsStream<TcpStream>>, FrameCodec>;
+pub type Writer = FramedWrite<WriteHalf<TlsStream<TcpStream>>, FrameCodec>;
 
 /// Settings of the shipping stage.
 pub struct Shipper {
     pub collectors: Vec<CollectorAddr>,
     pub tls: Arc<rustls::ClientConfig>,
+    /// The files `tls` was built from, named in certificate errors.
+    pub tls_files: ClientFiles,
     pub host: Arc<str>,
     /// Batches in flight at once.
     pub window: usize,
@@ -65,6 +68,9 @@ struct Inflight {
 enum Outcome {
     /// Everything delivered and the input is closed.
     Done,
+    /// The collector closed a connection that had nothing in flight for its idle
+    /// timeout: connect again when there is something to send.
+    Idle,
     /// The connection broke; reconnect and resend.
     Reconnect,
     /// Shutdown drain time is over.
@@ -138,7 +144,7 @@ impl Shipper {
             }
             let target = &self.collectors[which % self.collectors.len()];
             let conn = tokio::select! {
-                c = self.connect(target) => c,
+                c = connect(target, &self.tls, &self.tls_files, &self.host) => c,
                 _ = sleep_until_opt(st.drain_deadline) => {
                     self.give_up(&st);
                     return;
@@ -150,7 +156,12 @@ impl Shipper {
                     st.failures += 1;
                     which += 1;
                     let wait = backoff(st.failures);
-                    tracing::warn!(collector = %target.addr, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach collector");
+                    if e.is_setup_problem() {
+                        // Retrying will not fix it until the files or the collector change.
+                        tracing::error!(collector = %target.addr, retry_in_ms = wait.as_millis() as u64, "cannot connect: {e}");
+                    } else {
+                        tracing::warn!(collector = %target.addr, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach collector");
+                    }
                     self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                     // While waiting, keep taking batches into the spool so files keep
                     // being read; when it is full the readers wait.
@@ -172,7 +183,15 @@ impl Shipper {
                     continue;
                 }
             };
-            tracing::info!(collector = %target.addr, resending = st.pending.len(), spooled = st.spool.len(), "connected to collector");
+            if st.failures > 0
+                || !st.pending.is_empty()
+                || !st.spool.is_empty()
+                || self.stats.connections.load(Ordering::Relaxed) == 0
+            {
+                tracing::info!(collector = %target.addr, resending = st.pending.len(), spooled = st.spool.len(), "connected to collector");
+            } else {
+                tracing::debug!(collector = %target.addr, "connected to collector");
+            }
             self.stats.connections.fetch_add(1, Ordering::Relaxed);
             match self
                 .session(&mut reader, &mut writer, &mut st, &mut rx, &shutdown)
@@ -186,6 +205,19 @@ impl Shipper {
                 Outcome::GaveUp => {
                     self.give_up(&st);
                     return;
+                }
+                Outcome::Idle => {
+                    // Nothing to send: wait for the next batch before connecting again.
+                    st.failures = 0;
+                    if st.held.is_empty() && st.spool.is_empty() && !st.input_closed {
+                        tokio::select! {
+                            b = rx.recv() => match b {
+                                Some(b) => st.held.push_back(b),
+                                None => st.input_closed = true,
+                            },
+                            _ = shutdown.cancelled() => {}
+                        }
+                    }
                 }
                 Outcome::Reconnect => {
                     st.failures += 1;
@@ -230,49 +262,6 @@ impl Shipper {
                 spooled = st.spool.len(),
                 "shutting down before everything was acknowledged; in-flight lines are read again and the spool is sent after restart"
             );
-        }
-    }
-
-    async fn connect(&self, target: &CollectorAddr) -> Result<(Reader, Writer), String> {
-        let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(target.server_name.clone())
-            .map_err(|e| format!("server name `{}`: {e}", target.server_name))?;
-        let tls = timeout(
-            CONNECT_TIMEOUT,
-            TlsConnector::from(self.tls.clone()).connect(name, tcp),
-        )
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS: {e}"))?;
-        let (r, w) = tokio::io::split(tls);
-        let mut reader = FramedRead::new(r, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
-        let mut writer = FramedWrite::new(w, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
-        writer
-            .send(Frame::Hello {
-                version: PROTOCOL_VERSION,
-                host: self.host.to_string(),
-                agent: env!("CARGO_PKG_VERSION").to_string(),
-            })
-            .await
-            .map_err(|e| format!("hello: {e}"))?;
-        match timeout(CONNECT_TIMEOUT, reader.next()).await {
-            Ok(Some(Ok(Frame::Welcome { version, .. }))) if version == PROTOCOL_VERSION => {
-                Ok((reader, writer))
-            }
-            Ok(Some(Ok(Frame::Welcome { version, .. }))) => Err(format!(
-                "collector speaks protocol version {version}, we speak {PROTOCOL_VERSION}"
-            )),
-            Ok(Some(Ok(Frame::Error { code, message }))) => {
-                Err(format!("collector refused us: {message} ({code:?})"))
-            }
-            Ok(Some(Ok(other))) => Err(format!("unexpected frame during handshake: {other:?}")),
-            Ok(Some(Err(e))) => Err(format!("handshake: {e}")),
-            Ok(None) => Err("collector closed the connection during the handshake".into()),
-            Err(_) => Err("handshake timed out".into()),
         }
     }
 
@@ -367,7 +356,16 @@ impl Shipper {
                             }
                         }
                         Some(Ok(Frame::Error { code, message })) => {
-                            tracing::warn!(?code, %message, "collector closed the connection");
+                            match code {
+                                ErrorCode::Timeout if st.pending.is_empty() => {
+                                    tracing::debug!(%message, "collector closed the idle connection");
+                                    return Outcome::Idle;
+                                }
+                                ErrorCode::ShuttingDown => {
+                                    tracing::info!("collector is shutting down; reconnecting");
+                                }
+                                _ => tracing::warn!(?code, %message, "collector closed the connection"),
+                            }
                             return Outcome::Reconnect;
                         }
                         Some(Ok(other)) => {
@@ -435,6 +433,114 @@ impl Shipper {
             .fetch_add(p.batch.frame.payload.len() as u64, Ordering::Relaxed);
         st.pending.push_back(p);
         result
+    }
+}
+
+/// Why a connection to a collector could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("bad server name `{0}`: set output.tls.server_name")]
+    ServerName(String),
+    /// A certificate or TLS setup problem, said in terms of the config: retrying
+    /// does not fix it.
+    #[error("{0}")]
+    Setup(String),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("TLS handshake timed out after {0:?}")]
+    TlsTimeout(Duration),
+    #[error("collector refused us: {message} ({code:?})")]
+    Refused { code: ErrorCode, message: String },
+    #[error("{0}")]
+    Handshake(String),
+}
+
+impl ConnectError {
+    /// Whether the configuration (certificates, names, versions) is at fault rather
+    /// than the network.
+    pub fn is_setup_problem(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Setup(_)
+                | ConnectError::ServerName(_)
+                | ConnectError::Refused {
+                    code: ErrorCode::UnsupportedVersion,
+                    ..
+                }
+        )
+    }
+}
+
+/// TCP connect, TLS handshake and HELLO/WELCOME with one collector. Certificate
+/// problems come back as [`ConnectError::Setup`] naming the file or key to fix.
+pub async fn connect(
+    target: &CollectorAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    files: &ClientFiles,
+    host: &str,
+) -> Result<(Reader, Writer), ConnectError> {
+    let explain = |e: std::io::Error| match tributary_common::tls::client_failure(
+        &e,
+        files,
+        &target.server_name,
+    ) {
+        Some(why) => ConnectError::Setup(why),
+        None => ConnectError::Tls(e),
+    };
+    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr))
+        .await
+        .map_err(|_| ConnectError::ConnectTimeout(CONNECT_TIMEOUT))?
+        .map_err(ConnectError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(target.server_name.clone())
+        .map_err(|_| ConnectError::ServerName(target.server_name.clone()))?;
+    let tls = timeout(
+        CONNECT_TIMEOUT,
+        TlsConnector::from(tls.clone()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| ConnectError::TlsTimeout(CONNECT_TIMEOUT))?
+    .map_err(explain)?;
+    let (r, w) = tokio::io::split(tls);
+    let mut reader = FramedRead::new(r, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
+    let mut writer = FramedWrite::new(w, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        host: host.to_owned(),
+        agent: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    match writer.send(hello).await {
+        Ok(()) => {}
+        Err(WireError::Io(e)) => return Err(explain(e)),
+        Err(e) => return Err(ConnectError::Handshake(format!("hello: {e}"))),
+    }
+    // With TLS 1.3 the collector checks our certificate after the handshake looks
+    // done on our side: its refusal arrives here, as the answer to HELLO.
+    match timeout(CONNECT_TIMEOUT, reader.next()).await {
+        Ok(Some(Ok(Frame::Welcome { version, .. }))) if version == PROTOCOL_VERSION => {
+            Ok((reader, writer))
+        }
+        Ok(Some(Ok(Frame::Welcome { version, .. }))) => Err(ConnectError::Handshake(format!(
+            "collector speaks protocol version {version}, this agent {PROTOCOL_VERSION}: upgrade the older one"
+        ))),
+        Ok(Some(Ok(Frame::Error { code, message }))) => {
+            Err(ConnectError::Refused { code, message })
+        }
+        Ok(Some(Ok(other))) => Err(ConnectError::Handshake(format!(
+            "unexpected frame during the handshake: {other:?}"
+        ))),
+        Ok(Some(Err(WireError::Io(e)))) => Err(explain(e)),
+        Ok(Some(Err(e))) => Err(ConnectError::Handshake(format!("handshake: {e}"))),
+        Ok(None) => Err(ConnectError::Handshake(
+            "collector closed the connection during the handshake".into(),
+        )),
+        Err(_) => Err(ConnectError::Handshake(format!(
+            "no answer to HELLO within {CONNECT_TIMEOUT:?}"
+        ))),
     }
 }
 

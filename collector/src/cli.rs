@@ -15,7 +15,8 @@ pub enum Output {
     /// One JSON object per line.
     #[default]
     Json,
-    /// `timestamp host source message`.
+    /// Records: `timestamp host source: message` (syslog: `appname[procid]
+    /// severity`); topics and groups: a table.
     Text,
 }
 
@@ -39,23 +40,57 @@ pub fn print_record(out: &mut impl Write, record: &Value, format: Output) -> std
             out.write_all(b"\n")
         }
         Output::Text => {
-            let s = |k: &str| {
-                record
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("-")
-                    .to_owned()
-            };
-            writeln!(
-                out,
-                "{} {} {} {}",
-                s("timestamp"),
-                s("host"),
-                s("source"),
-                s("message")
-            )
+            out.write_all(text_line(record).as_bytes())?;
+            out.write_all(b"\n")
         }
     }
+}
+
+/// A record as one line for people, the way syslog and `journalctl` print:
+/// `2026-12-04T15:29:27.484Z web-01 app.log: GET /health 200` for a file line (the
+/// file's name; the full path is in the JSON), `… web-01 sshd[812] err: …` for
+/// syslog. Pieces of a split line end with ` […]`.
+pub fn text_line(record: &Value) -> String {
+    let s = |k: &str| record.get(k).and_then(Value::as_str).unwrap_or("-");
+    let fields = record.get("fields");
+    let field = |k: &str| {
+        fields
+            .and_then(|f| f.get(k))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(|v| !v.is_empty())
+    };
+    let source = s("source");
+    let mut origin = match field("appname") {
+        Some(app) => match field("procid") {
+            Some(pid) => format!("{app}[{pid}]"),
+            None => app,
+        },
+        None if source.starts_with('/') => source
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(source)
+            .to_owned(),
+        None => source.to_owned(),
+    };
+    if let Some(sev) = field("severity") {
+        origin.push(' ');
+        origin.push_str(&sev);
+    }
+    let mut line = format!(
+        "{} {} {origin}: {}",
+        s("timestamp"),
+        s("host"),
+        s("message")
+    );
+    if record.get("partial").and_then(Value::as_bool) == Some(true) {
+        line.push_str(" […]");
+    }
+    line
 }
 
 /// `tributary topics`
@@ -296,10 +331,30 @@ pub async fn groups(api: &ApiClient, group: Option<&str>, format: Output) -> Res
     let list: Vec<Value> = match group {
         Some(g) => {
             let g = name_segment("group", g)?;
-            vec![
-                api.get_json(&format!("/v1/groups/{g}/offsets"), TIMEOUT)
-                    .await?,
-            ]
+            let v = api
+                .get_json(&format!("/v1/groups/{g}/offsets"), TIMEOUT)
+                .await?;
+            if v.get("offsets")
+                .and_then(Value::as_array)
+                .is_none_or(|o| o.is_empty())
+            {
+                let all = api.get_json("/v1/groups", TIMEOUT).await?;
+                let names: Vec<&str> = all
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.get("group").and_then(Value::as_str))
+                    .collect();
+                let known = if names.is_empty() {
+                    "there are no groups yet: `tributary consume --group NAME` creates one".into()
+                } else {
+                    format!("groups: {}", names.join(", "))
+                };
+                return Err(CliError::Usage(format!(
+                    "no consumer group `{g}` (it has committed no offset; {known})"
+                )));
+            }
+            vec![v]
         }
         None => api
             .get_json("/v1/groups", TIMEOUT)
@@ -367,6 +422,14 @@ pub async fn query(api: &ApiClient, args: &QueryArgs) -> Result<(), CliError> {
                 .into(),
         ));
     }
+    // Times people type (a date, a local time, `-15m`) become what the API takes.
+    let mut p = p.clone();
+    for (name, v) in [("--since", &mut p.since), ("--until", &mut p.until)] {
+        if let Some(t) = v.as_deref() {
+            *v = Some(local_time(t).map_err(|e| CliError::Usage(format!("bad {name}: {e}")))?);
+        }
+    }
+    let p = &p;
     let now = tributary_common::timefmt::now_ms();
     // Checked here too, for the follow filter and a clear message before any request.
     let filter = crate::query::Filter::parse(p, now).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -379,18 +442,27 @@ pub async fn query(api: &ApiClient, args: &QueryArgs) -> Result<(), CliError> {
         )
         .await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for r in v
+    let records = v
         .get("records")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for r in records {
         print_record(&mut out, r, args.output).map_err(CliError::Output)?;
     }
     out.flush().map_err(CliError::Output)?;
     if v.get("complete").and_then(Value::as_bool) == Some(false) {
         eprintln!(
-            "tributary: the query stopped at its time limit; narrow it (since/until, filters) for the rest"
+            "tributary: the query stopped at its time limit after {} match(es); narrow it (--since/--until, filters) for the rest",
+            records.len()
+        );
+    } else if let Some(limit) = p.limit.as_deref().and_then(|l| l.parse::<usize>().ok())
+        && records.len() >= limit
+        && !args.follow
+    {
+        eprintln!(
+            "tributary: showing the first {limit} matches; there may be more: raise --limit (up to {}) or narrow --since/--until",
+            crate::query::MAX_LIMIT
         );
     }
     if !args.follow {
@@ -431,6 +503,40 @@ pub async fn query(api: &ApiClient, args: &QueryArgs) -> Result<(), CliError> {
             }
         }
         out.flush().map_err(CliError::Output)?;
+    }
+}
+
+/// `--since`/`--until` as typed → what the API takes: relative times (`15m`, also
+/// `-15m`) and epoch milliseconds pass; a date (`2026-12-04`, local midnight) or a
+/// date and time without a zone (`2026-12-04T10:00`, `2026-12-04 10:00:05`) is local
+/// time on this machine and becomes RFC 3339 with its offset; with a zone it passes.
+pub fn local_time(s: &str) -> Result<String, String> {
+    use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone};
+    let s = s.trim();
+    if let Some(rel) = s.strip_prefix('-')
+        && rel.starts_with(|c: char| c.is_ascii_digit())
+        && rel.ends_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return Ok(rel.to_owned());
+    }
+    let naive = if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        d.and_hms_opt(0, 0, 0)
+    } else {
+        let t = s.replacen(' ', "T", 1);
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(&t, f).ok())
+    };
+    let Some(naive) = naive else {
+        return Ok(s.to_owned());
+    };
+    match Local.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, false))
+        }
+        chrono::LocalResult::None => Err(format!(
+            "`{s}` does not exist in this machine's time zone (a daylight-saving gap): add Z or +hh:mm"
+        )),
     }
 }
 

@@ -11,13 +11,15 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("bad API address `{0}`")]
+    #[error("bad API address `{0}`: expected http://HOST:PORT, for example http://127.0.0.1:7401")]
     BadUrl(String),
-    #[error("cannot reach the collector API at {url}: {reason}")]
+    #[error(
+        "cannot reach the collector API at {url}: {reason} (is `tributary serve` running there? set --api or TRIBUTARY_API)"
+    )]
     Unreachable { url: String, reason: String },
     #[error("{url}: timed out")]
     Timeout { url: String },
-    #[error("{url}: HTTP {status}: {message}")]
+    #[error("{message} (HTTP {status})")]
     Status {
         url: String,
         status: u16,
@@ -38,9 +40,18 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// `base` is `http://HOST:PORT`; a bare `HOST:PORT` means the same.
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
+        let base = base.trim().trim_end_matches('/');
+        let base = if base.contains("://") {
+            base.to_owned()
+        } else {
+            format!("http://{base}")
+        };
+        let valid = base
+            .strip_prefix("http://")
+            .is_some_and(|rest| !rest.is_empty() && rest.parse::<hyper::Uri>().is_ok());
+        if !valid {
             return Err(ClientError::BadUrl(base));
         }
         let http = Client::builder(TokioExecutor::new()).build_http();
@@ -107,7 +118,7 @@ impl ApiClient {
                 .await
                 .map_err(|e| ClientError::Unreachable {
                     url: self.base.clone(),
-                    reason: error_chain(&e),
+                    reason: root_cause(&e),
                 })?;
             let status = resp.status().as_u16();
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
@@ -145,13 +156,12 @@ fn parse(status: u16, body: &[u8], url: String) -> Result<serde_json::Value, Cli
     })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// The innermost cause (hyper wraps `Connection refused` in two layers of
+/// "client error (Connect): tcp connect error").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
     }
-    s
+    cur.to_string()
 }

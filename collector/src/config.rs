@@ -180,6 +180,9 @@ pub struct CollectorConfig {
     pub log_level: Option<String>,
     pub ingest_listen: SocketAddr,
     pub tls: Arc<rustls::ServerConfig>,
+    /// `ingest.tls.cert` and `client_ca`, named in handshake failures.
+    pub tls_cert_path: PathBuf,
+    pub tls_client_ca_path: Option<PathBuf>,
     pub max_connections: usize,
     pub api_listen: SocketAddr,
     pub default_topic: TopicSettings,
@@ -331,6 +334,8 @@ impl CollectorConfigFile {
             log_level: self.log_level,
             ingest_listen,
             tls,
+            tls_cert_path: self.ingest.tls.cert.clone(),
+            tls_client_ca_path: self.ingest.tls.client_ca.clone(),
             max_connections: self.ingest.max_connections,
             api_listen,
             default_topic,

@@ -212,18 +212,38 @@ fn parse_num<T: std::str::FromStr>(name: &str, v: Option<&str>) -> Result<Option
     }
 }
 
+/// The 404 for a topic that does not exist, naming the ones that do.
+fn no_topic(api: &Api, topic: &str) -> ApiError {
+    let mut names: Vec<String> = api
+        .storage
+        .store()
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect();
+    names.sort();
+    let known = match names.len() {
+        0 => "there are no topics yet: agents create them when they ship".to_owned(),
+        n if n <= 20 => format!("topics: {}", names.join(", ")),
+        n => format!("{n} topics, among them {}", names[..20].join(", ")),
+    };
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("topic `{topic}` does not exist ({known})"),
+    )
+}
+
 /// The partition `partition` of `topic`, or the 404/400 answer.
 fn partition_of(
     api: &Api,
     topic: &str,
     partition: &str,
 ) -> Result<(u32, Arc<Partition>), ApiError> {
-    let t = api.storage.store().topic(topic).ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("topic `{topic}` does not exist"),
-        )
-    })?;
+    let t = api
+        .storage
+        .store()
+        .topic(topic)
+        .ok_or_else(|| no_topic(api, topic))?;
     let pnum: u32 = partition.parse().map_err(|_| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -397,7 +417,7 @@ async fn query(
         .storage
         .store()
         .topic(&q.topic)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no topic `{}`", q.topic)))?;
+        .ok_or_else(|| no_topic(&api, &q.topic))?;
     let deadline = std::time::Instant::now() + crate::query::DEFAULT_DEADLINE;
     let name = q.topic.clone();
     let result = tokio::task::spawn_blocking(move || crate::query::run(&topic, &q, deadline))

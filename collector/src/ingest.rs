@@ -37,6 +37,9 @@ const ACK_QUEUE: usize = 16;
 /// Limits and shared state of the ingest listener.
 pub struct Ingest {
     pub tls: Arc<rustls::ServerConfig>,
+    /// `ingest.tls.cert` and `client_ca`, named when a handshake fails over them.
+    pub tls_cert_path: std::path::PathBuf,
+    pub tls_client_ca_path: Option<std::path::PathBuf>,
     pub storage: Arc<Storage>,
     pub metrics: Arc<Metrics>,
     pub max_connections: usize,
@@ -53,6 +56,8 @@ impl Ingest {
     ) -> Self {
         Ingest {
             tls,
+            tls_cert_path: std::path::PathBuf::new(),
+            tls_client_ca_path: None,
             storage,
             metrics,
             max_connections,
@@ -120,18 +125,40 @@ impl Ingest {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 self.metrics.error("tls_handshake");
-                return Err(format!("TLS handshake failed: {e}"));
+                let why = tributary_common::tls::server_failure(
+                    &e,
+                    &self.tls_cert_path,
+                    self.tls_client_ca_path.as_deref(),
+                );
+                return Err(match why {
+                    Some(why) => format!("TLS handshake failed: {why}"),
+                    None => format!("TLS handshake failed: {e}"),
+                });
             }
             Err(_) => {
                 self.metrics.error("tls_handshake");
                 return Err("TLS handshake timed out".into());
             }
         };
+        // The certificate's names (mutual TLS): who this agent proved to be.
+        let identity = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| tributary_common::tls::cert_names(c).join(","))
+            .unwrap_or_default();
         let (r, w) = tokio::io::split(tls);
         let mut reader = FramedRead::new(r, FrameCodec::new(self.max_frame_bytes));
         let mut writer = FramedWrite::new(w, FrameCodec::new(self.max_frame_bytes));
-        let host = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
-            Ok(Some(Ok(Frame::Hello { version, host, .. }))) => {
+        let (host, agent_version) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
+            .await
+        {
+            Ok(Some(Ok(Frame::Hello {
+                version,
+                host,
+                agent,
+            }))) => {
                 if version != PROTOCOL_VERSION {
                     self.metrics.error("version");
                     let msg = format!(
@@ -145,7 +172,7 @@ impl Ingest {
                         .await;
                     return Err(msg);
                 }
-                host
+                (host, agent)
             }
             Ok(Some(Ok(other))) => {
                 self.metrics.error("malformed_frame");
@@ -175,7 +202,13 @@ impl Ingest {
             })
             .await
             .map_err(|e| format!("welcome: {e}"))?;
-        tracing::debug!(%peer, %host, "agent connected");
+        tracing::info!(
+            %host,
+            certificate = %if identity.is_empty() { "-" } else { identity.as_str() },
+            %peer,
+            version = %agent_version,
+            "agent connected"
+        );
 
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(ACK_QUEUE);
         let acker = tokio::spawn(acknowledge(self.clone(), writer, ack_rx));

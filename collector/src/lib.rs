@@ -12,9 +12,10 @@
 //! - [`storage`]: the only place tokio meets the synchronous store; [`retention`]:
 //!   the background task deleting old segments;
 //! - [`http`]: the API; [`client`] and [`cli`]: the client subcommands;
-//! - [`certs`], [`quickstart`]: getting started.
+//! - [`certs`], [`quickstart`]: getting started; [`check`]: `serve --check-config`.
 
 pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;

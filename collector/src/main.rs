@@ -25,12 +25,24 @@ enum Command {
         /// Path of collector.yaml.
         #[arg(long, short, default_value = "/etc/tributary/collector.yaml")]
         config: PathBuf,
-        /// Validate the configuration (syntax, keys, certificates) and exit.
+        /// Validate the configuration (syntax, keys, certificates), check that
+        /// data_dir is writable and free and the listen addresses can be bound, and
+        /// exit: 0 when valid, 2 when the config does not load, 1 for host problems.
         #[arg(long)]
         check_config: bool,
     },
     /// Run a collector and an agent together on localhost with dev certificates.
-    Quickstart,
+    Quickstart {
+        /// Where certificates, configs, data and the demo log go.
+        #[arg(long, default_value = tributary_collector::quickstart::DATA_DIR)]
+        dir: PathBuf,
+        /// Ingest port on 127.0.0.1 (agents, TLS).
+        #[arg(long, default_value_t = 7400)]
+        ingest_port: u16,
+        /// HTTP API port on 127.0.0.1.
+        #[arg(long, default_value_t = 7401)]
+        api_port: u16,
+    },
     /// Write a CA, a collector certificate and an agent certificate (PEM) into a directory.
     Certs {
         /// Output directory.
@@ -86,11 +98,13 @@ enum Command {
         api: ApiArg,
         #[arg(long)]
         topic: String,
-        /// From: RFC 3339, epoch ms, or a duration back from now (15m, 2h, 7d).
-        #[arg(long)]
+        /// From: a duration back from now (15m, 2h, 7d; also -15m), a date or
+        /// date and time (2026-12-04, 2026-12-04T10:00: local time unless it has Z or
+        /// +hh:mm), or epoch ms.
+        #[arg(long, allow_hyphen_values = true)]
         since: Option<String>,
         /// Until (inclusive), same forms as --since.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         until: Option<String>,
         /// Exact host.
         #[arg(long)]
@@ -162,11 +176,24 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("tributary: {e:#}");
+            if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
+                return ExitCode::from(*code);
+            }
+            eprintln!("tributary: {}", tributary_common::error::report(e.as_ref()));
+            if e.downcast_ref::<tributary_common::config::ConfigError>()
+                .is_some()
+            {
+                return ExitCode::from(2);
+            }
             ExitCode::FAILURE
         }
     }
 }
+
+/// An exit status already explained on the terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+struct Exit(u8);
 
 fn signal_token() -> CancellationToken {
     let token = CancellationToken::new();
@@ -182,22 +209,29 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = CollectorConfig::load(&path)?;
             if check_config {
-                println!(
-                    "{}: configuration is valid (data_dir {}, ingest {}, api {})",
-                    path.display(),
-                    config.data_dir.display(),
-                    config.ingest_listen,
-                    config.api_listen
-                );
+                let report = tributary_collector::check::check(&path, &config);
+                print!("{}", report.text);
+                if !report.ok {
+                    return Err(Exit(1).into());
+                }
                 return Ok(());
             }
             tributary_common::telemetry::init(config.log_level.as_deref());
             let collector = Collector::bind(config).await?;
             collector.run(signal_token()).await?;
         }
-        Command::Quickstart => {
+        Command::Quickstart {
+            dir,
+            ingest_port,
+            api_port,
+        } => {
             tributary_common::telemetry::init(Some("info"));
-            tributary_collector::quickstart::run(signal_token()).await?;
+            let options = tributary_collector::quickstart::Options {
+                dir,
+                ingest_port,
+                api_port,
+            };
+            tributary_collector::quickstart::run(options, signal_token()).await?;
         }
         Command::Certs {
             out,

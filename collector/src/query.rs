@@ -128,23 +128,56 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// (`15m`, `2h`, `7d`).
 pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
     let s = s.trim();
+    // `-15m` reads as "15 minutes ago" too.
+    let s = match s.strip_prefix('-') {
+        Some(rel) if rel.ends_with(|c: char| c.is_ascii_alphabetic()) => rel,
+        _ => s,
+    };
     if s.ends_with(|c: char| c.is_ascii_alphabetic()) && !s.contains(['T', ':']) {
-        let d = tributary_common::config::parse_duration(s)?;
+        let d = tributary_common::config::parse_duration(s).map_err(|_| {
+            format!(
+                "`{s}` is not a time: use a duration back from now (15m, 2h, 7d), RFC 3339 (2026-12-04T10:00:00Z) or epoch milliseconds"
+            )
+        })?;
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         return Ok(now_ms.saturating_sub(ms));
     }
-    parse_absolute(s)
+    parse_absolute(s).map_err(|e| {
+        if e.contains("is not a time") {
+            format!(
+                "`{s}` is not a time: use a duration back from now (15m, 2h, 7d), RFC 3339 (2026-12-04T10:00:00Z) or epoch milliseconds"
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// RFC 3339 or epoch milliseconds, from a URL: a `+` of a UTC offset that was not
 /// percent-encoded arrives as a space and is taken back.
 pub fn parse_absolute(s: &str) -> Result<i64, String> {
     tributary_common::timefmt::parse_ms(s).or_else(|e| {
-        if s.contains(' ') {
-            tributary_common::timefmt::parse_ms(&s.replace(' ', "+")).map_err(|_| e)
-        } else {
-            Err(e)
+        if s.contains(' ')
+            && let Ok(ms) = tributary_common::timefmt::parse_ms(&s.replace(' ', "+"))
+        {
+            return Ok(ms);
         }
+        // A date, or a date and time, without a zone: the server cannot know the
+        // sender's zone, so it says what to add (the CLI adds the local one).
+        let b = s.as_bytes();
+        let dated =
+            b.len() >= 10 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[7] == b'-';
+        if dated
+            && !s.ends_with(['Z', 'z'])
+            && !s[10..].contains(['+'])
+            && s[10..].matches('-').count() == 0
+        {
+            return Err(format!(
+                "`{s}` has no time zone: add Z (UTC) or +hh:mm, e.g. {}T00:00:00Z",
+                &s[..10]
+            ));
+        }
+        Err(e)
     })
 }
 

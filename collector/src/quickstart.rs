@@ -23,9 +23,37 @@ fn abs(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
-/// Run until Ctrl-C.
-pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let data = abs(Path::new(DATA_DIR));
+/// What `tributary quickstart` was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where certificates, configs, data and the demo log go.
+    pub dir: PathBuf,
+    /// Ingest and API ports on 127.0.0.1 (0: any free port).
+    pub ingest_port: u16,
+    pub api_port: u16,
+}
+
+/// The system logs quickstart tails besides the demo file.
+const SYSTEM_GLOB: &str = "/var/log/**/*.log";
+
+/// A port on 127.0.0.1 for `flag`: `port` if it is free (0: any free one), else an
+/// error saying what to do.
+fn free_port(port: u16, flag: &str) -> anyhow::Result<u16> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => Ok(l.local_addr()?.port()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "port {port} on 127.0.0.1 is in use (another quickstart or collector?): stop it, or choose another port with {flag} N"
+        ),
+        Err(e) => anyhow::bail!("cannot listen on 127.0.0.1:{port} ({flag}): {e}"),
+    }
+}
+
+/// Run until `shutdown` (Ctrl-C): then stop the demo writer and the agent, which
+/// delivers what it has in flight while the collector still runs, then the collector.
+pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ingest_port = free_port(options.ingest_port, "--ingest-port")?;
+    let api_port = free_port(options.api_port, "--api-port")?;
+    let data = abs(&options.dir);
     std::fs::create_dir_all(data.join("demo"))
         .map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
     let cert_dir = data.join("certs");
@@ -42,8 +70,8 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
         &format!(
             "# Written by `tributary quickstart`.\n\
              data_dir: {store}\n\
-             ingest:\n  listen: 127.0.0.1:7400\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n\
-             api:\n  listen: 127.0.0.1:7401\n\
+             ingest:\n  listen: 127.0.0.1:{ingest_port}\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n\
+             api:\n  listen: 127.0.0.1:{api_port}\n\
              topics:\n  default: {{partitions: 4}}\n  demo: {{partitions: 1}}\n\
              durability:\n  fsync: always\n",
             store = data.join("collector").display(),
@@ -52,6 +80,18 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
             ca = certs.ca.display(),
         ),
     )?;
+    // The system logs are read from their end (their past is not the demo's), and
+    // only when some are readable here: an input that matches nothing only warns.
+    let system = tributary_agent::input::file::preview(&[SYSTEM_GLOB.to_owned()], &[])
+        .map(|p| p.readable.len())
+        .unwrap_or(0);
+    let system_input = if system > 0 {
+        format!(
+            "\x20 - type: file\n    topic: system\n    include: [\"{SYSTEM_GLOB}\"]\n    read_from: end\n"
+        )
+    } else {
+        String::new()
+    };
     write_file(
         &agent_yaml,
         &format!(
@@ -59,8 +99,8 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
              data_dir: {agent_data}\n\
              inputs:\n\
              \x20 - type: file\n    topic: demo\n    include: [\"{demo}\"]\n    read_from: beginning\n    fields: {{env: quickstart}}\n\
-             \x20 - type: file\n    topic: system\n    include: [\"/var/log/**/*.log\"]\n    read_from: end\n\
-             output:\n  collectors: [\"127.0.0.1:7400\"]\n  tls:\n    ca: {ca}\n    cert: {cert}\n    key: {key}\n    server_name: localhost\n  compression: lz4\n",
+             {system_input}\
+             output:\n  collectors: [\"127.0.0.1:{ingest_port}\"]\n  tls:\n    ca: {ca}\n    cert: {cert}\n    key: {key}\n    server_name: localhost\n  compression: lz4\n",
             agent_data = data.join("agent").display(),
             demo = demo_log.display(),
             ca = certs.ca.display(),
@@ -68,28 +108,50 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
             key = certs.agent_key.display(),
         ),
     )?;
+    // The demo file exists before the agent's first scan looks for it.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&demo_log)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", demo_log.display()))?;
     let collector_config = CollectorConfig::load(&collector_yaml)?;
     let agent_config = AgentConfig::load(&agent_yaml)?;
 
     let collector = Collector::bind(collector_config).await?;
     let api = format!("http://{}", collector.api_addr());
-    let collector_task = tokio::spawn(collector.run(shutdown.clone()));
+    // Each part stops on its own token, in order (see below), not all at once on Ctrl-C.
+    let collector_shutdown = CancellationToken::new();
+    let collector_task = tokio::spawn(collector.run(collector_shutdown.clone()));
     let agent_shutdown = CancellationToken::new();
     let agent_task = tokio::spawn(tributary_agent::run(agent_config, agent_shutdown.clone()));
-    let demo_task = tokio::spawn(write_demo(demo_log.clone(), shutdown.clone()));
+    let demo_shutdown = CancellationToken::new();
+    let demo_task = tokio::spawn(write_demo(demo_log.clone(), demo_shutdown.clone()));
 
+    let system_line = if system > 0 {
+        format!(
+            "{SYSTEM_GLOB} (topic `system`, {system} file(s) now): read from their end, so only lines written from now on appear (none on a quiet machine)"
+        )
+    } else {
+        format!("no readable file matches {SYSTEM_GLOB} here, so only the demo file is tailed")
+    };
+    // The client commands, as this checkout runs them, pointed at this collector.
+    let cli = if api_port == 7401 {
+        "cargo run --release --bin tributary --".to_owned()
+    } else {
+        format!("TRIBUTARY_API={api} cargo run --release --bin tributary --")
+    };
     println!(
         "\nTributary quickstart is running.\n\
-         \x20 collector: ingest 127.0.0.1:7400 (TLS, mutual), API {api}, data in {data}/collector\n\
-         \x20 agent:     tails {demo} (topic `demo`) and /var/log/**/*.log (topic `system`, new lines)\n\
+         \x20 collector: ingest 127.0.0.1:{ingest_port} (TLS, mutual), API {api}, data in {data}/collector\n\
+         \x20 agent:     tails {demo} (topic `demo`, a line every 0.5 s)\n\
+         \x20            and {system_line}\n\
          \x20 configs:   {cy} and {ay}\n\n\
          Read the logs back from another terminal:\n\
-         \x20 cargo run --release --bin tributary -- topics --output text\n\
-         \x20 cargo run --release --bin tributary -- consume --topic demo --offset earliest --max 10\n\
-         \x20 cargo run --release --bin tributary -- consume --topic demo --follow --output text\n\
-         \x20 cargo run --release --bin tributary -- query --topic demo --since 5m --grep /api/ --output text\n\
-         \x20 cargo run --release --bin tributary -- consume --topic demo --group mine --max 5; \
-         cargo run --release --bin tributary -- groups mine --output text\n\
+         \x20 {cli} topics --output text\n\
+         \x20 {cli} consume --topic demo --offset earliest --max 10\n\
+         \x20 {cli} consume --topic demo --follow --output text\n\
+         \x20 {cli} query --topic demo --since 5m --grep /api/ --output text\n\
+         \x20 {cli} consume --topic demo --group mine --max 5; {cli} groups mine --output text\n\
          \x20 curl '{api}/v1/topics/demo/partitions/0/records?offset=earliest&max=5'\n\
          \x20 curl {api}/metrics\n\n\
          Press Ctrl-C to stop.\n",
@@ -100,16 +162,34 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     );
     let _ = std::io::stdout().flush();
 
-    shutdown.cancelled().await;
-    // Stop the agent first so it can deliver what is in flight, then the collector.
-    agent_shutdown.cancel();
+    // Until Ctrl-C, or until the agent or the collector stops by itself (an error).
+    let (mut agent_task, mut collector_task) = (agent_task, collector_task);
+    let (mut agent_done, mut collector_done) = (None, None);
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = &mut agent_task => agent_done = Some(r),
+        r = &mut collector_task => collector_done = Some(r),
+    }
+    // The demo writer first, then the agent, which delivers what is in flight to the
+    // collector that is still running; the collector last.
+    demo_shutdown.cancel();
     let _ = demo_task.await;
-    match agent_task.await {
-        Ok(Err(e)) => eprintln!("agent: {e}"),
+    agent_shutdown.cancel();
+    let agent_result = match agent_done {
+        Some(r) => r,
+        None => agent_task.await,
+    };
+    collector_shutdown.cancel();
+    let collector_result = match collector_done {
+        Some(r) => r,
+        None => collector_task.await,
+    };
+    match agent_result {
+        Ok(Err(e)) => eprintln!("agent: {}", tributary_common::error::report(&e)),
         Err(e) => eprintln!("agent task: {e}"),
         Ok(Ok(())) => {}
     }
-    collector_task.await??;
+    collector_result??;
     println!("quickstart stopped; data kept in {}", data.display());
     Ok(())
 }
@@ -139,9 +219,9 @@ async fn write_demo(path: PathBuf, shutdown: CancellationToken) {
             200
         };
         let level = if status >= 500 { "ERROR" } else { "INFO" };
+        // No timestamp in the line: the record carries the time the agent read it.
         let line = format!(
-            "{} {level} request_id={n} method=GET path={} status={status} duration_ms={}\n",
-            tributary_common::timefmt::format_ms(tributary_common::timefmt::now_ms()),
+            "{level} request_id={n} method=GET path={} status={status} duration_ms={}\n",
             paths[(n as usize) % paths.len()],
             3 + (n * 37) % 120,
         );

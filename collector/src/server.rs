@@ -14,9 +14,12 @@ use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
-    #[error("cannot open the store in {dir}: {source}")]
+    #[error("cannot open the store in {dir}: {source}{}", store_hint(source))]
     Store { dir: String, source: StorageError },
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error(
+        "cannot listen on {addr} ({what}): {source}{}",
+        bind_hint(source, what)
+    )]
     Bind {
         addr: SocketAddr,
         what: &'static str,
@@ -24,6 +27,48 @@ pub enum ServeError {
     },
     #[error("HTTP API: {0}")]
     Api(std::io::Error),
+}
+
+/// What to do about a store that does not open.
+fn store_hint(e: &StorageError) -> &'static str {
+    if let StorageError::Store(tributary_store::Error::Locked { .. }) = e {
+        return " (another collector is running on this data_dir: stop it, or give this one another data_dir)";
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    return " (make data_dir writable by the user the collector runs as)";
+                }
+                std::io::ErrorKind::StorageFull => return " (the disk is full)",
+                _ => {}
+            }
+        }
+        cur = c.source();
+    }
+    ""
+}
+
+/// What to do about an address that cannot be bound.
+fn bind_hint(e: &std::io::Error, what: &str) -> String {
+    let key = if what == "api" {
+        "api.listen"
+    } else {
+        "ingest.listen"
+    };
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another program, perhaps another collector or quickstart, uses this port: stop it or set {key})"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher port)".into()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!(" (no interface of this host has that address: check {key})")
+        }
+        _ => String::new(),
+    }
 }
 
 /// A collector whose listeners are bound, ready to [`Collector::run`].
@@ -99,12 +144,14 @@ impl Collector {
         ));
         let router = crate::http::router(self.storage.clone(), self.metrics.clone());
         let api = tokio::spawn(crate::http::serve(self.api, router, shutdown.clone()));
-        let ingest = Ingest::new(
+        let mut ingest = Ingest::new(
             self.config.tls.clone(),
             self.storage.clone(),
             self.metrics.clone(),
             self.config.max_connections,
         );
+        ingest.tls_cert_path = self.config.tls_cert_path.clone();
+        ingest.tls_client_ca_path = self.config.tls_client_ca_path.clone();
         ingest.run(self.ingest, shutdown.clone()).await;
         let api_result = api.await;
         let _ = flusher.await;

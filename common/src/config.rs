@@ -49,7 +49,7 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 pub fn parse_yaml<T: DeserializeOwned>(name: &str, text: &str) -> Result<T, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
+        let path = e.path().to_string();
         let inner = e.into_inner();
         let (line, column) = inner
             .location()
@@ -60,18 +60,55 @@ pub fn parse_yaml<T: DeserializeOwned>(name: &str, text: &str) -> Result<T, Conf
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
+        let (key, message) = shape_error(&path, message);
         ConfigError::Invalid {
             path: name.to_owned(),
             line,
             column,
-            key: if key == "." {
-                "(top level)".into()
-            } else {
-                key
-            },
+            key,
             message,
         }
     })
+}
+
+/// The key and message of a YAML error as people should read them. A syntax error
+/// has no meaningful key (serde_path_to_error prints unknown segments as `?`) and
+/// gets a hint instead; serde_yaml's own `key: ` prefix is not repeated.
+fn shape_error(path: &str, mut message: String) -> (String, String) {
+    let mut key = path.to_owned();
+    while let Some(k) = key.strip_suffix(".?") {
+        key = k.to_owned();
+    }
+    if key == "?" || key == "." || key.is_empty() {
+        key = "(top level)".into();
+    }
+    // serde_yaml prefixes data errors with the path of the mapping they are in.
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && !prefix.contains(' ')
+        && path.starts_with(prefix)
+    {
+        message = rest.to_owned();
+    }
+    const SYNTAX: [&str; 6] = [
+        "mapping values are not allowed",
+        "did not find expected",
+        "could not find expected",
+        "found character that cannot start any token",
+        "block sequence entries are not allowed",
+        "found a tab character",
+    ];
+    if SYNTAX.iter().any(|s| message.contains(s)) {
+        let hint = if message.contains("cannot start any token") || message.contains("tab") {
+            "YAML syntax: indent with spaces, not tabs"
+        } else {
+            "YAML syntax: check the indentation of this line and the one above (keys of one mapping line up; a value with `: ` in it needs quotes)"
+        };
+        message = format!("{message} ({hint})");
+        if path.contains('?') {
+            key = format!("near {key}");
+        }
+    }
+    (key, message)
 }
 
 /// A byte size: a plain number or `64KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
@@ -244,6 +281,18 @@ mod tests {
         let text = "name: x\nitems:\n  - size: 1\n";
         let err = parse_yaml::<Outer>("c.yaml", text).unwrap_err().to_string();
         assert!(err.contains("missing field `every`"), "{err}");
+
+        // Indentation mistakes: no `?` in the key, a hint, the key said once.
+        let text = "items:\n  - size: 1\n    every: 5s\nname: x\n  more: [1]\n";
+        let err = parse_yaml::<Outer>("c.yaml", text).unwrap_err().to_string();
+        assert!(!err.contains('?'), "{err}");
+        assert!(err.contains("check the indentation"), "{err}");
+        let text = "name: x\nitems:\n- size: 1\n  every: 5s\n more: 1\n";
+        let err = parse_yaml::<Outer>("c.yaml", text).unwrap_err().to_string();
+        assert!(!err.contains('?') && err.contains("indentation"), "{err}");
+        let text = "name: x\nitems:\n  - size: 1\n    evry: 5s\n";
+        let err = parse_yaml::<Outer>("c.yaml", text).unwrap_err().to_string();
+        assert_eq!(err.matches("items[0]").count(), 1, "{err}");
 
         let ok: Outer =
             parse_yaml("c.yaml", "name: x\nitems:\n  - {size: 5, every: 7d}\n").unwrap();

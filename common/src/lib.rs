@@ -6,6 +6,7 @@
 //! - [`wire`]: the framed, versioned ingest protocol (pure codec, no sockets);
 //! - [`codec`]: batch compression (none, gzip, lz4) with hard size limits;
 //! - [`config`]: YAML loading with precise errors, sizes and durations;
+//! - [`error`]: one-line error reports that say each cause once;
 //! - [`tls`]: rustls configurations from PEM files, errors naming the file;
 //! - [`timefmt`]: RFC 3339 formatting and parsing of epoch milliseconds;
 //! - [`telemetry`]: the tracing subscriber both binaries install.
@@ -14,6 +15,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod error;
 pub mod record;
 pub mod shutdown;
 pub mod telemetry;

@@ -38,7 +38,11 @@ pub fn parse_ms(s: &str) -> Result<i64, String> {
     }
     OffsetDateTime::parse(s, &Rfc3339)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|e| format!("`{s}` is neither RFC 3339 nor epoch milliseconds: {e}"))
+        .map_err(|_| {
+            format!(
+                "`{s}` is not a time: use RFC 3339 (2026-12-04T10:00:00Z) or epoch milliseconds"
+            )
+        })
 }
 
 #[cfg(test)]

@@ -122,3 +122,170 @@ pub fn client_config(
     };
     Ok(Arc::new(config))
 }
+
+/// The names a peer's certificate holds: its DNS subject alternative names, else
+/// its subject common name. Empty when the certificate cannot be parsed.
+pub fn cert_names(der: &CertificateDer<'_>) -> Vec<String> {
+    let Ok(cert) = webpki::EndEntityCert::try_from(der) else {
+        return Vec::new();
+    };
+    let sans: Vec<String> = cert.valid_dns_names().map(str::to_owned).collect();
+    if !sans.is_empty() {
+        return sans;
+    }
+    common_name(cert.subject()).into_iter().collect()
+}
+
+/// The first commonName (2.5.4.3) in the contents of a DER `Name` (a SEQUENCE of
+/// SETs of SEQUENCE {OID, value}). Bounded by the input; never panics.
+fn common_name(name: &[u8]) -> Option<String> {
+    /// One DER element: (tag, contents, rest).
+    fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, b) = b.split_first()?;
+        let (len, b) = if first < 0x80 {
+            (first as usize, b)
+        } else {
+            let n = (first & 0x7f) as usize;
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            let len = b[..n]
+                .iter()
+                .fold(0usize, |acc, &x| (acc << 8) | x as usize);
+            (len, &b[n..])
+        };
+        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+    }
+    const CN: [u8; 3] = [0x55, 0x04, 0x03];
+    let mut rdns = name;
+    while !rdns.is_empty() {
+        let (_, set, rest) = element(rdns)?;
+        rdns = rest;
+        let mut atvs = set;
+        while !atvs.is_empty() {
+            let (_, atv, rest) = element(atvs)?;
+            atvs = rest;
+            let (oid_tag, oid, value) = element(atv)?;
+            if oid_tag == 0x06 && oid == CN {
+                let (_, text, _) = element(value)?;
+                return Some(String::from_utf8_lossy(text).into_owned());
+            }
+        }
+    }
+    None
+}
+
+/// The rustls error inside an I/O error from a TLS stream, if there is one.
+fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// The agent's TLS files, for messages that say which one to fix.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFiles {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+}
+
+/// A TLS failure seen by the agent (the client), said in terms of its config: which
+/// file or name to fix. `None` when the error is not a certificate problem.
+pub fn client_failure(
+    e: &std::io::Error,
+    files: &ClientFiles,
+    server_name: &str,
+) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let ca = files.ca.display();
+    let cert = || {
+        files
+            .cert
+            .as_ref()
+            .map_or("output.tls.cert".to_owned(), |c| {
+                format!("output.tls.cert ({})", c.display())
+            })
+    };
+    Some(match rustls_error(e)? {
+        E::InvalidCertificate(C::BadSignature | C::UnknownIssuer) => format!(
+            "the collector's certificate is not signed by output.tls.ca ({ca}): use the CA that issued the collector's certificate"
+        ),
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "the collector's certificate is not valid for the name `{server_name}`: set output.tls.server_name to a name it holds, or issue it for this name (tributary certs --hosts)"
+        ),
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => "the collector's certificate is expired or not valid yet (check both clocks, or issue a new one)".into(),
+        E::InvalidCertificate(other) => {
+            format!("the collector's certificate is refused: {other:?}")
+        }
+        E::AlertReceived(A::CertificateRequired | A::HandshakeFailure)
+            if files.cert.is_none() =>
+        {
+            "the collector requires a client certificate (ingest.tls.client_ca): set output.tls.cert and output.tls.key".into()
+        }
+        E::AlertReceived(
+            A::BadCertificate | A::UnknownCA | A::DecryptError | A::CertificateUnknown,
+        ) => format!(
+            "the collector refused this agent's certificate, {}: it is not signed by the collector's ingest.tls.client_ca",
+            cert()
+        ),
+        E::AlertReceived(A::CertificateExpired) => format!(
+            "the collector refused this agent's certificate, {}, as expired or not valid yet",
+            cert()
+        ),
+        E::InvalidMessage(_) | E::InappropriateHandshakeMessage { .. } => {
+            "the peer does not speak TLS: is this address the collector's ingest port?".into()
+        }
+        _ => return None,
+    })
+}
+
+/// A TLS failure seen by the collector (the server) during an agent's handshake,
+/// said in terms of its config. `None` when the error is not a certificate problem.
+pub fn server_failure(e: &std::io::Error, cert: &Path, client_ca: Option<&Path>) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let ca = || client_ca.map_or(String::new(), |p| format!(" ({})", p.display()));
+    Some(match rustls_error(e)? {
+        E::AlertReceived(
+            A::BadCertificate | A::UnknownCA | A::DecryptError | A::CertificateUnknown,
+        ) => format!(
+            "the agent refused the collector's certificate ingest.tls.cert ({}): its output.tls.ca is not the CA that signed it (or its server_name is not in it)",
+            cert.display()
+        ),
+        E::InvalidCertificate(C::BadSignature | C::UnknownIssuer) => format!(
+            "the agent's certificate is not signed by ingest.tls.client_ca{}",
+            ca()
+        ),
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => "the agent's certificate is expired or not valid yet".into(),
+        E::NoCertificatesPresented => format!(
+            "the agent presented no certificate, and ingest.tls.client_ca{} requires one (set output.tls.cert and key on the agent)",
+            ca()
+        ),
+        E::InvalidMessage(_) | E::InappropriateHandshakeMessage { .. } => {
+            "not a TLS client (plain TCP, or another protocol on the ingest port)".into()
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_name_of_a_der_name() {
+        // SEQUENCE { SET { SEQUENCE { OID 2.5.4.10, "org" } } SET { SEQUENCE { OID 2.5.4.3, "web-01" } } }
+        let name = [
+            0x31, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x55, 0x04, 0x0a, 0x0c, 0x03, b'o', b'r', b'g',
+            0x31, 0x0f, 0x30, 0x0d, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x06, b'w', b'e', b'b',
+            b'-', b'0', b'1',
+        ];
+        assert_eq!(common_name(&name).as_deref(), Some("web-01"));
+        for cut in 0..name.len() {
+            let _ = common_name(&name[..cut]);
+        }
+        assert_eq!(common_name(&[0x31, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+}

@@ -74,6 +74,19 @@ pub fn bin_dir() -> PathBuf {
     .clone()
 }
 
+/// Run one of the project's binaries to completion: (exit code, stdout, stderr).
+pub fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin_dir().join(bin))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {bin}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -131,10 +144,20 @@ impl Proc {
 
     /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.stop_with("TERM", timeout)
+    }
+
+    /// Send `signal` (`INT`, `TERM`, …), then wait up to `timeout` for the exit
+    /// (SIGKILL after it); returns the exit status if it exited by itself.
+    pub fn stop_with(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
         // Our own child, by PID.
         let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
+            .args([&format!("-{signal}"), &c.id().to_string()])
             .status();
         let deadline = Instant::now() + timeout;
         loop {

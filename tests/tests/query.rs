@@ -9,19 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tributary_e2e::{Env, Proc, append_lines, bin_dir, free_port};
-
-fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin_dir().join(bin))
-        .args(args)
-        .output()
-        .expect("run binary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use tributary_e2e::{Env, Proc, append_lines, free_port, run};
 
 /// Messages of the JSON lines in `stdout`.
 fn messages(stdout: &str) -> Vec<String> {

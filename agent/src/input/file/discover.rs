@@ -317,45 +317,57 @@ impl Scanner {
         opened
     }
 
-    /// Expand the include globs into matching regular files.
+    /// Expand the include globs into matching regular files. At the first scan, a
+    /// pattern that matches nothing is worth a warning (a typo, or logs elsewhere).
     fn discover(&mut self) -> Vec<Found> {
         let mut found = Vec::new();
         let filter = self.filter.clone();
         for pattern in filter.include_patterns() {
-            let paths = match glob::glob_with(pattern, MatchOptions::new()) {
-                Ok(paths) => paths,
-                Err(e) => {
-                    // Compiled in `PathFilter::new` already, so this does not happen.
-                    debug!(pattern, error = %e, "bad glob pattern");
-                    continue;
-                }
-            };
-            for entry in paths {
-                let path = match entry {
-                    Ok(path) => path,
-                    Err(e) => {
-                        let path = e.path().to_path_buf();
-                        self.warn_once(&path, e.error(), "cannot read directory; skipping it");
-                        continue;
-                    }
-                };
-                if filter.is_excluded(&path) {
-                    continue;
-                }
-                match fs::metadata(&path) {
-                    Ok(meta) if meta.is_file() => found.push(Found {
-                        key: FileKey::of(&meta),
-                        ctime: (meta.ctime(), meta.ctime_nsec()),
-                        size: meta.len(),
-                        path,
-                    }),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => self.warn_once(&path, &e, "cannot stat file; skipping it"),
-                }
+            let before = found.len();
+            self.expand(pattern, &filter, &mut found);
+            if self.first && found.len() == before {
+                warn!(
+                    pattern,
+                    "include pattern matches no file yet; files that appear later are read"
+                );
             }
         }
         found
+    }
+
+    fn expand(&mut self, pattern: &str, filter: &PathFilter, found: &mut Vec<Found>) {
+        let paths = match glob::glob_with(pattern, MatchOptions::new()) {
+            Ok(paths) => paths,
+            Err(e) => {
+                // Compiled in `PathFilter::new` already, so this does not happen.
+                debug!(pattern, error = %e, "bad glob pattern");
+                return;
+            }
+        };
+        for entry in paths {
+            let path = match entry {
+                Ok(path) => path,
+                Err(e) => {
+                    let path = e.path().to_path_buf();
+                    self.warn_once(&path, e.error(), "cannot read directory; skipping it");
+                    continue;
+                }
+            };
+            if filter.is_excluded(&path) {
+                continue;
+            }
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => found.push(Found {
+                    key: FileKey::of(&meta),
+                    ctime: (meta.ctime(), meta.ctime_nsec()),
+                    size: meta.len(),
+                    path,
+                }),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => self.warn_once(&path, &e, "cannot stat file; skipping it"),
+            }
+        }
     }
 
     fn warn_once(&mut self, path: &Path, error: &io::Error, what: &str) {
@@ -376,6 +388,8 @@ pub struct Preview {
     pub unreadable: Vec<(PathBuf, io::Error)>,
     /// Directories the globs cannot list.
     pub unlistable: Vec<(PathBuf, io::Error)>,
+    /// Include patterns (as written) that match no regular file now.
+    pub empty_patterns: Vec<String>,
 }
 
 /// Expand `include` minus `exclude` as the input would, and try to open each match.
@@ -383,10 +397,11 @@ pub fn preview(include: &[String], exclude: &[String]) -> Result<Preview, FileIn
     let filter = PathFilter::new(include, exclude)?;
     let mut out = Preview::default();
     let mut seen = HashSet::new();
-    for pattern in filter.include_patterns() {
+    for (written, pattern) in include.iter().zip(filter.include_patterns()) {
         let Ok(paths) = glob::glob_with(pattern, MatchOptions::new()) else {
             continue;
         };
+        let mut matched = false;
         for entry in paths {
             let path = match entry {
                 Ok(path) => path,
@@ -396,10 +411,15 @@ pub fn preview(include: &[String], exclude: &[String]) -> Result<Preview, FileIn
                     continue;
                 }
             };
-            if filter.is_excluded(&path) || !seen.insert(path.clone()) {
+            if filter.is_excluded(&path) {
                 continue;
             }
-            match fs::metadata(&path) {
+            let meta = fs::metadata(&path);
+            matched |= meta.as_ref().is_ok_and(|m| m.is_file());
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            match meta {
                 Ok(meta) if meta.is_file() => match fs::File::open(&path) {
                     Ok(_) => out.readable.push(path),
                     Err(e) => out.unreadable.push((path, e)),
@@ -408,6 +428,9 @@ pub fn preview(include: &[String], exclude: &[String]) -> Result<Preview, FileIn
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => out.unreadable.push((path, e)),
             }
+        }
+        if !matched {
+            out.empty_patterns.push(written.clone());
         }
     }
     Ok(out)
