@@ -43,6 +43,9 @@ pub struct IngestFile {
     /// Concurrent agent connections; more wait in the accept queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// An agent connection with no frame for this long is closed (agents reconnect
+    /// when they have something to send); default 5m.
+    pub idle_timeout: Option<HumanDuration>,
 }
 
 fn default_ingest_listen() -> String {
@@ -184,6 +187,7 @@ pub struct CollectorConfig {
     pub tls_cert_path: PathBuf,
     pub tls_client_ca_path: Option<PathBuf>,
     pub max_connections: usize,
+    pub idle_timeout: Duration,
     pub api_listen: SocketAddr,
     pub default_topic: TopicSettings,
     pub topics: BTreeMap<String, TopicSettings>,
@@ -288,6 +292,17 @@ impl CollectorConfigFile {
         let t = &self.ingest.tls;
         let tls = tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
             .map_err(|e| value_err(path, "ingest.tls", e.to_string()))?;
+        let idle_timeout = self
+            .ingest
+            .idle_timeout
+            .map_or(crate::ingest::IDLE_TIMEOUT, |d| d.0);
+        if idle_timeout < Duration::from_millis(100) {
+            return Err(value_err(
+                path,
+                "ingest.idle_timeout",
+                "must be at least 100ms",
+            ));
+        }
         let default_topic = match self.topics.get("default") {
             Some(d) => merge(path, "default", BUILTIN_DEFAULT, d)?,
             None => BUILTIN_DEFAULT,
@@ -336,6 +351,7 @@ impl CollectorConfigFile {
             tls,
             tls_cert_path: self.ingest.tls.cert.clone(),
             tls_client_ca_path: self.ingest.tls.client_ca.clone(),
+            idle_timeout,
             max_connections: self.ingest.max_connections,
             api_listen,
             default_topic,

@@ -29,7 +29,8 @@ use crate::storage::{Appended, Storage, StorageError};
 
 /// TLS and HELLO must complete within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection with no frame for this long is closed (agents reconnect on demand).
+/// By default, a connection with no frame for this long is closed (agents reconnect
+/// when they have something to send).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Batches read and appended but not yet acknowledged, per connection.
 const ACK_QUEUE: usize = 16;
@@ -43,6 +44,8 @@ pub struct Ingest {
     pub storage: Arc<Storage>,
     pub metrics: Arc<Metrics>,
     pub max_connections: usize,
+    /// A connection with no frame for this long is closed.
+    pub idle_timeout: Duration,
     pub max_frame_bytes: usize,
     pub max_batch_bytes: usize,
 }
@@ -61,6 +64,7 @@ impl Ingest {
             storage,
             metrics,
             max_connections,
+            idle_timeout: IDLE_TIMEOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
@@ -228,7 +232,7 @@ impl Ingest {
     ) -> Result<(), String> {
         loop {
             let frame = tokio::select! {
-                f = tokio::time::timeout(IDLE_TIMEOUT, reader.next()) => f,
+                f = tokio::time::timeout(self.idle_timeout, reader.next()) => f,
                 _ = shutdown.cancelled() => {
                     let _ = ack_tx.send(Pending::Fatal(ErrorCode::ShuttingDown, "collector is shutting down".into())).await;
                     return Ok(());

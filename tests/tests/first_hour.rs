@@ -270,7 +270,7 @@ fn quickstart_ctrl_c_leaves_nothing_unacknowledged_and_warns_nothing() {
 #[test]
 fn errors_say_what_to_do_once() {
     let env = Env::new();
-    let collector = env.start_collector("");
+    let collector = env.start_collector_with("  idle_timeout: 1s\n", "");
     let api = format!("127.0.0.1:{}", collector.api_port);
     let cfg = env.path().join("collector.yaml");
     let cfg_s = cfg.to_str().unwrap();
@@ -403,6 +403,19 @@ fn errors_say_what_to_do_once() {
         "{clog}"
     );
 
+    // The collector closes the idle connection (1 s here): a normal event, not a
+    // warning, and the agent reconnects when it has a line to send, not before.
+    let connected = |log: &str| log.matches("agent connected host=web-01").count();
+    let before = connected(&collector.proc.log_text());
+    std::thread::sleep(Duration::from_secs(3));
+    let after = connected(&collector.proc.log_text());
+    assert_eq!(before, after, "reconnected without anything to send");
+    append_lines(&log, ["two".to_owned()]);
+    collector.wait_for_count("app", 2, Duration::from_secs(30), &agent);
+    assert_eq!(connected(&collector.proc.log_text()), after + 1);
+    let alog = agent.log_text();
+    assert!(!alog.contains(" WARN "), "{alog}");
+
     // The CLI: a bare host:port for --api, a date, a relative time with a minus.
     for since in ["2020-01-01", "2020-01-01 00:00", "-5m", "1h"] {
         let (code, stdout, stderr) = run(
@@ -410,7 +423,7 @@ fn errors_say_what_to_do_once() {
             &["query", "--api", &api, "--topic", "app", "--since", since],
         );
         assert_eq!(code, 0, "--since {since}: {stderr}");
-        assert_eq!(stdout.lines().count(), 1, "--since {since}: {stdout}");
+        assert_eq!(stdout.lines().count(), 2, "--since {since}: {stdout}");
     }
     let (code, _, stderr) = run(
         "tributary",
@@ -450,8 +463,8 @@ fn errors_say_what_to_do_once() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stderr.contains("no consumer group `nosuch`"), "{stderr}");
     // A query that hit its limit says so.
-    append_lines(&log, ["two".to_owned(), "three".to_owned()]);
-    collector.wait_for_count("app", 3, Duration::from_secs(30), &agent);
+    append_lines(&log, ["three".to_owned(), "four".to_owned()]);
+    collector.wait_for_count("app", 4, Duration::from_secs(30), &agent);
     let (code, stdout, stderr) = run(
         "tributary",
         &[
