@@ -26,6 +26,9 @@ pub struct Position {
     pub end_offset: u64,
     /// Hash of the bytes before `end_offset` (see `Chunk::end_hash`).
     pub end_hash: u64,
+    /// CRC32C of the bytes from `crc_base` to `end_offset` (see `Chunk::crc`).
+    pub crc_base: u64,
+    pub crc: u32,
 }
 
 /// A closed, compressed batch waiting for a sequence number.
@@ -144,6 +147,8 @@ impl Batcher {
                 if chunk.end_offset >= p.end_offset {
                     p.end_offset = chunk.end_offset;
                     p.end_hash = chunk.end_hash;
+                    p.crc_base = chunk.crc_base;
+                    p.crc = chunk.crc;
                 }
             }
             None => open.positions.push(Position {
@@ -151,6 +156,8 @@ impl Batcher {
                 path: chunk.path.clone(),
                 end_offset: chunk.end_offset,
                 end_hash: chunk.end_hash,
+                crc_base: chunk.crc_base,
+                crc: chunk.crc,
             }),
         }
         if open.payload.len() >= self.limits.max_bytes || open.records >= self.limits.max_records {
@@ -215,6 +222,8 @@ mod tests {
             start_offset: 0,
             end_offset: end,
             end_hash: end * 7,
+            crc_base: 0,
+            crc: 0,
         }
     }
 
@@ -244,6 +253,8 @@ mod tests {
                 path: "/f".into(),
                 end_offset: 100,
                 end_hash: 700,
+                crc_base: 0,
+                crc: 0,
             }]
         );
         let (data, summary) = batch.frame.open(1 << 20).unwrap();

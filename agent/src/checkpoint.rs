@@ -11,7 +11,13 @@
 //! Two more things reach the saved state:
 //! - A new truncation generation (copytruncate) is saved at offset 0 before any of
 //!   its records is sent ([`Registration`]), so a restart resumes the newest
-//!   generation of a file instead of taking the new content for the old.
+//!   generation of a file instead of taking the new content for the old. The older
+//!   generation's entry stays, marked superseded, for [`FORGET_GONE`]: its rotated
+//!   copy may show up later and continue it.
+//! - A file recognized as a copy of known content (a rotated copy, a compressed
+//!   rotation) is saved with the lineage it continues and where, before it is read;
+//!   a compressed file also with its decompressed size, so that once read it is
+//!   skipped at start-up without decompressing it again.
 //! - Entries of files that no scan has found and no reader has held for
 //!   [`FORGET_GONE`] are forgotten (rotated away and deleted, or no longer matched);
 //!   so are their marks. If such a file shows up again later it is read from 0 and
@@ -32,7 +38,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::batch::Position;
-use crate::input::file::{FileMark, Marks, Registration, ResumePoint};
+use crate::input::file::{Anchor, FileMark, Lineage, Marks, Registration, ResumePoint};
 
 const FILE_NAME: &str = "checkpoints.json";
 /// Entries of files not seen for this long are forgotten.
@@ -68,6 +74,69 @@ pub struct Entry {
     #[serde(default)]
     pub end_hash: u64,
     pub updated_ms: i64,
+    /// The records' source id, when the file continues another one's content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<u64>,
+    /// The records' source path then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
+    /// Decompressed size of a compressed file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// When a newer generation of the same file was registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_ms: Option<i64>,
+    /// Where the CRC32C of the content up to `offset` starts, and its value (see
+    /// `input::file::Anchor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc_base: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc: Option<u32>,
+    /// Anchors at the last acknowledged offsets before `offset`: a rotated copy
+    /// taken a moment before the last acknowledgements is still recognized after a
+    /// restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<Anchor>,
+    /// The anchor registered before the version's first records were sent (a
+    /// truncation generation, a copy): until acknowledgements pass it, a restart
+    /// checks the file still reproduces it, so a file rewritten meanwhile with the
+    /// same first line is not taken for this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Anchor>,
+}
+
+/// How many earlier positions an entry keeps.
+const RECENT: usize = 12;
+
+impl Entry {
+    fn lineage(&self) -> Option<Lineage> {
+        Some(Lineage {
+            sid: self.sid?,
+            path: self.source_path.as_deref().unwrap_or(&self.path).into(),
+        })
+    }
+
+    fn resume_point(&self) -> ResumePoint {
+        ResumePoint {
+            mark: self.mark,
+            offset: self.offset,
+            end_hash: self.end_hash,
+            lineage: self.lineage(),
+            total: self.total,
+            crc: self.crc_base.zip(self.crc),
+            proof: self.proof.filter(|p| p.offset > self.offset),
+        }
+    }
+
+    /// The acknowledged offset as an anchor, when its CRC is known.
+    fn anchor(&self) -> Option<Anchor> {
+        Some(Anchor {
+            offset: self.offset,
+            end_hash: self.end_hash,
+            base: self.crc_base?,
+            crc: self.crc?,
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,14 +200,30 @@ impl Checkpoints {
                 }
             }
         }
-        newest
-            .values()
-            .map(|e| ResumePoint {
-                mark: e.mark,
-                offset: e.offset,
-                end_hash: e.end_hash,
-            })
-            .collect()
+        newest.values().map(|e| e.resume_point()).collect()
+    }
+
+    /// Tell the file inputs' registry what the saved state holds: every entry is
+    /// durable and in the content index, and each file's resume point is known.
+    pub fn publish(&self, marks: &Marks) {
+        for e in self.entries.values() {
+            marks.set_durable(e.source_id);
+            marks.add_checkpointed(
+                e.source_id,
+                &e.mark,
+                &e.path,
+                e.lineage(),
+                e.offset,
+                e.anchor(),
+                e.superseded_ms.is_some(),
+            );
+            for a in e.recent.iter().chain(&e.proof) {
+                marks.read_to(e.source_id, *a);
+            }
+        }
+        for r in self.resume_points() {
+            marks.set_latest(r);
+        }
     }
 
     pub fn get(&self, source_id: u64) -> Option<&Entry> {
@@ -150,28 +235,63 @@ impl Checkpoints {
         self.entries.keys().copied()
     }
 
-    /// A new generation of a file: keep it at offset 0 until acknowledgements come.
-    /// Older generations of the same file are dropped: their content is gone, and a
-    /// file truncated daily would otherwise grow the state by an entry a day.
-    pub fn register(&mut self, source_id: u64, mark: FileMark, path: &str, now_ms: i64) {
+    /// A version to make durable: a new generation of a file (at offset 0), or a
+    /// copy (where it continues, with its lineage). Older generations of the same
+    /// file are marked superseded: their content is gone from the file, but its
+    /// rotated copy may still show up and continue it; they are forgotten later.
+    /// An existing entry is never moved back.
+    pub fn register(&mut self, r: &Registration, marks: &Marks, now_ms: i64) {
+        let mark = r.mark;
         let same_file = |m: &FileMark| (m.dev, m.ino, m.btime) == (mark.dev, mark.ino, mark.btime);
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, e| !(same_file(&e.mark) && e.mark.generation < mark.generation));
-        if self.entries.len() != before {
-            self.dirty = true;
+        for (id, e) in self.entries.iter_mut() {
+            if same_file(&e.mark)
+                && e.mark.generation < mark.generation
+                && e.superseded_ms.is_none()
+            {
+                e.superseded_ms = Some(now_ms);
+                marks.supersede(*id);
+                self.dirty = true;
+            }
         }
-        self.entries.entry(source_id).or_insert_with(|| {
+        self.entries.entry(r.source_id).or_insert_with(|| {
             self.dirty = true;
             Entry {
-                source_id,
-                path: path.to_string(),
+                source_id: r.source_id,
+                path: r.path.to_string(),
                 mark,
-                offset: 0,
-                end_hash: 0,
+                offset: r.offset,
+                end_hash: r.end_hash,
                 updated_ms: now_ms,
+                sid: r.lineage.as_ref().map(|l| l.sid),
+                source_path: r.lineage.as_ref().map(|l| l.path.to_string()),
+                total: r.total,
+                superseded_ms: None,
+                crc_base: Some(r.offset),
+                crc: Some(0),
+                recent: Vec::new(),
+                proof: None,
             }
         });
+        if let Some(p) = r.proof
+            && let Some(e) = self.entries.get_mut(&r.source_id)
+            && e.proof.is_none_or(|old| !old.is_strong(mark.fp_len))
+            && p.offset > e.offset
+        {
+            e.proof = Some(p);
+            self.dirty = true;
+        }
+        if let Some(e) = self.entries.get(&r.source_id) {
+            marks.add_checkpointed(
+                e.source_id,
+                &e.mark,
+                &e.path,
+                e.lineage(),
+                e.offset,
+                e.anchor(),
+                false,
+            );
+            marks.set_latest(e.resume_point());
+        }
     }
 
     /// Forget the entries of files not seen for [`FORGET_GONE`], and their marks.
@@ -182,8 +302,20 @@ impl Checkpoints {
         now: std::time::Instant,
     ) {
         let before = self.entries.len();
+        let now_ms = tributary_common::timefmt::now_ms();
+        let started_ms = now_ms.saturating_sub(
+            i64::try_from(now.saturating_duration_since(started).as_millis()).unwrap_or(i64::MAX),
+        );
         self.entries.retain(|id, e| {
-            let keep = marks.seen_recently(&e.mark, started, FORGET_GONE, now);
+            let keep = match e.superseded_ms {
+                // Its file holds newer content: kept for a copy that shows up late,
+                // counted from this run's start at the earliest.
+                Some(at) => {
+                    now_ms.saturating_sub(at.max(started_ms))
+                        < i64::try_from(FORGET_GONE.as_millis()).unwrap_or(i64::MAX)
+                }
+                None => marks.seen_recently(&e.mark, started, FORGET_GONE, now),
+            };
             if !keep {
                 marks.forget_durable(*id);
             }
@@ -221,17 +353,30 @@ impl Checkpoints {
                         offset: 0,
                         end_hash: 0,
                         updated_ms: now_ms,
+                        sid: None,
+                        source_path: None,
+                        total: None,
+                        superseded_ms: None,
+                        crc_base: None,
+                        crc: None,
+                        recent: Vec::new(),
+                        proof: None,
                     })
                 }
             };
             if p.end_offset > e.offset {
+                if let Some(a) = e.anchor().filter(|a| a.offset > 0 && a.end_hash != 0) {
+                    if e.recent.len() == RECENT {
+                        e.recent.remove(0);
+                    }
+                    e.recent.push(a);
+                }
                 e.offset = p.end_offset;
                 e.end_hash = p.end_hash;
-                marks.set_latest(ResumePoint {
-                    mark: e.mark,
-                    offset: e.offset,
-                    end_hash: e.end_hash,
-                });
+                e.crc_base = Some(p.crc_base);
+                e.crc = Some(p.crc);
+                marks.set_latest(e.resume_point());
+                marks.acked(e.source_id, e.offset, e.anchor());
                 e.updated_ms = now_ms;
                 self.dirty = true;
             }
@@ -287,13 +432,11 @@ pub async fn run(
             },
             Some(r) = registrations.recv() => {
                 let now = tributary_common::timefmt::now_ms();
-                cp.register(r.source_id, r.mark, &r.path, now);
-                marks.set_latest(ResumePoint { mark: r.mark, offset: 0, end_hash: 0 });
+                cp.register(&r, &marks, now);
                 // Take every registration that is already waiting into the same save.
                 let mut waiting = vec![r];
                 while let Ok(r) = registrations.try_recv() {
-                    cp.register(r.source_id, r.mark, &r.path, now);
-                    marks.set_latest(ResumePoint { mark: r.mark, offset: 0, end_hash: 0 });
+                    cp.register(&r, &marks, now);
                     waiting.push(r);
                 }
                 save_blocking(&mut cp).await;
@@ -356,12 +499,40 @@ mod tests {
         }
     }
 
+    fn reg(source_id: u64, mark: FileMark) -> Registration {
+        Registration {
+            source_id,
+            mark,
+            path: "/var/log/a.log".into(),
+            offset: 0,
+            end_hash: 0,
+            lineage: None,
+            total: None,
+            proof: None,
+            done: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    fn rp(mark: FileMark, offset: u64, end_hash: u64) -> ResumePoint {
+        ResumePoint {
+            mark,
+            offset,
+            end_hash,
+            lineage: None,
+            total: None,
+            crc: Some((0, 0)),
+            proof: None,
+        }
+    }
+
     fn pos(source_id: u64, end: u64) -> Position {
         Position {
             source_id,
             path: "/var/log/a.log".into(),
             end_offset: end,
             end_hash: end,
+            crc_base: 0,
+            crc: 0,
         }
     }
 
@@ -369,8 +540,8 @@ mod tests {
     fn saves_atomically_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let marks = Marks::default();
-        marks.insert(11, mark(5, 0));
-        marks.insert(12, mark(5, 1));
+        marks.insert(11, mark(5, 0), "/var/log/a.log".into(), None);
+        marks.insert(12, mark(5, 1), "/var/log/a.log".into(), None);
         let mut cp = Checkpoints::load(dir.path()).unwrap();
         cp.apply(&[pos(11, 100), pos(0, 5), pos(999, 7)], &marks, 1000);
         cp.apply(&[pos(11, 50)], &marks, 1001);
@@ -385,14 +556,7 @@ mod tests {
             "unknown sources are not checkpointed"
         );
         // The newest version of inode 5 (generation 1) is where to resume.
-        assert_eq!(
-            back.resume_points(),
-            vec![ResumePoint {
-                mark: mark(5, 1),
-                offset: 30,
-                end_hash: 30,
-            }]
-        );
+        assert_eq!(back.resume_points(), vec![rp(mark(5, 1), 30, 30)]);
     }
 
     #[test]
@@ -408,30 +572,23 @@ mod tests {
     fn latest_generation_wins_even_when_the_old_one_advanced_later() {
         let dir = tempfile::tempdir().unwrap();
         let marks = Marks::default();
-        marks.insert(1, mark(5, 0));
+        marks.insert(1, mark(5, 0), "/var/log/a.log".into(), None);
         let mut cp = Checkpoints::load(dir.path()).unwrap();
         cp.apply(&[pos(1, 100)], &marks, 1000);
         // Truncated: generation 1 registered at offset 0, then a late ack of gen 0.
-        cp.register(2, mark(5, 1), "/var/log/a.log", 2000);
+        cp.register(&reg(2, mark(5, 1)), &marks, 2000);
         cp.apply(&[pos(1, 150)], &marks, 3000);
         cp.save().unwrap();
         let back = Checkpoints::load(dir.path()).unwrap();
-        assert_eq!(
-            back.resume_points(),
-            vec![ResumePoint {
-                mark: mark(5, 1),
-                offset: 0,
-                end_hash: 0,
-            }]
-        );
-        assert!(
-            back.get(1).is_none(),
-            "generation 0 of the same file is dropped"
-        );
+        assert_eq!(back.resume_points(), vec![rp(mark(5, 1), 0, 0)]);
+        // Generation 0 stays, superseded, for a copy that shows up late; its late
+        // acknowledgement still counted.
+        let old = back.get(1).unwrap();
+        assert_eq!((old.superseded_ms, old.offset), (Some(2000), 150));
         // Registering again never moves an entry back.
         let mut cp = back;
         cp.apply(&[pos(2, 40)], &marks, 4000);
-        cp.register(2, mark(5, 1), "/var/log/a.log", 5000);
+        cp.register(&reg(2, mark(5, 1)), &marks, 5000);
         assert_eq!(cp.get(2).unwrap().offset, 40);
     }
 
@@ -439,8 +596,8 @@ mod tests {
     fn marks_are_dropped_once_the_checkpoints_hold_them() {
         let dir = tempfile::tempdir().unwrap();
         let marks = Marks::default();
-        marks.insert(1, mark(1, 0));
-        marks.insert(2, mark(2, 0));
+        marks.insert(1, mark(1, 0), "/var/log/a.log".into(), None);
+        marks.insert(2, mark(2, 0), "/var/log/a.log".into(), None);
         let mut cp = Checkpoints::load(dir.path()).unwrap();
         cp.apply(&[pos(1, 10)], &marks, 0);
         assert_eq!(marks.len(), 1, "mark 1 moved into the checkpoints");
@@ -453,9 +610,9 @@ mod tests {
         use std::time::Instant;
         let dir = tempfile::tempdir().unwrap();
         let marks = Marks::default();
-        marks.insert(1, mark(1, 0));
-        marks.insert(2, mark(2, 0));
-        marks.insert(3, mark(3, 0));
+        marks.insert(1, mark(1, 0), "/var/log/a.log".into(), None);
+        marks.insert(2, mark(2, 0), "/var/log/a.log".into(), None);
+        marks.insert(3, mark(3, 0), "/var/log/a.log".into(), None);
         let mut cp = Checkpoints::load(dir.path()).unwrap();
         cp.apply(&[pos(1, 10), pos(2, 10)], &marks, 0);
         let started = Instant::now();

@@ -85,12 +85,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let resume = checkpoints.resume_points();
     let (register_tx, register_rx) = mpsc::unbounded_channel();
     let marks = Arc::new(Marks::with_checkpointer(register_tx));
-    for id in checkpoints.source_ids() {
-        marks.set_durable(id);
-    }
-    for r in &resume {
-        marks.set_latest(*r);
-    }
+    checkpoints.publish(&marks);
 
     let mut inputs = Vec::new();
     for f in &config.files {

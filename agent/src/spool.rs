@@ -67,6 +67,10 @@ struct SpooledPosition {
     end_offset: u64,
     #[serde(default)]
     end_hash: u64,
+    #[serde(default)]
+    crc_base: u64,
+    #[serde(default)]
+    crc: u32,
 }
 
 /// A FIFO of batches on disk with a size limit. A batch's file is deleted only when
@@ -173,6 +177,8 @@ impl Spool {
                 path: p.path.to_string(),
                 end_offset: p.end_offset,
                 end_hash: p.end_hash,
+                crc_base: p.crc_base,
+                crc: p.crc,
             })
             .collect();
         let json = serde_json::to_vec(&positions).unwrap_or_default();
@@ -293,6 +299,8 @@ fn decode(data: &[u8]) -> Option<Batch> {
                 path: p.path.into(),
                 end_offset: p.end_offset,
                 end_hash: p.end_hash,
+                crc_base: p.crc_base,
+                crc: p.crc,
             })
             .collect(),
     })
@@ -317,6 +325,8 @@ mod tests {
                 path: "/f".into(),
                 end_offset: n,
                 end_hash: n,
+                crc_base: 0,
+                crc: 0,
             }],
         }
     }

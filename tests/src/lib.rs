@@ -210,6 +210,17 @@ pub struct Env {
     pub certs: CertFiles,
 }
 
+impl Drop for Env {
+    /// With `TRIBUTARY_KEEP_TEST_DIR` set, a failing test leaves its directory (logs,
+    /// data, configs) behind for a look; the path is printed.
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("TRIBUTARY_KEEP_TEST_DIR").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!("test directory kept: {}", dir.keep().display());
+        }
+    }
+}
+
 impl Default for Env {
     fn default() -> Self {
         Self::new()

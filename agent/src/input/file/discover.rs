@@ -185,8 +185,11 @@ impl Scanner {
         let mut opened: Vec<Tail> = self.follow_renamed(&present, tracked);
         // Files closed for inactivity are remembered as long as they are there.
         // Checkpoint resume points (no ctime) stay until their file shows up.
+        // So are compressed files read to their end.
         self.closed.retain(|k, c| {
-            c.ctime == (0, 0) || (c.idle && present.contains(k)) || c.at.elapsed() < CLOSED_TTL
+            c.ctime == (0, 0)
+                || ((c.idle || c.done) && present.contains(k))
+                || c.at.elapsed() < CLOSED_TTL
         });
 
         let mut unreadable = Vec::new();
@@ -199,9 +202,11 @@ impl Scanner {
                 unreadable.push(f.path.clone());
                 continue;
             }
-            let prev = self.closed.get(&f.key).copied();
+            let prev = self.closed.get(&f.key).cloned();
             let start = match prev {
                 Some(c) if c.failed && c.ctime == f.ctime => continue,
+                // A compressed file read to its end, unchanged since.
+                Some(c) if c.done && c.ctime == f.ctime => continue,
                 // Closed for inactivity and unchanged since: leave it closed. (A
                 // write right before the close can share its ctime; the size tells.)
                 Some(c) if c.idle && c.ctime == f.ctime && c.read_pos == f.size => continue,
@@ -225,6 +230,10 @@ impl Scanner {
                     debug!(path = %f.path.display(), "file replaced while opening it; next scan");
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // A copy still being written: the next scan looks again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    debug!(path = %f.path.display(), error = %e, "not opening it yet");
+                }
                 // EMFILE/ENFILE: not this file's fault; try again at the next scan
                 // (idle files are being closed meanwhile).
                 Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
@@ -286,7 +295,7 @@ impl Scanner {
             };
             // From now on an ordinary closed file: forgotten after CLOSED_TTL.
             c.idle = false;
-            let c = *c;
+            let c = c.clone();
             let Some(last) = self.last_path.remove(&key) else {
                 continue;
             };
@@ -444,8 +453,13 @@ fn closed_of(r: super::ResumePoint) -> Closed {
             len: r.mark.fp_len,
             hash: r.mark.fp_hash,
         }),
+        lineage: r.lineage,
+        done: r.total.is_some_and(|t| r.offset >= t),
+        total: r.total,
         offset: r.offset,
         end_hash: r.end_hash,
+        crc: r.crc,
+        proof: r.proof,
         read_pos: r.offset,
         generation: r.mark.generation,
         failed: false,

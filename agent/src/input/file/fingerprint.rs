@@ -105,15 +105,30 @@ impl Fingerprint {
     /// `max_line_bytes` lowers the 256 when smaller: a longer line is cut into pieces
     /// of that size, so its first piece is as fixed as a complete first line.
     pub(crate) fn read(file: &File, size: u64, max_line_bytes: usize) -> io::Result<Option<Self>> {
-        let cap = FINGERPRINT_MAX_BYTES.min(max_line_bytes.max(1));
+        let cap = Self::cap(max_line_bytes);
         let mut buf = [0u8; FINGERPRINT_MAX_BYTES];
         let want = size.min(cap as u64) as usize;
         let got = read_prefix(file, &mut buf[..want])?;
-        Ok(match memchr::memchr(b'\n', &buf[..got]) {
-            Some(nl) => Some(Fingerprint::of(&buf[..=nl])),
-            None if got == cap => Some(Fingerprint::of(&buf[..got])),
+        Ok(Self::of_head(&buf[..got], cap, false))
+    }
+
+    /// How many bytes a fingerprint covers at most with this `max_line_bytes`.
+    pub(crate) fn cap(max_line_bytes: usize) -> usize {
+        FINGERPRINT_MAX_BYTES.min(max_line_bytes.max(1))
+    }
+
+    /// The fingerprint of content starting with `head` (at most `cap` bytes are
+    /// looked at): its first line, else its first `cap` bytes. With fewer bytes and
+    /// no newline there is none yet, unless the content is `complete` (a compressed
+    /// file read to its end), which is then fingerprinted whole.
+    pub(crate) fn of_head(head: &[u8], cap: usize, complete: bool) -> Option<Self> {
+        let head = &head[..head.len().min(cap)];
+        match memchr::memchr(b'\n', head) {
+            Some(nl) => Some(Fingerprint::of(&head[..=nl])),
+            None if head.len() == cap => Some(Fingerprint::of(head)),
+            None if complete && !head.is_empty() => Some(Fingerprint::of(head)),
             None => None,
-        })
+        }
     }
 
     /// Fingerprint exactly the first `min(len, 256)` bytes, to compare with a

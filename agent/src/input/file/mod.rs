@@ -20,14 +20,25 @@
 //! (the file shrank below the read position) and by the first bytes changing (a file
 //! truncated and refilled past the position between two looks); either way the file
 //! is read again from 0 as a new generation, which is a new source id.
+//!
+//! A file seen for the first time may hold content already known: a rotated copy
+//! (`copytruncate`) or a compressed rotation. `marks` recognizes it by its first
+//! line and the bytes before a known position, and the file continues that content
+//! under its identity (see [`Lineage`]). Files ending in `.gz` are decompressed
+//! (`gz`), read once to their end and never followed.
 
+mod anchor;
 mod discover;
 mod fingerprint;
+mod gz;
+mod marks;
 mod reader;
 mod watch;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_copies;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -42,9 +53,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub use self::anchor::Anchor;
 use self::discover::{PathFilter, ScanOutcome, Scanner};
 pub use self::discover::{Preview, preview};
 pub(crate) use self::fingerprint::FileKey;
+pub use self::marks::{CopyOf, Lineage, Marks, Registration, RegistrationInfo};
 use self::reader::{ExitReason, Follow, ReaderExit, TailConfig};
 use self::watch::{Hub, Target, Watch, WatchSpec, watch_specs};
 
@@ -112,181 +125,21 @@ impl FileMark {
     }
 }
 
-/// A new truncation generation to make durable before its records are sent.
-#[derive(Debug)]
-pub struct Registration {
-    pub source_id: u64,
-    pub mark: FileMark,
-    pub path: Arc<str>,
-    /// Answered once the checkpoints holding it are saved.
-    pub done: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Shared by the file inputs and the checkpointer of an agent:
-/// - `source_id` → [`FileMark`] of the file versions read whose checkpoint entry
-///   does not exist yet (the checkpointer takes them over on the first
-///   acknowledgement);
-/// - when each file was last seen by a scan or held by a reader, so that the
-///   checkpoints of files that are gone can be forgotten;
-/// - the truncation generations already in saved checkpoints, and the channel to
-///   register new ones (see [`Marks::make_durable`]).
-#[derive(Debug, Default)]
-pub struct Marks {
-    inner: std::sync::Mutex<MarksInner>,
-    register: Option<mpsc::UnboundedSender<Registration>>,
-}
-
-#[derive(Debug, Default)]
-struct MarksInner {
-    marks: HashMap<u64, FileMark>,
-    /// Per file, the newest checkpointed state (latest generation): where a file
-    /// that shows up again without in-run state continues.
-    latest: HashMap<FileKey, ResumePoint>,
-    durable: HashSet<u64>,
-    seen: HashMap<FileKey, std::time::Instant>,
-}
-
-impl Marks {
-    /// A registry whose new generations go to the checkpointer through `register`.
-    pub fn with_checkpointer(register: mpsc::UnboundedSender<Registration>) -> Self {
-        Marks {
-            inner: Default::default(),
-            register: Some(register),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, MarksInner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub fn insert(&self, source_id: u64, mark: FileMark) {
-        self.lock().marks.insert(source_id, mark);
-    }
-
-    pub fn get(&self, source_id: u64) -> Option<FileMark> {
-        self.lock().marks.get(&source_id).copied()
-    }
-
-    /// The checkpoints hold `source_id` now; its mark is no longer needed here.
-    pub fn remove(&self, source_id: u64) {
-        self.lock().marks.remove(&source_id);
-    }
-
-    /// Marks waiting for a first acknowledgement (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.lock().marks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Generations known to be in saved checkpoints (loaded ones included).
-    pub fn set_durable(&self, source_id: u64) {
-        self.lock().durable.insert(source_id);
-    }
-
-    /// The checkpoints hold `r` for its file; keep it if it is the latest generation.
-    pub fn set_latest(&self, r: ResumePoint) {
-        let mut inner = self.lock();
-        let e = inner.latest.entry(r.mark.key()).or_insert(r);
-        if (r.mark.generation, r.offset) >= (e.mark.generation, e.offset) {
-            *e = r;
-        }
-    }
-
-    /// The newest checkpointed state of the file `key`.
-    pub(crate) fn latest(&self, key: FileKey) -> Option<ResumePoint> {
-        self.lock().latest.get(&key).copied()
-    }
-
-    /// `source_id`'s checkpoint entry was forgotten.
-    pub fn forget_durable(&self, source_id: u64) {
-        self.lock().durable.remove(&source_id);
-    }
-
-    pub fn is_durable(&self, source_id: u64) -> bool {
-        self.lock().durable.contains(&source_id)
-    }
-
-    /// Record that these files exist (found by a scan or held open) at `now`.
-    pub(crate) fn saw(&self, keys: impl IntoIterator<Item = FileKey>, now: std::time::Instant) {
-        let mut inner = self.lock();
-        for k in keys {
-            inner.seen.insert(k, now);
-        }
-    }
-
-    /// Whether the file of `mark` was seen within `within` of `now`. Files not seen
-    /// at all in this run count as seen at `started`.
-    pub fn seen_recently(
-        &self,
-        mark: &FileMark,
-        started: std::time::Instant,
-        within: Duration,
-        now: std::time::Instant,
-    ) -> bool {
-        let last = self
-            .lock()
-            .seen
-            .get(&mark.key())
-            .copied()
-            .unwrap_or(started);
-        now.saturating_duration_since(last) < within
-    }
-
-    /// Forget the files not seen within `within`, and their marks.
-    pub fn prune(&self, started: std::time::Instant, within: Duration, now: std::time::Instant) {
-        let mut inner = self.lock();
-        inner
-            .seen
-            .retain(|_, t| now.saturating_duration_since(*t) < within);
-        let MarksInner {
-            marks,
-            seen,
-            latest,
-            ..
-        } = &mut *inner;
-        if now.saturating_duration_since(started) >= within {
-            marks.retain(|_, m| seen.contains_key(&m.key()));
-            latest.retain(|k, _| seen.contains_key(k));
-        }
-    }
-
-    /// Make a new truncation generation durable: return once the saved checkpoints
-    /// hold `source_id` (at offset 0), so that a restart continues this generation
-    /// rather than taking its content for the old one's. Without a checkpointer
-    /// (tests) or once it is gone (shutdown) this returns at once.
-    pub async fn make_durable(&self, source_id: u64, mark: FileMark, path: Arc<str>) {
-        if self.is_durable(source_id) {
-            return;
-        }
-        let Some(tx) = &self.register else {
-            self.set_durable(source_id);
-            return;
-        };
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let r = Registration {
-            source_id,
-            mark,
-            path,
-            done,
-        };
-        if tx.send(r).is_ok() {
-            let _ = wait.await;
-        }
-    }
-}
-
 /// A file to continue at `offset`, if it still has the identity `mark` and the bytes
 /// before `offset` still hash to `end_hash` (0: not known, not checked).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumePoint {
     pub mark: FileMark,
     pub offset: u64,
     pub end_hash: u64,
+    /// The identity its records carry when it continues another file's content.
+    pub lineage: Option<Lineage>,
+    /// Decompressed size of a compressed file (read to its end once `offset` is there).
+    pub total: Option<u64>,
+    /// (base, CRC32C of the bytes from base to `offset`), when known.
+    pub crc: Option<(u64, u32)>,
+    /// The anchor registered past `offset` (see `checkpoint::Entry::proof`).
+    pub proof: Option<Anchor>,
 }
 
 /// A run of complete records from one file, already encoded as one record block
@@ -294,11 +147,14 @@ pub struct ResumePoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub topic: Arc<str>,
-    /// Exactly one encoded block.
+    /// Exactly one encoded block. Its header carries the records' identity (the
+    /// file's lineage, see [`Lineage`]), which for a copy is not `source_id`.
     pub payload: Vec<u8>,
     pub records: u32,
-    /// The file's identity (device, inode and first-bytes fingerprint).
+    /// The file version's identity (device, inode, first-bytes fingerprint,
+    /// generation): what its checkpoint is kept under.
     pub source_id: u64,
+    /// The file's own path.
     pub path: Arc<str>,
     /// Byte offset in the file of the first record.
     pub start_offset: u64,
@@ -307,6 +163,9 @@ pub struct Chunk {
     /// Hash of the bytes just before `end_offset` (see `fingerprint::end_hash_of`);
     /// 0 for sources without offsets.
     pub end_hash: u64,
+    /// CRC32C of the bytes from `crc_base` to `end_offset` (see `anchor`).
+    pub crc_base: u64,
+    pub crc: u32,
 }
 
 /// Why a file input cannot start or stopped.
@@ -476,7 +335,7 @@ impl FileInput {
         ));
         if let Some(sc) = scanner.as_mut() {
             for r in &self.resume {
-                sc.resume(*r);
+                sc.resume(r.clone());
             }
         }
         let mut readers = Readers {
@@ -534,7 +393,10 @@ impl FileInput {
                             break Ok(());
                         }
                         ExitReason::Shutdown => {}
-                        ExitReason::Orphaned | ExitReason::Failed | ExitReason::Idle => {
+                        ExitReason::Orphaned
+                        | ExitReason::Failed
+                        | ExitReason::Idle
+                        | ExitReason::Finished => {
                             if let (Some(closed), Some(sc)) = (exit.closed, scanner.as_mut()) {
                                 sc.remember(exit.key, closed);
                             }

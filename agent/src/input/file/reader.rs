@@ -22,19 +22,24 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memchr::memchr;
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
 use tributary_common::record::{
     BLOCK_HEADER_FIXED_LEN, BlockWriter, FLAG_PARTIAL, RECORD_HEADER_LEN,
 };
 
+use super::anchor::{self, Anchor};
 use super::fingerprint::{FileKey, Fingerprint, end_hash, end_hash_of, source_id};
-use super::{Chunk, FileMark, Marks};
+use super::gz;
+use super::{Chunk, FileMark, Lineage, Marks, RegistrationInfo};
+
+mod compressed;
+pub(crate) mod follow;
+mod identity;
+
+pub(crate) use self::follow::{ExitReason, Follow, ReaderExit, follow};
+use self::identity::{match_copy, resume_anchor, same_content};
 
 /// An idle reader keeps at most this much read buffer.
 const IDLE_BUF_BYTES: usize = 16 * 1024;
@@ -51,8 +56,9 @@ pub(crate) struct TailConfig {
     pub marks: Arc<Marks>,
 }
 
-/// Where a newly opened file starts.
-#[derive(Debug, Clone, Copy)]
+/// Where a newly opened file starts (unless it is recognized as a copy of content
+/// already known, see `marks`).
+#[derive(Debug, Clone)]
 pub(crate) enum StartAt {
     Beginning,
     End,
@@ -62,12 +68,19 @@ pub(crate) enum StartAt {
 }
 
 /// What is remembered of a file whose reader stopped.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Closed {
     pub fp: Option<Fingerprint>,
+    /// The identity its records carry when it continues another file's content.
+    pub lineage: Option<Lineage>,
     pub offset: u64,
     /// Hash of the bytes before `offset` (0: unknown, not checked).
     pub end_hash: u64,
+    /// (base, CRC32C of the bytes from base to `offset`), when known.
+    pub crc: Option<(u64, u32)>,
+    /// The anchor registered before its first records were sent, when it is past
+    /// `offset`: a restart checks the content still reproduces it.
+    pub proof: Option<Anchor>,
     /// Bytes read when closed (`offset` plus an unfinished line): a file of another
     /// size changed after the last read, whatever its `ctime` says.
     pub read_pos: u64,
@@ -77,6 +90,10 @@ pub(crate) struct Closed {
     pub failed: bool,
     /// The reader closed an idle file: reopen it once the file changed (`ctime`).
     pub idle: bool,
+    /// Decompressed size of a compressed file.
+    pub total: Option<u64>,
+    /// A compressed file read to its end: not opened again unless it changes.
+    pub done: bool,
     pub ctime: (i64, i64),
     pub at: Instant,
 }
@@ -92,6 +109,26 @@ pub(crate) enum Step {
     Eof,
     /// The file shrank below the read position; reading restarts at 0.
     Truncated { at: u64, size: u64 },
+    /// A compressed file was read to its end: it is never followed.
+    Finished,
+}
+
+/// How far a version's registration in the checkpoints went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registered {
+    No,
+    /// Registered, with no anchor that tells its content apart yet (the first
+    /// line only, say): registered again with the first strong one.
+    Weak,
+    Strong,
+}
+
+/// Where a compressed file's reading stands.
+enum GzPhase {
+    /// Decompressing it whole once, then deciding where it starts.
+    Scan(Box<gz::Scan>, StartAt),
+    Read(gz::Read),
+    Done,
 }
 
 /// One open, tailed file.
@@ -101,13 +138,32 @@ pub(crate) struct Tail {
     key: FileKey,
     path: Arc<str>,
     fp: Option<Fingerprint>,
+    /// The version id (see `marks`): what checkpoints are kept under.
     source_id: u64,
+    /// The identity records carry when this file continues another one's content.
+    lineage: Option<Lineage>,
+    /// Where this version started being read and the hash before it: what a
+    /// registration records.
+    start: (u64, u64),
+    /// How far its registration went (see [`Tail::registration`]).
+    registered: Registered,
+    /// When this version started (a new generation waits a moment for lines that
+    /// tell it apart from others starting alike).
+    started: Instant,
     /// Truncations seen (copytruncate); part of the source id.
     generation: u32,
+    /// Set for a compressed file.
+    gz: Option<Box<GzPhase>>,
+    /// Decompressed size of a compressed file, once known.
+    total: Option<u64>,
     /// File offset of `buf[0]`.
     offset: u64,
     /// Hash of the bytes before `offset` (see `fingerprint::end_hash_of`).
     end_hash: u64,
+    /// CRC32C of the bytes from `crc_base` to `offset`: every chunk ends on an
+    /// [`Anchor`] a copy of this content can be recognized by.
+    crc_base: u64,
+    crc: u32,
     /// `buf[..carry]` holds the start of an unfinished line.
     carry: usize,
     /// Read buffer; its length is a high-water mark, reused across reads.
@@ -130,17 +186,74 @@ impl Tail {
         if !meta.is_file() || FileKey::of(&meta) != expected {
             return Ok(None);
         }
+        let path_str: Arc<str> = path.to_string_lossy().into();
+        // Stopped before it had a fingerprint (not ready, failed): nothing of it is
+        // known, so it starts as a file seen for the first time.
+        let start = match start {
+            StartAt::Resume(c) if c.fp.is_none() && c.generation == 0 => StartAt::Beginning,
+            s => s,
+        };
+        let mut tail = Tail {
+            cfg,
+            file,
+            key: expected,
+            path: path_str.clone(),
+            fp: None,
+            source_id: 0,
+            lineage: None,
+            start: (0, 0),
+            registered: Registered::No,
+            started: Instant::now(),
+            generation: 0,
+            gz: None,
+            total: None,
+            offset: 0,
+            end_hash: 0,
+            crc_base: 0,
+            crc: 0,
+            carry: 0,
+            buf: Vec::new(),
+            ratio: 1400,
+        };
+        if gz::is_gz(path) {
+            tail.open_gz(start)?;
+            return Ok(Some(tail));
+        }
         let size = meta.len();
-        let (offset, fp, generation) = match start {
-            StartAt::Beginning => (0, Fingerprint::read(&file, size, cfg.max_line_bytes)?, 0),
-            StartAt::End => (size, Fingerprint::read(&file, size, cfg.max_line_bytes)?, 0),
+        let max_line = tail.cfg.max_line_bytes;
+        let file = &tail.file;
+        let mut crc = None;
+        let mut registered = Registered::No;
+        let (offset, fp, generation, lineage) = match start {
+            StartAt::Beginning | StartAt::End => {
+                let fp = Fingerprint::read(file, size, max_line)?;
+                // Content already known (a rotated copy) continues under its identity.
+                let copy = match fp {
+                    Some(fp) => match_copy(&tail.cfg.marks, file, &path_str, fp, &meta)?,
+                    None => None,
+                };
+                match copy {
+                    Some(c) => (c.offset, fp, 0, Some(c.lineage)),
+                    None if matches!(start, StartAt::End) => (size, fp, 0, None),
+                    None => (0, fp, 0, None),
+                }
+            }
             StartAt::Resume(c) => match c.fp {
                 Some(fp)
                     if size >= c.offset
-                        && Fingerprint::prefix(&file, u64::from(fp.len))? == Some(fp)
-                        && (c.end_hash == 0 || end_hash(&file, c.offset)? == c.end_hash) =>
+                        && Fingerprint::prefix(file, u64::from(fp.len))? == Some(fp)
+                        && (c.end_hash == 0 || end_hash(file, c.offset)? == c.end_hash)
+                        && same_content(file, size, &c)? =>
                 {
-                    (c.offset, Some(fp), c.generation)
+                    crc = c.crc;
+                    registered = if c.proof.is_some_and(|p| p.is_strong(fp.len))
+                        || resume_anchor(&c).is_strong(fp.len)
+                    {
+                        Registered::Strong
+                    } else {
+                        Registered::Weak
+                    };
+                    (c.offset, Some(fp), c.generation, c.lineage.clone())
                 }
                 // Shorter than where we were, other first bytes, or other bytes
                 // before the offset: it was truncated (or rewritten) meanwhile, so
@@ -148,35 +261,30 @@ impl Tail {
                 // with the same bytes.
                 Some(_) => (
                     0,
-                    Fingerprint::read(&file, size, cfg.max_line_bytes)?,
+                    Fingerprint::read(file, size, max_line)?,
                     c.generation + 1,
+                    None,
                 ),
                 None => (
                     0,
-                    Fingerprint::read(&file, size, cfg.max_line_bytes)?,
+                    Fingerprint::read(file, size, max_line)?,
                     c.generation,
+                    None,
                 ),
             },
         };
-        let end_hash = match start {
-            StartAt::Resume(c) if offset == c.offset => c.end_hash,
-            _ if offset == 0 => 0,
-            _ => end_hash(&file, offset)?,
+        let end_hash = if offset == 0 {
+            0
+        } else {
+            end_hash(file, offset)?
         };
-        let mut tail = Tail {
-            cfg,
-            file,
-            key: expected,
-            path: path.to_string_lossy().into(),
-            fp: None,
-            source_id: 0,
-            generation,
-            offset,
-            end_hash,
-            carry: 0,
-            buf: Vec::new(),
-            ratio: 1400,
-        };
+        tail.offset = offset;
+        tail.end_hash = end_hash;
+        (tail.crc_base, tail.crc) = crc.unwrap_or((offset, 0));
+        tail.registered = registered;
+        tail.generation = generation;
+        tail.lineage = lineage;
+        tail.start = (offset, end_hash);
         tail.set_fingerprint(fp);
         Ok(Some(tail))
     }
@@ -195,18 +303,92 @@ impl Tail {
                     fp_hash: fp.hash,
                     generation: self.generation,
                 },
+                self.path.clone(),
+                self.lineage.clone(),
             );
         }
     }
 
     /// Truncated or rewritten: what follows is a new generation read from 0. Its id
-    /// comes from its own first bytes once the reader takes its fingerprint.
+    /// comes from its own first bytes once the reader takes its fingerprint. The
+    /// version before it stays known for a while, for a copy that shows up later.
     fn restart(&mut self) {
+        if self.fp.is_some() {
+            self.cfg.marks.supersede(self.source_id);
+        }
         self.offset = 0;
         self.end_hash = 0;
+        (self.crc_base, self.crc) = (0, 0);
         self.carry = 0;
         self.generation += 1;
+        self.lineage = None;
+        self.start = (0, 0);
+        self.registered = Registered::No;
+        self.started = Instant::now();
         self.set_fingerprint(None);
+    }
+
+    /// Where reading stands, as an anchor a copy can be recognized by.
+    pub(crate) fn anchor(&self) -> Anchor {
+        Anchor {
+            offset: self.offset,
+            end_hash: self.end_hash,
+            base: self.crc_base,
+            crc: self.crc,
+        }
+    }
+
+    /// The records' source id and path: the lineage's, or this version's own.
+    fn record_identity(&self) -> (u64, &Arc<str>) {
+        match &self.lineage {
+            Some(l) => (l.sid, &l.path),
+            None => (self.source_id, &self.path),
+        }
+    }
+
+    /// What to register in the checkpoints before this version's records are sent,
+    /// so that a restart knows the content whatever happens to the file meanwhile
+    /// (renamed and compressed, truncated and rewritten with the same first line):
+    /// every version, at the offset it starts from; a copy with the lineage it
+    /// continues; a compressed file with its size (a restart need not decompress it
+    /// again once read). `None` when it is registered already.
+    ///
+    /// The registration carries the anchor where reading stands (the end of the
+    /// chunk about to be sent): a restart that finds the file no longer reproduces
+    /// it knows the file was rewritten meanwhile, even when it starts with the same
+    /// line. Until that anchor proves more than the first line, the version is
+    /// registered again with the first one that does.
+    pub(crate) fn registration(&self) -> Option<RegistrationInfo> {
+        let mark = self.mark()?;
+        let proof = self.anchor();
+        let strong = proof.is_strong(mark.fp_len);
+        let due = match self.registered {
+            Registered::No => true,
+            Registered::Weak => strong,
+            Registered::Strong => false,
+        };
+        if !due {
+            return None;
+        }
+        Some(RegistrationInfo {
+            source_id: self.source_id,
+            mark,
+            path: self.path.clone(),
+            offset: self.start.0,
+            end_hash: self.start.1,
+            lineage: self.lineage.clone(),
+            total: self.total,
+            proof: (proof.offset > self.start.0).then_some(proof),
+        })
+    }
+
+    /// The registration `r` is saved.
+    fn registered(&mut self, r: &RegistrationInfo) {
+        self.registered = if r.proof.is_some_and(|p| p.is_strong(r.mark.fp_len)) {
+            Registered::Strong
+        } else {
+            Registered::Weak
+        };
     }
 
     /// The identity of the current content, once it has a fingerprint.
@@ -240,6 +422,9 @@ impl Tail {
 
     /// Read up to `chunk_bytes` and encode the complete records in them.
     pub(crate) fn step(&mut self) -> io::Result<Step> {
+        if self.gz.is_some() {
+            return self.step_gz();
+        }
         let size = self.file.metadata()?.len();
         let read_pos = self.read_pos();
         if size < read_pos {
@@ -261,13 +446,47 @@ impl Tail {
             if size == 0 {
                 return Ok(Step::Eof);
             }
-            let fp = Fingerprint::read(&self.file, size, self.cfg.max_line_bytes)?;
-            self.set_fingerprint(fp);
-            if self.fp.is_none() {
+            let Some(fp) = Fingerprint::read(&self.file, size, self.cfg.max_line_bytes)? else {
                 return Ok(Step::Eof);
+            };
+            // A file opened before it held a first line (a copy being written, say)
+            // is recognized now, before anything of it is read.
+            if self.offset == 0 && self.generation == 0 && self.lineage.is_none() {
+                let meta = self.file.metadata()?;
+                match match_copy(&self.cfg.marks, &self.file, &self.path, fp, &meta) {
+                    Ok(Some(c)) => {
+                        self.offset = c.offset;
+                        self.end_hash = if c.offset == 0 {
+                            0
+                        } else {
+                            end_hash(&self.file, c.offset)?
+                        };
+                        (self.crc_base, self.crc) = (c.offset, 0);
+                        self.start = (c.offset, self.end_hash);
+                        self.lineage = Some(c.lineage);
+                    }
+                    Ok(None) => {}
+                    // Maybe a copy still being written: look again at the next poll.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Eof),
+                    Err(e) => return Err(e),
+                }
             }
+            self.set_fingerprint(Some(fp));
+            return Ok(Step::Progress);
         }
         if size == read_pos {
+            return Ok(Step::Eof);
+        }
+        // A new generation holding little more than its first line so far: give it
+        // a moment to grow, so that its registration can prove more than that line
+        // (after a copytruncate many contents start alike).
+        if let Some(fp) = self.fp
+            && self.generation > 0
+            && self.offset == 0
+            && self.registered == Registered::No
+            && size < u64::from(fp.len) + anchor::MIN_WINDOW
+            && self.started.elapsed() < Duration::from_secs(1)
+        {
             return Ok(Step::Eof);
         }
         let want = (size - read_pos).min(self.cfg.chunk_bytes as u64) as usize;
@@ -284,18 +503,18 @@ impl Tail {
         if n == 0 {
             return Ok(Step::Eof);
         }
-        let data_len = self.carry + n;
-        let cfg = &*self.cfg;
-        let header = BLOCK_HEADER_FIXED_LEN + cfg.host.len() + self.path.len() + cfg.fields.len();
+        self.encode(self.carry + n)
+    }
+
+    /// Encode the complete records of `buf[..data_len]` (an unfinished line stays).
+    fn encode(&mut self, data_len: usize) -> io::Result<Step> {
+        let cfg = self.cfg.clone();
+        let (sid, record_path) = self.record_identity();
+        let record_path = record_path.clone();
+        let header = BLOCK_HEADER_FIXED_LEN + cfg.host.len() + record_path.len() + cfg.fields.len();
         let mut payload =
             Vec::with_capacity(header + data_len / 1024 * self.ratio + data_len / 16 + 64);
-        let mut block = BlockWriter::begin(
-            &mut payload,
-            &cfg.host,
-            &self.path,
-            self.source_id,
-            &cfg.fields,
-        );
+        let mut block = BlockWriter::begin(&mut payload, &cfg.host, &record_path, sid, &cfg.fields);
         let consumed = encode_lines(
             &self.buf[..data_len],
             self.carry,
@@ -310,6 +529,7 @@ impl Tail {
         let start_offset = self.offset;
         if consumed > 0 {
             self.end_hash = self.hash_before(consumed)?;
+            self.crc = crc32c::crc32c_append(self.crc, &self.buf[..consumed]);
         }
         self.buf.copy_within(consumed..data_len, 0);
         self.carry = data_len - consumed;
@@ -319,6 +539,7 @@ impl Tail {
         }
         self.ratio =
             (payload.len().saturating_sub(header) * 1024 / consumed.max(1)).clamp(1024, 64 * 1024);
+        cfg.marks.read_to(self.source_id, self.anchor());
         Ok(Step::Chunk(Chunk {
             topic: cfg.topic.clone(),
             payload,
@@ -328,12 +549,21 @@ impl Tail {
             start_offset,
             end_offset: self.offset,
             end_hash: self.end_hash,
+            crc_base: self.crc_base,
+            crc: self.crc,
         }))
     }
 
-    /// The end hash at `offset + n`, where `buf[..n]` holds the bytes from `offset`:
-    /// from the buffer when it holds enough of them, else from the file.
-    fn hash_before(&self, n: usize) -> io::Result<u64> {
+    /// The end hash at `offset + n`, where `buf[..n]` holds the bytes from `offset`
+    /// (which are being consumed): from the buffer when it holds enough of them, else
+    /// from the file, or for a compressed file from the bytes kept before `offset`.
+    fn hash_before(&mut self, n: usize) -> io::Result<u64> {
+        if let Some(phase) = self.gz.as_deref_mut() {
+            return Ok(match phase {
+                GzPhase::Read(r) => r.consume(&self.buf[..n]),
+                _ => 0,
+            });
+        }
         if n >= super::fingerprint::END_HASH_BYTES {
             Ok(end_hash_of(&self.buf[..n]))
         } else {
@@ -347,16 +577,12 @@ impl Tail {
         if self.carry == 0 {
             return None;
         }
-        let cfg = &*self.cfg;
+        let cfg = self.cfg.clone();
+        let (sid, record_path) = self.record_identity();
+        let record_path = record_path.clone();
         let mut payload =
             Vec::with_capacity(BLOCK_HEADER_FIXED_LEN + 256 + self.carry + 2 * RECORD_HEADER_LEN);
-        let mut block = BlockWriter::begin(
-            &mut payload,
-            &cfg.host,
-            &self.path,
-            self.source_id,
-            &cfg.fields,
-        );
+        let mut block = BlockWriter::begin(&mut payload, &cfg.host, &record_path, sid, &cfg.fields);
         let ts = now_ms();
         push_line(
             &self.buf[..self.carry],
@@ -371,6 +597,7 @@ impl Tail {
         let start_offset = self.offset;
         // 0 ("unknown, not checked") if the file cannot be read any more.
         self.end_hash = self.hash_before(self.carry).unwrap_or(0);
+        self.crc = crc32c::crc32c_append(self.crc, &self.buf[..self.carry]);
         self.offset += self.carry as u64;
         self.carry = 0;
         Some(Chunk {
@@ -382,6 +609,8 @@ impl Tail {
             start_offset,
             end_offset: self.offset,
             end_hash: self.end_hash,
+            crc_base: self.crc_base,
+            crc: self.crc,
         })
     }
 
@@ -389,6 +618,9 @@ impl Tail {
     /// first fingerprint to take). One `fstat`, cheap enough for the async poll tick;
     /// an error answers `true` so that [`Tail::step`] reports it.
     pub(crate) fn has_news(&self) -> bool {
+        if let Some(phase) = self.gz.as_deref() {
+            return !matches!(phase, GzPhase::Done);
+        }
         self.file
             .metadata()
             .map_or(true, |m| m.len() != self.read_pos())
@@ -410,12 +642,17 @@ impl Tail {
             .map_or((0, 0), |m| (m.ctime(), m.ctime_nsec()));
         Closed {
             fp: self.fp,
+            lineage: self.lineage.clone(),
             offset: self.offset,
             end_hash: self.end_hash,
+            crc: Some((self.crc_base, self.crc)),
+            proof: None,
             read_pos: self.read_pos(),
             generation: self.generation,
             failed,
             idle: false,
+            total: self.total,
+            done: matches!(self.gz.as_deref(), Some(GzPhase::Done)),
             ctime,
             at: Instant::now(),
         }
@@ -499,162 +736,4 @@ fn push_line(
         s += max_line;
     }
     block.push(out, 0, ts, at + s as u64, b"", &line[s..]);
-}
-
-/// Why a reader stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ExitReason {
-    /// The file was gone from the scans, read to its end and closed.
-    Orphaned,
-    /// Reading failed; the error was logged.
-    Failed,
-    /// Nothing new for `close_inactive`: the file was closed to free its descriptor.
-    Idle,
-    Shutdown,
-    /// The chunk receiver is gone.
-    ChannelClosed,
-}
-
-#[derive(Debug)]
-pub(crate) struct ReaderExit {
-    pub key: FileKey,
-    pub reason: ExitReason,
-    pub closed: Option<Closed>,
-}
-
-/// How a reader talks to the rest of the input.
-pub(crate) struct Follow {
-    pub tx: mpsc::Sender<Chunk>,
-    pub shutdown: CancellationToken,
-    /// Woken by watcher events for this file's paths and by the coordinator.
-    pub wake: Arc<Notify>,
-    /// Set by the coordinator when the file no longer appears under any matching path.
-    pub orphaned: Arc<AtomicBool>,
-    pub poll_interval: Duration,
-    /// Close the file after this long without new data (it is reopened by identity
-    /// when it changes), so thousands of matched files do not hold thousands of
-    /// descriptors. Only while more than [`CLOSE_IDLE_ABOVE`] files are open: a
-    /// closed file that is renamed out of the globs right after new lines were
-    /// written has no reader to finish it, so files stay open when there is room.
-    pub close_inactive: Duration,
-    /// The agent's counters (files open).
-    pub stats: Arc<crate::stats::AgentStats>,
-}
-
-/// Idle files are closed only while more files than this are open.
-pub(crate) const CLOSE_IDLE_ABOVE: u64 = 100;
-
-/// Tail one file until shutdown, an error, or (once it is gone) its end.
-pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
-    let key = tail.key();
-    let exit = |reason, closed| ReaderExit {
-        key,
-        reason,
-        closed,
-    };
-    debug!(path = %tail.path(), offset = tail.offset(), "tailing file");
-    let mut last_data = Instant::now();
-    loop {
-        let job = tokio::task::spawn_blocking(move || {
-            let r = tail.step();
-            (tail, r)
-        });
-        let (t, step) = tokio::select! {
-            biased;
-            _ = f.shutdown.cancelled() => return exit(ExitReason::Shutdown, None),
-            r = job => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!(error = %e, "file reader task failed");
-                    return exit(ExitReason::Failed, None);
-                }
-            },
-        };
-        tail = t;
-        match step {
-            Err(e) => {
-                warn!(path = %tail.path(), error = %e, "reading file failed; dropping it");
-                return exit(ExitReason::Failed, Some(tail.closed(true)));
-            }
-            Ok(Step::Chunk(chunk)) => {
-                last_data = Instant::now();
-                if let Some(reason) = make_durable(&tail, &f).await {
-                    return exit(reason, None);
-                }
-                if let Some(reason) = send(&f, chunk).await {
-                    return exit(reason, None);
-                }
-            }
-            Ok(Step::Progress) => last_data = Instant::now(),
-            Ok(Step::Truncated { at, size }) => {
-                info!(path = %tail.path(), offset = at, size, "file truncated; reading it again from the start");
-                last_data = Instant::now();
-            }
-            Ok(Step::Eof) => {
-                let orphaned = f.orphaned.load(Ordering::Relaxed);
-                if orphaned && last_data.elapsed() >= f.poll_interval {
-                    if let Some(chunk) = tail.flush_final() {
-                        if let Some(reason) = make_durable(&tail, &f).await {
-                            return exit(reason, None);
-                        }
-                        if let Some(reason) = send(&f, chunk).await {
-                            return exit(reason, None);
-                        }
-                    }
-                    debug!(path = %tail.path(), offset = tail.offset(), "file is gone and read to its end; closing it");
-                    return exit(ExitReason::Orphaned, Some(tail.closed(false)));
-                }
-                let crowded = f.stats.files_open.load(Ordering::Relaxed) > CLOSE_IDLE_ABOVE;
-                if crowded && last_data.elapsed() >= f.close_inactive {
-                    debug!(path = %tail.path(), offset = tail.offset(), "file inactive; closing it until it changes");
-                    let mut closed = tail.closed(false);
-                    closed.idle = true;
-                    return exit(ExitReason::Idle, Some(closed));
-                }
-                tail.shrink_idle();
-                // Look again after close_inactive: the file may be due for closing then,
-                // or more files may be open by then (never a deadline in the past).
-                let since = if crowded { last_data } else { Instant::now() };
-                let idle_at = tokio::time::Instant::from_std(since + f.close_inactive);
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = f.shutdown.cancelled() => return exit(ExitReason::Shutdown, None),
-                        _ = f.wake.notified() => break,
-                        _ = tokio::time::sleep_until(idle_at) => break,
-                        _ = tokio::time::sleep(f.poll_interval) => {
-                            if f.orphaned.load(Ordering::Relaxed) || tail.has_news() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A generation after a truncation is registered in the saved checkpoints before
-/// its first record leaves (see [`Marks::make_durable`]). `Some(reason)` when the
-/// reader must stop instead.
-async fn make_durable(tail: &Tail, f: &Follow) -> Option<ExitReason> {
-    let mark = tail.mark()?;
-    if mark.generation == 0 || tail.cfg.marks.is_durable(tail.source_id) {
-        return None;
-    }
-    tokio::select! {
-        biased;
-        _ = f.shutdown.cancelled() => Some(ExitReason::Shutdown),
-        () = tail.cfg.marks.make_durable(tail.source_id, mark, tail.path.clone()) => None,
-    }
-}
-
-/// Send one chunk, waiting while the channel is full. `Some(reason)` when the reader
-/// must stop instead.
-async fn send(f: &Follow, chunk: Chunk) -> Option<ExitReason> {
-    tokio::select! {
-        biased;
-        _ = f.shutdown.cancelled() => Some(ExitReason::Shutdown),
-        r = f.tx.send(chunk) => r.is_err().then_some(ExitReason::ChannelClosed),
-    }
 }

@@ -22,24 +22,26 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Rec {
-    path: String,
-    source_id: u64,
-    offset: u64,
-    flags: u8,
-    msg: Vec<u8>,
+pub(super) struct Rec {
+    pub path: String,
+    pub source_id: u64,
+    pub offset: u64,
+    pub flags: u8,
+    pub msg: Vec<u8>,
 }
 
 /// Decode a chunk, checking that it is one valid block consistent with its metadata.
-fn decode(c: &Chunk) -> Vec<Rec> {
+pub(super) fn decode(c: &Chunk) -> Vec<Rec> {
     let bs: Vec<_> = blocks(&c.payload, true)
         .collect::<Result<_, _>>()
         .expect("valid payload");
     assert_eq!(bs.len(), 1, "one block per chunk");
     let h = bs[0].header;
-    assert_eq!(h.source, &*c.path);
-    assert_eq!(h.source_id, c.source_id);
+    // The block carries the records' identity: the file's own, or for a copy the
+    // lineage it continues (then the chunk's version id is the copy's own).
     assert_ne!(c.source_id, 0);
+    assert_ne!(h.source_id, 0);
+    assert_eq!(h.source_id == c.source_id, h.source == &*c.path);
     assert_eq!(h.host, "test-host");
     assert_eq!(h.record_count, c.records);
     let recs: Vec<Rec> = bs[0]
@@ -48,8 +50,8 @@ fn decode(c: &Chunk) -> Vec<Rec> {
             let r = r.unwrap();
             assert!(r.timestamp_ms > 1_600_000_000_000);
             Rec {
-                path: c.path.to_string(),
-                source_id: c.source_id,
+                path: h.source.to_string(),
+                source_id: h.source_id,
                 offset: r.source_offset,
                 flags: r.flags,
                 msg: r.message.to_vec(),
@@ -63,7 +65,7 @@ fn decode(c: &Chunk) -> Vec<Rec> {
     recs
 }
 
-fn tail_config(chunk_bytes: usize, max_line_bytes: usize) -> Arc<TailConfig> {
+pub(super) fn tail_config(chunk_bytes: usize, max_line_bytes: usize) -> Arc<TailConfig> {
     Arc::new(TailConfig {
         topic: "t".into(),
         host: "test-host".into(),
@@ -74,19 +76,19 @@ fn tail_config(chunk_bytes: usize, max_line_bytes: usize) -> Arc<TailConfig> {
     })
 }
 
-fn open_tail(path: &Path, cfg: Arc<TailConfig>, start: StartAt) -> Tail {
+pub(super) fn open_tail(path: &Path, cfg: Arc<TailConfig>, start: StartAt) -> Tail {
     let key = FileKey::of(&fs::metadata(path).unwrap());
     Tail::open(cfg, path, key, start).unwrap().unwrap()
 }
 
 /// Step a tail until it reports the end of the file.
-fn drain(tail: &mut Tail) -> Vec<Rec> {
+pub(super) fn drain(tail: &mut Tail) -> Vec<Rec> {
     let mut out = Vec::new();
     loop {
         match tail.step().unwrap() {
             Step::Chunk(c) => out.extend(decode(&c)),
             Step::Progress | Step::Truncated { .. } => {}
-            Step::Eof => return out,
+            Step::Eof | Step::Finished => return out,
         }
     }
 }
@@ -100,7 +102,7 @@ fn append(path: &Path, data: &[u8]) {
     f.write_all(data).unwrap();
 }
 
-fn msgs(recs: &[Rec]) -> Vec<&[u8]> {
+pub(super) fn msgs(recs: &[Rec]) -> Vec<&[u8]> {
     recs.iter().map(|r| r.msg.as_slice()).collect()
 }
 
@@ -296,7 +298,7 @@ fn chunks_carry_identity_and_contiguous_offsets() {
                 assert_eq!(&*c.topic, "t");
             }
             Step::Progress | Step::Truncated { .. } => {}
-            Step::Eof => break,
+            Step::Eof | Step::Finished => break,
         }
     }
     assert_eq!(end, content.len() as u64);
@@ -318,7 +320,7 @@ fn resume_tells_rewritten_content_from_the_same_content() {
 
     // The same content, grown: continue at the offset, same generation.
     append(&p, b"old three\n");
-    let mut t = open_tail(&p, cfg.clone(), StartAt::Resume(closed));
+    let mut t = open_tail(&p, cfg.clone(), StartAt::Resume(closed.clone()));
     let recs = drain(&mut t);
     assert_eq!(msgs(&recs), vec![&b"old three"[..]]);
     assert_eq!(recs[0].offset, 23);
@@ -327,12 +329,21 @@ fn resume_tells_rewritten_content_from_the_same_content() {
     // Truncated and rewritten past the old offset with the same first line (while
     // nobody looked): the bytes before the offset differ, so it is a new generation
     // read from 0.
-    fs::write(&p, b"header\nnew content, longer than before\n").unwrap();
-    let mut t = open_tail(&p, cfg, StartAt::Resume(closed));
+    // (Longer than the first line plus 64 bytes: a new generation that short waits
+    // a moment for more, see `Tail::step`.)
+    fs::write(
+        &p,
+        b"header\nnew content, longer than before, and long enough to tell it apart from others\n",
+    )
+    .unwrap();
+    let mut t = open_tail(&p, cfg, StartAt::Resume(closed.clone()));
     let recs = drain(&mut t);
     assert_eq!(
         msgs(&recs),
-        vec![&b"header"[..], b"new content, longer than before"]
+        vec![
+            &b"header"[..],
+            b"new content, longer than before, and long enough to tell it apart from others"
+        ]
     );
     assert_eq!(recs[0].offset, 0);
     assert_eq!(t.closed(false).generation, closed.generation + 1);
@@ -346,10 +357,20 @@ fn a_live_reader_sees_a_refill_past_its_position_with_the_same_first_line() {
     let mut t = open_tail(&p, tail_config(1 << 16, 1 << 20), StartAt::Beginning);
     assert_eq!(drain(&mut t).len(), 2);
     // Between two looks: truncated and written again, longer than before, same header.
-    fs::write(&p, b"header\nNEW CONTENT, longer\n").unwrap();
+    fs::write(
+        &p,
+        b"header\nNEW CONTENT, longer, and long enough to tell it apart from others\n",
+    )
+    .unwrap();
     assert!(matches!(t.step().unwrap(), Step::Truncated { at: 15, .. }));
     let recs = drain(&mut t);
-    assert_eq!(msgs(&recs), vec![&b"header"[..], b"NEW CONTENT, longer"]);
+    assert_eq!(
+        msgs(&recs),
+        vec![
+            &b"header"[..],
+            b"NEW CONTENT, longer, and long enough to tell it apart from others"
+        ]
+    );
     assert_eq!(t.closed(false).generation, 1);
 }
 
@@ -612,11 +633,15 @@ async fn new_generation_is_durable_before_its_records_leave() {
     let mut s = settings(&[dir.path().join("*.log")]);
     s.marks = marks.clone();
     let mut run = start(s, 16);
+    // Every version is registered before its first records leave.
+    let r0 = tokio::time::timeout(DEADLINE, reg_rx.recv())
+        .await
+        .expect("registration")
+        .unwrap();
+    assert_eq!((r0.mark.generation, r0.offset), (0, 0));
+    assert!(r0.proof.is_some_and(|p| p.offset == 22), "{:?}", r0.proof);
+    r0.done.send(()).unwrap();
     let old = run.lines_of(&p, 2).await;
-    assert!(
-        reg_rx.try_recv().is_err(),
-        "generation 0 needs no registration"
-    );
 
     // copytruncate with the same first line: generation 1 must be registered (and
     // the registration answered) before any of its records is sent.
@@ -655,7 +680,7 @@ async fn new_generation_is_durable_before_its_records_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_closed_file_renamed_out_of_the_globs_is_read_to_its_end() {
     // Idle files are closed only while more than CLOSE_IDLE_ABOVE are open.
-    let n = reader::CLOSE_IDLE_ABOVE as usize + 20;
+    let n = reader::follow::CLOSE_IDLE_ABOVE as usize + 20;
     let dir = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = (0..n)
         .map(|i| dir.path().join(format!("f{i:03}.log")))
@@ -881,7 +906,7 @@ fn throughput() {
                     bytes += c.payload.len();
                 }
                 Step::Progress | Step::Truncated { .. } => {}
-                Step::Eof => break,
+                Step::Eof | Step::Finished => break,
             }
         }
         let secs = started.elapsed().as_secs_f64();

@@ -123,6 +123,8 @@ impl ChunkBuilder {
         let records = std::mem::take(&mut self.records);
         let payload = std::mem::replace(&mut self.payload, Vec::with_capacity(64 << 10));
         Some(Chunk {
+            crc_base: 0,
+            crc: 0,
             topic: self.topic.clone(),
             payload,
             records,

@@ -84,41 +84,71 @@ impl Sources {
         Ok(())
     }
 
-    /// Split `payload` into what is new and what is already stored.
+    /// Split `payload` into what is new and what is already stored, or already
+    /// earlier in the same payload (two files of one source, a file and its rotated
+    /// copy, can be read into one batch).
     pub(crate) fn filter(&self, payload: &[u8]) -> Result<Filtered, DecodeError> {
-        // Fast path: no block overlaps what is stored.
+        // Fast path: no block overlaps what is stored or an earlier block.
         let mut overlap = false;
+        let mut local: Vec<(&str, u64, u64)> = Vec::new();
         for block in record::blocks(payload, false) {
             let block = block?;
-            if block.header.source_id == 0 {
+            let h = block.header;
+            if h.source_id == 0 {
                 continue;
             }
-            if let Some(high) = self.get(block.header.host, block.header.source_id)
-                && let Some(first) = block.records().next()
-                && first?.source_offset <= high
+            let mut records = block.records();
+            let Some(first) = records.next() else {
+                continue;
+            };
+            let first = first?.source_offset;
+            let mut last = first;
+            for r in records {
+                last = r?.source_offset;
+            }
+            let seen = local
+                .iter_mut()
+                .find(|(host, id, _)| *id == h.source_id && *host == h.host);
+            if self
+                .get(h.host, h.source_id)
+                .is_some_and(|high| first <= high)
+                || seen.as_ref().is_some_and(|s| first <= s.2)
             {
                 overlap = true;
                 break;
+            }
+            match seen {
+                Some(s) => s.2 = last,
+                None => local.push((h.host, h.source_id, last)),
             }
         }
         if !overlap {
             return Ok(Filtered::All);
         }
+        local.clear();
         let mut out = Vec::with_capacity(payload.len());
         let mut summary = PayloadSummary::default();
         let mut dropped = 0u32;
         for block in record::blocks(payload, false) {
             let block = block?;
             let h = block.header;
-            let high = (h.source_id != 0)
+            let stored = (h.source_id != 0)
                 .then(|| self.get(h.host, h.source_id))
                 .flatten();
+            let earlier = local
+                .iter()
+                .find(|(host, id, _)| *id == h.source_id && *host == h.host)
+                .map(|s| s.2);
+            let mut high = stored.max(earlier);
             let mut w = BlockWriter::begin(&mut out, h.host, h.source, h.source_id, h.fields);
             for r in block.records() {
                 let r = r?;
                 if high.is_some_and(|high| r.source_offset <= high) {
                     dropped += 1;
                     continue;
+                }
+                if h.source_id != 0 {
+                    high = Some(r.source_offset);
                 }
                 summary.add(r.timestamp_ms, summary.records == 0);
                 w.push(
@@ -131,6 +161,15 @@ impl Sources {
                 );
             }
             w.finish(&mut out);
+            if let Some(high) = high.filter(|_| h.source_id != 0) {
+                match local
+                    .iter_mut()
+                    .find(|(host, id, _)| *id == h.source_id && *host == h.host)
+                {
+                    Some(s) => s.2 = high,
+                    None => local.push((h.host, h.source_id, high)),
+                }
+            }
         }
         if summary.records == 0 {
             return Ok(Filtered::None { dropped });
@@ -267,6 +306,28 @@ mod tests {
         s.observe(&syslog, 1).unwrap();
         assert!(matches!(s.filter(&syslog).unwrap(), Filtered::All));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn overlaps_inside_one_payload_are_dropped_too() {
+        // A file and its rotated copy, read into one batch under one source.
+        let s = Sources::default();
+        let mut both = payload("h", 7, &[100, 200, 300]);
+        both.extend(payload("h", 7, &[200, 300, 400]));
+        both.extend(payload("h", 8, &[0]));
+        match s.filter(&both).unwrap() {
+            Filtered::Some {
+                payload, dropped, ..
+            } => {
+                assert_eq!(dropped, 2);
+                assert_eq!(offsets(&payload), [100, 200, 300, 400, 0]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Consecutive pieces of one file in one batch are not an overlap.
+        let mut pieces = payload("h", 7, &[100, 200]);
+        pieces.extend(payload("h", 7, &[300]));
+        assert!(matches!(s.filter(&pieces).unwrap(), Filtered::All));
     }
 
     #[test]
