@@ -2,9 +2,12 @@
 //! and a real collector over mutual TLS, to durable storage.
 //!
 //! ```text
-//! cargo run --release -p tributary-e2e --bin tributary-bench -- [--lines 1000000] [--compression lz4|gzip|none] [--fsync always|interval]
+//! cargo run --release -p tributary-e2e --bin tributary-bench -- [--lines 1000000] [--compression lz4|gzip|none] [--fsync always|interval] [--gz]
 //! ```
 //! Prints lines/s, MB/s and, per process, CPU seconds and peak RSS (from /proc).
+//! With `--gz` the file is a compressed rotation (`bench.log.1.gz`, gzip level 6
+//! as logrotate's `gzip` writes it) that the agent decompresses: the figures are
+//! for the decompressed lines shipped.
 //! Everything runs on 127.0.0.1 and stops by itself.
 
 use std::time::{Duration, Instant};
@@ -15,6 +18,7 @@ struct Opts {
     lines: usize,
     compression: String,
     fsync: String,
+    gz: bool,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -22,6 +26,7 @@ fn parse_args() -> Result<Opts, String> {
         lines: 1_000_000,
         compression: "lz4".into(),
         fsync: "always".into(),
+        gz: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -30,6 +35,7 @@ fn parse_args() -> Result<Opts, String> {
             "--lines" => o.lines = val()?.parse().map_err(|e| format!("--lines: {e}"))?,
             "--compression" => o.compression = val()?,
             "--fsync" => o.fsync = val()?,
+            "--gz" => o.gz = true,
             "--bench" => {} // passed by `cargo bench`
             other => return Err(format!("unknown argument {other}")),
         }
@@ -69,6 +75,27 @@ fn main() {
         }
         w.flush().expect("flush");
     }
+    let file = if opts.gz {
+        let gz = logs.join("bench.log.1.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).expect("gz file"),
+            flate2::Compression::new(6),
+        );
+        std::io::copy(
+            &mut std::fs::File::open(&file).expect("bench file"),
+            &mut enc,
+        )
+        .expect("compress");
+        enc.finish().expect("finish gz");
+        std::fs::remove_file(&file).expect("remove plain file");
+        println!(
+            "compressed:     {:.1} MB gzip",
+            std::fs::metadata(&gz).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+        );
+        gz
+    } else {
+        file
+    };
     let collector = env.start_collector(&format!(
         "topics:\n  default: {{partitions: 4}}\ndurability:\n  fsync: {}\n  interval_ms: 1000\n",
         opts.fsync
@@ -121,12 +148,13 @@ fn main() {
     let mb = bytes as f64 / 1e6;
     println!("machine:        {}", machine());
     println!(
-        "workload:       {} lines, {:.1} MB ({:.0} bytes/line), compression {}, fsync {}",
+        "workload:       {} lines, {:.1} MB ({:.0} bytes/line), compression {}, fsync {}{}",
         opts.lines,
         mb,
         bytes as f64 / opts.lines as f64,
         opts.compression,
-        opts.fsync
+        opts.fsync,
+        if opts.gz { ", read from a .gz" } else { "" }
     );
     println!("elapsed:        {secs:.2} s (agent start → last line durable and visible)");
     println!(
