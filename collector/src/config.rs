@@ -69,12 +69,19 @@ pub struct IngestTlsFile {
 pub struct ApiFile {
     #[serde(default = "default_api_listen")]
     pub listen: String,
+    /// HTTP connections served at once; more wait in the accept queue.
+    pub max_connections: Option<usize>,
+    /// A request's headers must arrive within this, and an idle keep-alive
+    /// connection is closed after it; default 10s.
+    pub header_timeout: Option<HumanDuration>,
 }
 
 impl Default for ApiFile {
     fn default() -> Self {
         ApiFile {
             listen: default_api_listen(),
+            max_connections: None,
+            header_timeout: None,
         }
     }
 }
@@ -189,6 +196,7 @@ pub struct CollectorConfig {
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub api_listen: SocketAddr,
+    pub http_limits: crate::http_server::HttpLimits,
     pub default_topic: TopicSettings,
     pub topics: BTreeMap<String, TopicSettings>,
     pub fsync: FsyncMode,
@@ -303,6 +311,24 @@ impl CollectorConfigFile {
                 "must be at least 100ms",
             ));
         }
+        let defaults = crate::http_server::HttpLimits::default();
+        let http_limits = crate::http_server::HttpLimits {
+            max_connections: self.api.max_connections.unwrap_or(defaults.max_connections),
+            header_timeout: self
+                .api
+                .header_timeout
+                .map_or(defaults.header_timeout, |d| d.0),
+        };
+        if http_limits.max_connections == 0 {
+            return Err(value_err(path, "api.max_connections", "must be at least 1"));
+        }
+        if http_limits.header_timeout < Duration::from_millis(100) {
+            return Err(value_err(
+                path,
+                "api.header_timeout",
+                "must be at least 100ms",
+            ));
+        }
         let default_topic = match self.topics.get("default") {
             Some(d) => merge(path, "default", BUILTIN_DEFAULT, d)?,
             None => BUILTIN_DEFAULT,
@@ -352,6 +378,7 @@ impl CollectorConfigFile {
             tls_cert_path: self.ingest.tls.cert.clone(),
             tls_client_ca_path: self.ingest.tls.client_ca.clone(),
             idle_timeout,
+            http_limits,
             max_connections: self.ingest.max_connections,
             api_listen,
             default_topic,

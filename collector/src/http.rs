@@ -14,8 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tributary_store::{Partition, StoredRecord};
 
 use crate::metrics::Metrics;
@@ -56,19 +54,19 @@ pub fn router(storage: Arc<Storage>, metrics: Arc<Metrics>) -> Router {
             get(group_offsets).post(commit_offsets),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(crate::http_server::method_not_allowed)
         .with_state(Api { storage, metrics })
+        .pipe(crate::http_server::harden)
 }
 
-/// Serve the API on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// `x.pipe(f)` = `f(x)`, to keep the builder chain readable.
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
 }
+
+impl<T> Pipe for T {}
 
 /// A JSON error answer.
 pub struct ApiError(StatusCode, String);
@@ -83,12 +81,39 @@ async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+/// 200 `{"status":"ok"}` while every partition takes writes; else 503 naming the
+/// ones that do not and why.
+async fn healthz(State(api): State<Api>) -> Response {
+    let problems = api.storage.problems();
+    api.metrics.partitions_unwritable.set(problems.len() as i64);
+    if problems.is_empty() {
+        return axum::Json(json!({"status": "ok"})).into_response();
+    }
+    let parts: Vec<_> = problems
+        .iter()
+        .map(|(t, p, why)| json!({"topic": t, "partition": p, "error": why}))
+        .collect();
+    let error = format!(
+        "{} partition(s) cannot take writes: {}",
+        problems.len(),
+        problems
+            .iter()
+            .map(|(t, p, why)| format!("{t}/{p}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": "degraded", "error": error, "partitions": parts})),
+    )
+        .into_response()
 }
 
 async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {
     api.metrics.http_requests.inc();
+    api.metrics
+        .partitions_unwritable
+        .set(api.storage.problems().len() as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod groups;
 pub mod http;
+pub mod http_server;
 pub mod ingest;
 pub mod metrics;
 pub mod query;

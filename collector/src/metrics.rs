@@ -25,6 +25,9 @@ pub struct Metrics {
     pub http_requests: Counter,
     pub retention_segments: Counter,
     pub retention_bytes: Counter,
+    /// Partitions that cannot take writes now (set when `/healthz` or `/metrics`
+    /// is asked).
+    pub partitions_unwritable: Gauge,
 }
 
 impl Default for Metrics {
@@ -48,6 +51,7 @@ impl Metrics {
             http_requests: Counter::default(),
             retention_segments: Counter::default(),
             retention_bytes: Counter::default(),
+            partitions_unwritable: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -104,6 +108,11 @@ impl Metrics {
             "retention_deleted_bytes",
             "Segment bytes deleted by retention",
             m.retention_bytes.clone(),
+        );
+        registry.register(
+            "partitions_unwritable",
+            "Partitions that cannot take writes now (see /healthz for why)",
+            m.partitions_unwritable.clone(),
         );
         Metrics { registry, ..m }
     }

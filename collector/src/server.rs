@@ -143,7 +143,13 @@ impl Collector {
             shutdown.clone(),
         ));
         let router = crate::http::router(self.storage.clone(), self.metrics.clone());
-        let api = tokio::spawn(crate::http::serve(self.api, router, shutdown.clone()));
+        let api = tokio::spawn(crate::http_server::serve(
+            self.api,
+            router,
+            self.config.http_limits,
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
         let mut ingest = Ingest::new(
             self.config.tls.clone(),
             self.storage.clone(),

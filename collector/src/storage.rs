@@ -67,6 +67,19 @@ impl Storage {
         })
     }
 
+    /// Partitions that cannot take writes now: (topic, partition, why).
+    pub fn problems(&self) -> Vec<(String, u32, String)> {
+        let mut out = Vec::new();
+        for t in self.store.topics() {
+            for p in t.partitions() {
+                if let Some(why) = p.problem() {
+                    out.push((t.name().to_owned(), p.id(), why));
+                }
+            }
+        }
+        out
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

@@ -81,9 +81,11 @@ impl Api {
         let addr = listener.local_addr().unwrap();
         let router = tributary_collector::http::router(storage.clone(), metrics.clone());
         let shutdown = CancellationToken::new();
-        tokio::spawn(tributary_collector::http::serve(
+        tokio::spawn(tributary_collector::http_server::serve(
             listener,
             router,
+            Default::default(),
+            metrics.clone(),
             shutdown.clone(),
         ));
         let client = ApiClient::new(&format!("http://{addr}")).unwrap();

@@ -7,6 +7,7 @@
 //! - [`codec`]: batch compression (none, gzip, lz4) with hard size limits;
 //! - [`config`]: YAML loading with precise errors, sizes and durations;
 //! - [`error`]: one-line error reports that say each cause once;
+//! - [`ratelimit`]: warnings a flood can trigger, at most one per kind and interval;
 //! - [`tls`]: rustls configurations from PEM files, errors naming the file;
 //! - [`timefmt`]: RFC 3339 formatting and parsing of epoch milliseconds;
 //! - [`telemetry`]: the tracing subscriber both binaries install.
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod ratelimit;
 pub mod record;
 pub mod shutdown;
 pub mod telemetry;

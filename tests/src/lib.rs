@@ -248,11 +248,16 @@ impl Env {
     /// [`start_collector`](Self::start_collector) with more keys in `ingest:`
     /// (`ingest_yaml` lines indented by two spaces).
     pub fn start_collector_with(&self, ingest_yaml: &str, extra_yaml: &str) -> Collector {
-        self.start_collector_full(free_port(), free_port(), ingest_yaml, extra_yaml)
+        self.start_collector_full(free_port(), free_port(), ingest_yaml, "", extra_yaml)
+    }
+
+    /// [`start_collector`](Self::start_collector) with more keys in `api:`.
+    pub fn start_collector_with_api(&self, api_yaml: &str) -> Collector {
+        self.start_collector_full(free_port(), free_port(), "", api_yaml, "")
     }
 
     pub fn start_collector_on(&self, ingest: u16, api: u16, extra_yaml: &str) -> Collector {
-        self.start_collector_full(ingest, api, "", extra_yaml)
+        self.start_collector_full(ingest, api, "", "", extra_yaml)
     }
 
     fn start_collector_full(
@@ -260,11 +265,12 @@ impl Env {
         ingest: u16,
         api: u16,
         ingest_yaml: &str,
+        api_yaml: &str,
         extra_yaml: &str,
     ) -> Collector {
         let cfg = self.path().join("collector.yaml");
         let yaml = format!(
-            "data_dir: {data}\ningest:\n  listen: 127.0.0.1:{ingest}\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n{ingest_yaml}api:\n  listen: 127.0.0.1:{api}\n{extra_yaml}",
+            "data_dir: {data}\ningest:\n  listen: 127.0.0.1:{ingest}\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n{ingest_yaml}api:\n  listen: 127.0.0.1:{api}\n{api_yaml}{extra_yaml}",
             data = self.path().join("collector-data").display(),
             cert = self.certs.collector_cert.display(),
             key = self.certs.collector_key.display(),

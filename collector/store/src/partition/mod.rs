@@ -19,6 +19,7 @@
 //! to `written_end`, or to `durable_end` with `publish_on_sync`). A batch below
 //! `visible_end` is completely written, so a reader may read it without a lock.
 
+mod health;
 mod lookup;
 mod read;
 mod retention;
@@ -93,6 +94,9 @@ pub struct Partition {
     /// See [`Partition::set_segment_age`].
     segment_age_ms: AtomicI64,
     failed: AtomicBool,
+    /// Why appends fail now (see `health.rs`).
+    problem: Mutex<Option<String>>,
+    last_heal: Mutex<Option<std::time::Instant>>,
     /// Keeps the data directory lock alive as long as the partition is.
     _dir_lock: Arc<File>,
 }
@@ -140,6 +144,8 @@ impl Partition {
             size_bytes: AtomicU64::new(r.total_bytes),
             segment_age_ms: AtomicI64::new(duration_ms(crate::DEFAULT_SEGMENT_AGE)),
             failed: AtomicBool::new(false),
+            problem: Mutex::new(None),
+            last_heal: Mutex::new(None),
             _dir_lock: dir_lock,
             dir,
         })
@@ -217,7 +223,21 @@ impl Partition {
         }
         self.check_summary(payload, summary)?;
         let mut w = lock(&self.writer);
-        self.check_failed()?;
+        self.ensure_writable(&mut w)?;
+        let result = self.append_locked(&mut w, payload, summary);
+        match &result {
+            Ok(_) => self.recovered(),
+            Err(e) => self.report(e),
+        }
+        result
+    }
+
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        payload: &[u8],
+        summary: &PayloadSummary,
+    ) -> Result<AppendResult, Error> {
         // Deduplicate under the writer lock, so that two connections resending the
         // same records cannot both pass the check.
         let invalid = |e: record::DecodeError| Error::InvalidBatch {
@@ -250,8 +270,8 @@ impl Partition {
             summary.max_timestamp_ms,
         );
         let total = header.total_len();
-        if self.wants_roll(&w, &header) {
-            self.roll(&mut w)?;
+        if self.wants_roll(w, &header) {
+            self.roll(w)?;
         }
         let pos = w.size;
         let seg = w.active.clone();
@@ -263,7 +283,7 @@ impl Partition {
             self.undo(&seg, pos);
             return Err(Error::io("write", &seg.log_path)(e));
         }
-        if let Err(e) = self.index_batch(&w, &seg, pos, &header) {
+        if let Err(e) = self.index_batch(w, &seg, pos, &header) {
             self.undo(&seg, pos);
             return Err(e);
         }

@@ -13,7 +13,8 @@
 //! A roll fsyncs the old segment and both its indexes, writes the deduplication
 //! snapshot for the new base offset, creates the new segment and fsyncs the
 //! directory, in that order: after a crash only the last segment can have a torn
-//! tail, and a snapshot never describes records that are not durable.
+//! tail, and a snapshot never describes records that are not durable. What a failed
+//! roll leaves behind is in `health.rs`.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -40,18 +41,26 @@ impl Partition {
     }
 
     /// Seal the active segment and start a new one at the next offset. Called with
-    /// the writer lock held. A failed roll leaves the partition refusing writes.
+    /// the writer lock held. A failed fsync of the old segment fences the partition
+    /// (see `health.rs`); a new segment that cannot be created (full disk, no
+    /// descriptors) is removed again and the old one stays active: the next append
+    /// tries the roll again.
     pub(super) fn roll(&self, w: &mut Writer) -> Result<(), Error> {
-        let rolled = self.try_roll(w);
-        if rolled.is_err() {
-            // Half a roll (an unsynced segment, a stray new file) is repaired by
-            // recovery, not here.
+        if let Err(e) = self.seal(w) {
             self.failed.store(true, Ordering::Release);
+            return Err(e);
         }
-        rolled
+        if let Err(e) = self.start_next(w) {
+            super::health::remove_partial_segment(&self.dir, w.next_offset);
+            tracing::debug!(error = %e, "cannot start the next segment; the next append tries again");
+            return Err(e);
+        }
+        Ok(())
     }
 
-    fn try_roll(&self, w: &mut Writer) -> Result<(), Error> {
+    /// fsync the active segment and its indexes, and write the deduplication
+    /// snapshot for the next base offset.
+    fn seal(&self, w: &mut Writer) -> Result<(), Error> {
         let old = w.active.clone();
         old.file
             .sync_data()
@@ -71,6 +80,16 @@ impl Partition {
         if let Err(e) = dedup::write_snapshot(&self.dir, w.next_offset, &w.sources) {
             // Only an accelerator: the next open scans a little more.
             tracing::warn!(error = %e, "cannot write a deduplication snapshot");
+        }
+        Ok(())
+    }
+
+    /// Create the next segment and make it the active one.
+    fn start_next(&self, w: &mut Writer) -> Result<(), Error> {
+        // An empty leftover of an earlier attempt that could not be removed.
+        let leftover = segment::log_path(&self.dir, w.next_offset);
+        if std::fs::metadata(&leftover).is_ok_and(|m| m.len() == 0) {
+            super::health::remove_partial_segment(&self.dir, w.next_offset);
         }
         let (seg, files) = Segment::create(&self.dir, w.next_offset)?;
         segment::sync_dir(&self.dir)?;
