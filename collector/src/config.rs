@@ -46,6 +46,11 @@ pub struct IngestFile {
     /// An agent connection with no frame for this long is closed (agents reconnect
     /// when they have something to send); default 5m.
     pub idle_timeout: Option<HumanDuration>,
+    /// Bytes of frames and decompressed batches in memory across all connections;
+    /// a connection waits for room before it reads a frame. Default 256MiB.
+    pub max_inflight_bytes: Option<ByteSize>,
+    /// Connections from one address at once; default 64.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 fn default_ingest_listen() -> String {
@@ -195,6 +200,8 @@ pub struct CollectorConfig {
     pub tls_client_ca_path: Option<PathBuf>,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    pub max_inflight_bytes: usize,
+    pub max_connections_per_ip: usize,
     pub api_listen: SocketAddr,
     pub http_limits: crate::http_server::HttpLimits,
     pub default_topic: TopicSettings,
@@ -311,6 +318,29 @@ impl CollectorConfigFile {
                 "must be at least 100ms",
             ));
         }
+        let max_inflight_bytes = self
+            .ingest
+            .max_inflight_bytes
+            .map_or(crate::ingest::DEFAULT_MAX_INFLIGHT_BYTES as u64, |b| b.0);
+        if !((16 << 20)..=(64 << 30)).contains(&max_inflight_bytes) {
+            return Err(value_err(
+                path,
+                "ingest.max_inflight_bytes",
+                "must be between 16MiB (one largest frame) and 64GiB",
+            ));
+        }
+        let max_inflight_bytes = max_inflight_bytes as usize;
+        let max_connections_per_ip = self
+            .ingest
+            .max_connections_per_ip
+            .unwrap_or(crate::ingest::DEFAULT_MAX_CONNECTIONS_PER_IP);
+        if max_connections_per_ip == 0 {
+            return Err(value_err(
+                path,
+                "ingest.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
         let defaults = crate::http_server::HttpLimits::default();
         let http_limits = crate::http_server::HttpLimits {
             max_connections: self.api.max_connections.unwrap_or(defaults.max_connections),
@@ -378,6 +408,8 @@ impl CollectorConfigFile {
             tls_cert_path: self.ingest.tls.cert.clone(),
             tls_client_ca_path: self.ingest.tls.client_ca.clone(),
             idle_timeout,
+            max_inflight_bytes,
+            max_connections_per_ip,
             http_limits,
             max_connections: self.ingest.max_connections,
             api_listen,

@@ -11,24 +11,36 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_common::wire::{
     BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame, FrameCodec,
-    PROTOCOL_VERSION, WireError,
+    PROTOCOL_VERSION, WireError, decode_frame,
 };
 
+use crate::budget::{MemoryBudget, PerIp, Reserved};
 use crate::metrics::Metrics;
 use crate::storage::{Appended, Storage, StorageError};
 
-/// TLS and HELLO must complete within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS and HELLO must complete within this: shorter than an agent's connect
+/// timeout (10 s), so a flood of stalled handshakes cannot outlast real agents'.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that said HELLO must send its first batch within this (agents
+/// connect when they have something to send).
+const FIRST_BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A frame's bytes must all arrive within this once its length was read.
+const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bytes in flight across all connections.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 << 20;
+/// Default connections per peer address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 /// By default, a connection with no frame for this long is closed (agents reconnect
 /// when they have something to send).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -48,6 +60,10 @@ pub struct Ingest {
     pub idle_timeout: Duration,
     pub max_frame_bytes: usize,
     pub max_batch_bytes: usize,
+    /// Bytes of frames and decompressed payloads in memory, all connections.
+    pub budget: MemoryBudget,
+    pub max_connections_per_ip: usize,
+    per_ip: PerIp,
 }
 
 impl Ingest {
@@ -67,6 +83,9 @@ impl Ingest {
             idle_timeout: IDLE_TIMEOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            budget: MemoryBudget::new(DEFAULT_MAX_INFLIGHT_BYTES),
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            per_ip: PerIp::default(),
         }
     }
 
@@ -92,13 +111,26 @@ impl Ingest {
                     Ok(x) => { backoff = Duration::from_millis(10); x }
                     Err(e) => {
                         // EMFILE and friends: wait and retry, never exit.
-                        tracing::warn!(error = %e, "accept failed");
+                        this.metrics.error("accept");
+                        tributary_common::ratelimit::warn("ingest_accept", format_args!("ingest cannot accept a connection: {e}"));
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(1));
                         continue;
                     }
                 },
                 _ = shutdown.cancelled() => break,
+            };
+            let Some(ip_slot) = this.per_ip.admit(peer.ip(), this.max_connections_per_ip) else {
+                this.metrics.error("per_ip_limit");
+                tributary_common::ratelimit::warn(
+                    "ingest_per_ip",
+                    format_args!(
+                        "refused a connection from {}: it has {} open already (ingest.max_connections_per_ip)",
+                        peer.ip(),
+                        this.max_connections_per_ip
+                    ),
+                );
+                continue;
             };
             let _ = tcp.set_nodelay(true);
             let this = this.clone();
@@ -108,9 +140,18 @@ impl Ingest {
                 this.metrics.connections_total.inc();
                 this.metrics.connections_active.inc();
                 if let Err(reason) = this.connection(acceptor, tcp, peer, shutdown).await {
-                    tracing::warn!(%peer, %reason, "agent connection closed");
+                    if reason.starts_with("TLS handshake") || reason.starts_with("no HELLO") {
+                        // What a flood of bad clients produces: not one line each.
+                        tributary_common::ratelimit::warn(
+                            "ingest_handshake",
+                            format_args!("agent connection from {peer} closed: {reason}"),
+                        );
+                    } else {
+                        tracing::warn!(%peer, %reason, "agent connection closed");
+                    }
                 }
                 this.metrics.connections_active.dec();
+                drop(ip_slot);
                 drop(permit);
             });
         }
@@ -153,11 +194,16 @@ impl Ingest {
             .map(|c| tributary_common::tls::cert_names(c).join(","))
             .unwrap_or_default();
         let (r, w) = tokio::io::split(tls);
-        let mut reader = FramedRead::new(r, FrameCodec::new(self.max_frame_bytes));
+        let mut reader = FrameReader {
+            inner: r,
+            max_frame: self.max_frame_bytes.min(self.budget.total()),
+            budget: self.budget.clone(),
+        };
         let mut writer = FramedWrite::new(w, FrameCodec::new(self.max_frame_bytes));
-        let (host, agent_version) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
+        let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
             .await
-        {
+            .map(|o| o.map(|r| r.map(|(f, _)| f)));
+        let (host, agent_version) = match hello {
             Ok(Some(Ok(Frame::Hello {
                 version,
                 host,
@@ -226,13 +272,20 @@ impl Ingest {
 
     async fn read_loop<R: AsyncRead + Unpin>(
         self: &Arc<Self>,
-        reader: &mut FramedRead<R, FrameCodec>,
+        reader: &mut FrameReader<R>,
         ack_tx: &mpsc::Sender<Pending>,
         shutdown: &CancellationToken,
     ) -> Result<(), String> {
+        let mut batches = 0u64;
         loop {
+            // Until its first batch a connection gets a short idle timeout.
+            let idle = if batches == 0 {
+                self.idle_timeout.min(FIRST_BATCH_TIMEOUT)
+            } else {
+                self.idle_timeout
+            };
             let frame = tokio::select! {
-                f = tokio::time::timeout(self.idle_timeout, reader.next()) => f,
+                f = tokio::time::timeout(idle, reader.next()) => f,
                 _ = shutdown.cancelled() => {
                     let _ = ack_tx.send(Pending::Fatal(ErrorCode::ShuttingDown, "collector is shutting down".into())).await;
                     return Ok(());
@@ -257,8 +310,8 @@ impl Ingest {
                     let _ = ack_tx.send(Pending::Fatal(e.code(), e.to_string())).await;
                     return Err(format!("bad frame: {e}"));
                 }
-                Ok(Some(Ok(Frame::Batch(b)))) => b,
-                Ok(Some(Ok(other))) => {
+                Ok(Some(Ok((Frame::Batch(b), held)))) => (b, held),
+                Ok(Some(Ok((other, _)))) => {
                     self.metrics.error("malformed_frame");
                     let msg = format!("unexpected {} frame", frame_name(&other));
                     let _ = ack_tx
@@ -267,7 +320,9 @@ impl Ingest {
                     return Err(msg);
                 }
             };
-            match self.store_batch(batch).await {
+            batches += 1;
+            let (batch, held) = batch;
+            match self.store_batch(batch, held).await {
                 Ok(p) => {
                     if ack_tx.send(p).await.is_err() {
                         return Ok(());
@@ -284,11 +339,17 @@ impl Ingest {
 
     /// Open and append one batch. A refused batch whose fault is the sender's
     /// (bad checksum, bomb, malformed payload) is fatal for the connection.
-    async fn store_batch(&self, batch: BatchFrame) -> Result<Pending, Fatal> {
+    async fn store_batch(&self, batch: BatchFrame, _frame: Reserved) -> Result<Pending, Fatal> {
         let seq = batch.seq;
         let compressed = batch.payload.len() as u64;
         let limit = self.max_batch_bytes;
         let topic = batch.topic.clone();
+        // The decompressed payload needs room too (the declared size, which `open`
+        // enforces); held until it is appended.
+        let _payload = self
+            .budget
+            .reserve((batch.uncompressed_len as usize).min(limit))
+            .await;
         // Decompression and validation are CPU work: keep them off the runtime threads.
         let opened = tokio::task::spawn_blocking(move || batch.open(limit))
             .await
@@ -430,6 +491,60 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+/// Reads frames, reserving each frame's bytes in the memory budget before they are
+/// read: a connection announcing a large frame waits for room, it does not buffer.
+struct FrameReader<R> {
+    inner: R,
+    max_frame: usize,
+    budget: MemoryBudget,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// The next frame and the budget it holds; `None` at a clean end between frames.
+    async fn next(&mut self) -> Option<Result<(Frame, Reserved), WireError>> {
+        let mut len = [0u8; 4];
+        match self.inner.read(&mut len[..1]).await {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(WireError::Io(e))),
+        }
+        Some(self.rest(len).await)
+    }
+
+    async fn rest(&mut self, mut len: [u8; 4]) -> Result<(Frame, Reserved), WireError> {
+        let read = async {
+            self.inner.read_exact(&mut len[1..]).await?;
+            let n = u32::from_le_bytes(len) as usize;
+            if n > self.max_frame {
+                return Err(WireError::FrameTooLarge {
+                    len: n,
+                    limit: self.max_frame,
+                });
+            }
+            if n == 0 {
+                return Err(WireError::Malformed {
+                    frame: "any",
+                    reason: "empty frame",
+                });
+            }
+            let held = self.budget.reserve(n).await;
+            let mut body = vec![0u8; n];
+            self.inner.read_exact(&mut body).await?;
+            Ok((decode_frame(Bytes::from(body))?, held))
+        };
+        match tokio::time::timeout(FRAME_READ_TIMEOUT, read).await {
+            Ok(Err(WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(WireError::TruncatedStream)
+            }
+            Ok(r) => r,
+            Err(_) => Err(WireError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("a frame was not complete within {FRAME_READ_TIMEOUT:?}"),
+            ))),
+        }
+    }
 }
 
 fn frame_name(f: &Frame) -> &'static str {

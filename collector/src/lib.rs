@@ -14,6 +14,7 @@
 //! - [`http`]: the API; [`client`] and [`cli`]: the client subcommands;
 //! - [`certs`], [`quickstart`]: getting started; [`check`]: `serve --check-config`.
 
+pub mod budget;
 pub mod certs;
 pub mod check;
 pub mod cli;

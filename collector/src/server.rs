@@ -159,6 +159,8 @@ impl Collector {
         ingest.tls_cert_path = self.config.tls_cert_path.clone();
         ingest.tls_client_ca_path = self.config.tls_client_ca_path.clone();
         ingest.idle_timeout = self.config.idle_timeout;
+        ingest.budget = crate::budget::MemoryBudget::new(self.config.max_inflight_bytes);
+        ingest.max_connections_per_ip = self.config.max_connections_per_ip;
         ingest.run(self.ingest, shutdown.clone()).await;
         let api_result = api.await;
         let _ = flusher.await;

@@ -213,3 +213,213 @@ fn http_idle_and_slowloris_clients_are_dropped_and_errors_are_json() {
         assert!(v["error"].is_string(), "{status}: {answer}");
     }
 }
+
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// TLS with the agent certificate, then HELLO and its WELCOME.
+async fn agent_session(env: &Env, port: u16) -> std::io::Result<Tls> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tributary_common::wire::{Frame, FrameCodec, PROTOCOL_VERSION};
+    let config = tributary_common::tls::client_config(
+        &env.certs.ca,
+        Some((
+            env.certs.agent_cert.as_path(),
+            env.certs.agent_key.as_path(),
+        )),
+    )
+    .expect("client config");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    let mut hello = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(
+        &mut FrameCodec::new(1 << 20),
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            host: "abuse".into(),
+            agent: "test".into(),
+        },
+        &mut hello,
+    )
+    .expect("encode");
+    tls.write_all(&hello).await?;
+    tls.flush().await?;
+    let mut len = [0u8; 4];
+    tls.read_exact(&mut len).await?;
+    let mut welcome = vec![0u8; u32::from_le_bytes(len) as usize];
+    tls.read_exact(&mut welcome).await?;
+    Ok(tls)
+}
+
+/// Hundreds of connections announcing 16 MiB frames and sending part of them:
+/// the collector reads a frame only once the memory budget has room for it, so its
+/// memory stays within the budget; a real agent's lines still arrive, and the
+/// stalled senders are dropped at the frame timeout.
+#[test]
+fn half_sent_frames_stay_within_the_memory_budget() {
+    let env = Env::new();
+    let collector = env.start_collector_with(
+        "  max_inflight_bytes: 64MiB\n  max_connections_per_ip: 1000\n",
+        "topics:\n  default: {partitions: 1}\n",
+    );
+    let pid = collector.proc.pid();
+    let before = rss(pid);
+    let port = collector.ingest_port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let held = tributary_e2e::block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut tasks = Vec::new();
+        for _ in 0..300 {
+            tasks.push(agent_session(&env, port));
+        }
+        let mut streams = Vec::new();
+        for t in futures_util::future::join_all(tasks).await {
+            streams.push(t.expect("session"));
+        }
+        // Each announces a frame of 16 MiB - 100 bytes and sends 2 MiB of it (or as
+        // much as the socket takes within a few seconds), then stalls.
+        let chunk = vec![0x42u8; 2 << 20];
+        let writes = streams.iter_mut().map(|s| async {
+            let len = ((16u32 << 20) - 100).to_le_bytes();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                s.write_all(&len).await?;
+                s.write_all(&chunk).await?;
+                s.flush().await
+            })
+            .await;
+        });
+        futures_util::future::join_all(writes).await;
+        streams
+    });
+    // A real agent meanwhile.
+    let log = env.path().join("app.log");
+    append_lines(&log, (0..500).map(|i| format!("real {i}")));
+    let yaml = format!(
+        "host: real\ndata_dir: {}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{}\"]\n{}",
+        env.path().join("agent-data").display(),
+        log.display(),
+        env.output_yaml(&collector, "lz4")
+    );
+    let agent = env.start_agent("agent", &yaml);
+    collector.wait_for_count("app", 500, Duration::from_secs(90), &agent);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grew = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    eprintln!(
+        "abuse: collector RSS {:.1} MB before, peak {:.1} MB with 300 half-sent 16 MiB frames (budget 64 MiB)",
+        before as f64 / 1e6,
+        (before + grew) as f64 / 1e6
+    );
+    assert!(
+        grew < (64 + 48) << 20,
+        "RSS grew by {:.1} MB",
+        grew as f64 / 1e6
+    );
+    drop(held);
+    drop(agent);
+}
+
+/// Idle TCP sockets are closed at the TLS handshake timeout (5 s), a client that
+/// says HELLO and nothing more at the first-batch timeout (the idle timeout, 2 s
+/// here), and connections beyond the per-address limit at once, while a real
+/// agent is served.
+#[test]
+fn stalled_ingest_clients_are_dropped_and_each_address_is_capped() {
+    let env = Env::new();
+    let collector = env.start_collector_with(
+        "  idle_timeout: 2s\n  max_connections_per_ip: 8\n",
+        "topics:\n  default: {partitions: 1}\n",
+    );
+    let port = collector.ingest_port;
+    let started = Instant::now();
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    let sessions = tributary_e2e::block_on(async {
+        let a = agent_session(&env, port).await.expect("session");
+        let b = agent_session(&env, port).await.expect("session");
+        vec![a, b]
+    });
+    // 4 idle + 2 sessions = 6 of 8: two more fit, the rest are closed at once.
+    let extra: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    let closed_at = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 64];
+        let _ = s.read(&mut b);
+        started.elapsed()
+    };
+    // Give the collector a moment to see them, then look at each without waiting.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut quick = 0;
+    for s in &extra {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 8];
+        if matches!((&*s).read(&mut b), Ok(0)) {
+            quick += 1;
+        }
+    }
+    assert_eq!(
+        quick, 2,
+        "connections beyond the per-address limit are closed at once"
+    );
+    // The HELLO-only sessions end at the first-batch timeout.
+    let ended = tributary_e2e::block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        for mut s in sessions {
+            let mut buf = [0u8; 256];
+            let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+            out.push((r.is_ok(), started.elapsed()));
+        }
+        out
+    });
+    for (closed, at) in ended {
+        assert!(
+            closed && at < Duration::from_secs(6),
+            "HELLO-only session open for {at:?}"
+        );
+    }
+    for s in idle {
+        let at = closed_at(s);
+        assert!(at < Duration::from_secs(8), "idle socket open for {at:?}");
+    }
+    // A real agent is served.
+    let log = env.path().join("app.log");
+    append_lines(&log, (0..10).map(|i| format!("real {i}")));
+    let yaml = format!(
+        "host: real\ndata_dir: {}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{}\"]\n{}",
+        env.path().join("agent-data").display(),
+        log.display(),
+        env.output_yaml(&collector, "lz4")
+    );
+    let agent = env.start_agent("agent", &yaml);
+    collector.wait_for_count("app", 10, Duration::from_secs(30), &agent);
+}

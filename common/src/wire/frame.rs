@@ -280,6 +280,19 @@ impl Body {
     }
 }
 
+/// Decode one frame body (the bytes after the length prefix: kind, then fields),
+/// for readers that frame the stream themselves.
+pub fn decode_frame(mut body: Bytes) -> Result<Frame, WireError> {
+    if body.is_empty() {
+        return Err(WireError::Malformed {
+            frame: "any",
+            reason: "empty frame",
+        });
+    }
+    let kind = body.get_u8();
+    decode_body(kind, body)
+}
+
 fn decode_body(kind: u8, buf: Bytes) -> Result<Frame, WireError> {
     let name = match kind {
         T_HELLO => "HELLO",

@@ -24,5 +24,5 @@ mod frame;
 
 pub use frame::{
     BatchError, BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame,
-    FrameCodec, MAGIC, PROTOCOL_VERSION, WireError,
+    FrameCodec, MAGIC, PROTOCOL_VERSION, WireError, decode_frame,
 };
