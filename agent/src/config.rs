@@ -80,6 +80,8 @@ pub struct InputFile {
     pub tls: Option<SyslogTlsFile>,
     /// Syslog: most TCP/TLS connections at once (per input); default 1024.
     pub max_connections: Option<u32>,
+    /// Syslog: TCP/TLS connections from one address at once; default 16.
+    pub max_connections_per_ip: Option<u32>,
     /// Syslog: a TCP/TLS connection silent this long is closed; default 5m.
     pub idle_timeout: Option<HumanDuration>,
 }
@@ -93,6 +95,10 @@ impl InputFile {
             ("max_message_bytes", self.max_message_bytes.is_some()),
             ("tls", self.tls.is_some()),
             ("max_connections", self.max_connections.is_some()),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip.is_some(),
+            ),
             ("idle_timeout", self.idle_timeout.is_some()),
         ]
         .into_iter()
@@ -229,6 +235,7 @@ pub struct SyslogInputConfig {
     /// Server configuration for `tls://` listeners.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub idle_timeout: Duration,
 }
 
@@ -515,7 +522,15 @@ fn resolve_syslog(
             "must be at least 1",
         ));
     }
-    let idle_timeout = input.idle_timeout.map_or(Duration::from_secs(300), |d| d.0);
+    let max_connections_per_ip = input.max_connections_per_ip.unwrap_or(16);
+    if max_connections_per_ip == 0 {
+        return Err(value_err(
+            path,
+            key("max_connections_per_ip"),
+            "must be at least 1",
+        ));
+    }
+    let idle_timeout = input.idle_timeout.map_or(Duration::from_secs(60), |d| d.0);
     if idle_timeout < Duration::from_millis(100) {
         return Err(value_err(
             path,
@@ -532,6 +547,7 @@ fn resolve_syslog(
         max_message_bytes: max_message_bytes as usize,
         tls,
         max_connections: max_connections as usize,
+        max_connections_per_ip: max_connections_per_ip as usize,
         idle_timeout,
     })
 }

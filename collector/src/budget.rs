@@ -1,5 +1,4 @@
-//! Shared bounds of the ingest listener: the bytes in flight across all agent
-//! connections, and connections per peer address.
+//! The bytes in flight across all agent connections of the ingest listener.
 //!
 //! A frame's bytes are reserved before the frame is read ([`MemoryBudget`]): a
 //! connection that announces a large frame waits for room instead of buffering it,
@@ -7,9 +6,7 @@
 //! they send. Decompressed payloads are reserved the same way before a batch is
 //! opened.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -56,52 +53,6 @@ impl MemoryBudget {
     }
 }
 
-/// Connections per peer address.
-#[derive(Clone, Default)]
-pub struct PerIp {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-/// One connection counted for its address; uncounted when dropped.
-pub struct IpSlot {
-    ip: IpAddr,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl PerIp {
-    /// Count one more connection from `ip`, unless it already has `max`.
-    pub fn admit(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = open.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            ip,
-            open: self.open.clone(),
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,19 +71,5 @@ mod tests {
         drop(_c);
         let _all = b.reserve(100 * UNIT).await;
         assert_eq!(b.available(), 0);
-    }
-
-    #[test]
-    fn per_ip_counts_and_forgets() {
-        let p = PerIp::default();
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = p.admit(ip, 2).unwrap();
-        let b = p.admit(ip, 2).unwrap();
-        assert!(p.admit(ip, 2).is_none());
-        assert!(p.admit("10.0.0.2".parse().unwrap(), 2).is_some());
-        drop(a);
-        assert!(p.admit(ip, 2).is_some());
-        drop(b);
-        assert!(p.open.lock().unwrap().len() <= 1);
     }
 }

@@ -25,9 +25,10 @@ use tributary_common::wire::{
     PROTOCOL_VERSION, WireError, decode_frame,
 };
 
-use crate::budget::{MemoryBudget, PerIp, Reserved};
+use crate::budget::{MemoryBudget, Reserved};
 use crate::metrics::Metrics;
 use crate::storage::{Appended, Storage, StorageError};
+use tributary_common::limits::PerIp;
 
 /// TLS and HELLO must complete within this: shorter than an agent's connect
 /// timeout (10 s), so a flood of stalled handshakes cannot outlast real agents'.

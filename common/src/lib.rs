@@ -17,6 +17,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod ratelimit;
 pub mod record;
 pub mod shutdown;

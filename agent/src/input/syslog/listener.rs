@@ -293,7 +293,7 @@ pub(super) async fn tcp(
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "syslog accept failed");
+                    tributary_common::ratelimit::warn("syslog_accept", format_args!("syslog accept failed: {e}"));
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -304,12 +304,25 @@ pub(super) async fn tcp(
             },
         };
         backoff = Duration::from_millis(10);
+        // One sender cannot take every slot.
+        let Some(ip_slot) = sh.per_ip.admit(addr.ip(), sh.max_connections_per_ip) else {
+            tributary_common::ratelimit::warn(
+                "syslog_per_ip",
+                format_args!(
+                    "refused a syslog connection from {}: it has {} open already (max_connections_per_ip)",
+                    addr.ip(),
+                    sh.max_connections_per_ip
+                ),
+            );
+            continue;
+        };
         sh.stats.syslog_connections.fetch_add(1, Ordering::Relaxed);
         let peer = peer_of(transport, addr.ip());
         tracing::debug!(peer = %addr, source = %peer.source, "syslog connection");
         let (sh, tx, stop, tls) = (sh.clone(), tx.clone(), shutdown.clone(), tls.clone());
         tracker.spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             match tls {
                 None => connection(stream, peer, &sh, tx, stop).await,
                 Some(acceptor) => {

@@ -132,6 +132,8 @@ pub(crate) struct Shared {
     pub chunk_bytes: usize,
     pub stats: Arc<AgentStats>,
     pub connections: Arc<Semaphore>,
+    pub max_connections_per_ip: usize,
+    pub per_ip: tributary_common::limits::PerIp,
 }
 
 enum Bound {
@@ -187,6 +189,8 @@ impl SyslogInput {
                 chunk_bytes: chunk_bytes.max(1),
                 stats,
                 connections: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+                max_connections_per_ip: cfg.max_connections_per_ip,
+                per_ip: Default::default(),
             }),
         })
     }

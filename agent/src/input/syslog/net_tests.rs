@@ -72,7 +72,8 @@ fn config_keys() {
     assert_eq!(s.timezone, TimeZone::Utc);
     assert_eq!(s.max_message_bytes, 64 << 10);
     assert_eq!(s.max_connections, 1024);
-    assert_eq!(s.idle_timeout, Duration::from_secs(300));
+    assert_eq!(s.idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.max_connections_per_ip, 16);
 
     let bad = |input: &str, key: &str, says: &str| {
         let err = resolve(&yaml(input)).unwrap_err().to_string();
@@ -187,6 +188,7 @@ fn settings(listen: &[&str]) -> SyslogInputConfig {
         max_message_bytes: 1024,
         tls: None,
         max_connections: 16,
+        max_connections_per_ip: 16,
         idle_timeout: Duration::from_secs(30),
     }
 }
@@ -434,6 +436,39 @@ async fn connection_cap_and_idle_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(messages(&r.records(1).await), ["second"]);
     assert_eq!(r.stats.syslog_connections.load(Ordering::Relaxed), 2);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_sender_cannot_take_every_connection() {
+    let mut cfg = settings(&["tcp://127.0.0.1:0"]);
+    cfg.max_connections_per_ip = 2;
+    let mut r = start(cfg, 8).await;
+    let addr = r.addr(Transport::Tcp);
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("<13>1 - - - - - - held {i}\n").as_bytes())
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    assert_eq!(r.records(2).await.len(), 2);
+    // A third from the same address is closed at once, unread.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(b"<13>1 - - - - - - third\n").await;
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut byte))
+        .await
+        .expect("closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    r.quiet(Duration::from_millis(200)).await;
+    // Once one closes, the address may connect again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = TcpStream::connect(addr).await.unwrap();
+    again.write_all(b"<13>1 - - - - - - again\n").await.unwrap();
+    assert_eq!(messages(&r.records(1).await), ["again"]);
     r.shutdown().await;
 }
 
