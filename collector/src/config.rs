@@ -20,9 +20,10 @@ pub struct CollectorConfigFile {
     pub ingest: IngestFile,
     #[serde(default)]
     pub api: ApiFile,
-    /// `default` applies to topics without their own entry; other keys are topic names.
+    /// `default` applies to topics without their own entry; `max_topics` and
+    /// `auto_create` are settings; other keys are topic names.
     #[serde(default)]
-    pub topics: BTreeMap<String, TopicFile>,
+    pub topics: BTreeMap<String, TopicEntry>,
     #[serde(default)]
     pub durability: DurabilityFile,
     /// How the collector enforces the topics' `retention` settings.
@@ -79,6 +80,8 @@ pub struct ApiFile {
     /// A request's headers must arrive within this, and an idle keep-alive
     /// connection is closed after it; default 10s.
     pub header_timeout: Option<HumanDuration>,
+    /// Most consumer groups kept (any API client can create one); default 10000.
+    pub max_groups: Option<usize>,
 }
 
 impl Default for ApiFile {
@@ -87,12 +90,26 @@ impl Default for ApiFile {
             listen: default_api_listen(),
             max_connections: None,
             header_timeout: None,
+            max_groups: None,
         }
     }
 }
 
 fn default_api_listen() -> String {
     "127.0.0.1:7401".into()
+}
+
+/// Default most topics (each partition holds a few descriptors while active).
+pub const DEFAULT_MAX_TOPICS: usize = 1000;
+
+/// A key under `topics:`: a topic's settings, or one of the settings of topics as a
+/// whole (`max_topics: 1000`, `auto_create: true`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum TopicEntry {
+    Topic(TopicFile),
+    Number(u64),
+    Flag(bool),
 }
 
 /// One entry under `topics:`. `partitions` and `segment_bytes` are fixed when a
@@ -204,8 +221,13 @@ pub struct CollectorConfig {
     pub max_connections_per_ip: usize,
     pub api_listen: SocketAddr,
     pub http_limits: crate::http_server::HttpLimits,
+    pub max_groups: usize,
     pub default_topic: TopicSettings,
     pub topics: BTreeMap<String, TopicSettings>,
+    /// Most topics the store may hold; agents cannot create more.
+    pub max_topics: usize,
+    /// Whether a topic an agent names that does not exist yet is created.
+    pub auto_create: bool,
     pub fsync: FsyncMode,
     pub fsync_interval: Duration,
     /// How often retention runs.
@@ -359,12 +381,44 @@ impl CollectorConfigFile {
                 "must be at least 100ms",
             ));
         }
-        let default_topic = match self.topics.get("default") {
+        let mut max_topics = DEFAULT_MAX_TOPICS;
+        let mut auto_create = true;
+        let mut files: BTreeMap<&str, &TopicFile> = BTreeMap::new();
+        for (name, entry) in &self.topics {
+            match (name.as_str(), entry) {
+                ("max_topics", TopicEntry::Number(n)) => max_topics = *n as usize,
+                ("max_topics", _) => {
+                    return Err(value_err(path, "topics.max_topics", "must be a number"));
+                }
+                ("auto_create", TopicEntry::Flag(b)) => auto_create = *b,
+                ("auto_create", _) => {
+                    return Err(value_err(
+                        path,
+                        "topics.auto_create",
+                        "must be true or false",
+                    ));
+                }
+                (_, TopicEntry::Topic(t)) => {
+                    files.insert(name, t);
+                }
+                (_, _) => {
+                    return Err(value_err(
+                        path,
+                        format!("topics.{name}"),
+                        "a topic's settings are a mapping ({partitions: 4, …})",
+                    ));
+                }
+            }
+        }
+        if max_topics == 0 {
+            return Err(value_err(path, "topics.max_topics", "must be at least 1"));
+        }
+        let default_topic = match files.get("default") {
             Some(d) => merge(path, "default", BUILTIN_DEFAULT, d)?,
             None => BUILTIN_DEFAULT,
         };
         let mut topics = BTreeMap::new();
-        for (name, t) in &self.topics {
+        for (name, t) in files {
             if name == "default" {
                 continue;
             }
@@ -375,7 +429,7 @@ impl CollectorConfigFile {
                     "not a valid topic name ([A-Za-z0-9._-]{1,249})",
                 ));
             }
-            topics.insert(name.clone(), merge(path, name, default_topic, t)?);
+            topics.insert(name.to_owned(), merge(path, name, default_topic, t)?);
         }
         if self.ingest.max_connections == 0 {
             return Err(value_err(
@@ -411,9 +465,16 @@ impl CollectorConfigFile {
             max_inflight_bytes,
             max_connections_per_ip,
             http_limits,
+            max_groups: self
+                .api
+                .max_groups
+                .unwrap_or(crate::groups::DEFAULT_MAX_GROUPS)
+                .max(1),
             max_connections: self.ingest.max_connections,
             api_listen,
             default_topic,
+            max_topics,
+            auto_create,
             topics,
             fsync: self.durability.fsync,
             fsync_interval: interval,
@@ -430,10 +491,16 @@ mod tests {
     fn example_config_parses_and_merges_topic_overrides() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/collector.yaml");
         let f: CollectorConfigFile = config::load_yaml(Path::new(path)).unwrap();
-        let default = merge("c", "default", BUILTIN_DEFAULT, &f.topics["default"]).unwrap();
+        let topic = |name: &str| match &f.topics[name] {
+            TopicEntry::Topic(t) => t.clone(),
+            other => panic!("{other:?}"),
+        };
+        let default = merge("c", "default", BUILTIN_DEFAULT, &topic("default")).unwrap();
         assert_eq!(default.partitions, 4);
         assert_eq!(default.max_bytes, Some(10 << 30));
-        let app = merge("c", "app", default, &f.topics["app"]).unwrap();
+        let app = merge("c", "app", default, &topic("app")).unwrap();
+        assert!(matches!(f.topics["max_topics"], TopicEntry::Number(1000)));
+        assert!(matches!(f.topics["auto_create"], TopicEntry::Flag(true)));
         assert_eq!((app.partitions, app.segment_bytes), (8, 128 << 20));
         assert_eq!(f.durability.fsync, FsyncMode::Always);
         assert_eq!(default.segment_age, Duration::from_secs(86_400));

@@ -19,12 +19,20 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// Why a commit or a load failed.
+/// Default most consumer groups kept: each is a file and a map in memory, and any
+/// client of the API may create one.
+pub const DEFAULT_MAX_GROUPS: usize = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
     #[error(
         "invalid group name {0:?}: use 1-240 characters from [A-Za-z0-9._-], not \".\" or \"..\""
     )]
     InvalidName(String),
+    #[error(
+        "there are {0} consumer groups already, the most this collector keeps: commit with an existing group, or delete data_dir/groups/<group>.json of groups no longer used"
+    )]
+    TooMany(usize),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -64,6 +72,7 @@ struct FileEntry {
 pub struct Groups {
     dir: PathBuf,
     groups: Mutex<HashMap<String, GroupOffsets>>,
+    max_groups: std::sync::atomic::AtomicUsize,
 }
 
 /// Group names follow the topic name rules (they name files), up to 240
@@ -126,6 +135,7 @@ impl Groups {
         Ok(Groups {
             dir,
             groups: Mutex::new(groups),
+            max_groups: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_GROUPS),
         })
     }
 
@@ -136,6 +146,12 @@ impl Groups {
     }
 
     /// The names of all groups, sorted.
+    /// Most groups kept; a commit that would create one more is refused.
+    pub fn set_max_groups(&self, n: usize) {
+        self.max_groups
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.lock().keys().cloned().collect();
         v.sort();
@@ -160,6 +176,10 @@ impl Groups {
         }
         // Holding the lock across the write keeps the file and memory in step.
         let mut groups = self.lock();
+        let max = self.max_groups.load(std::sync::atomic::Ordering::Relaxed);
+        if !groups.contains_key(group) && groups.len() >= max {
+            return Err(GroupError::TooMany(groups.len()));
+        }
         let mut next = groups.get(group).cloned().unwrap_or_default();
         for (topic, partition, offset) in commits {
             next.insert(

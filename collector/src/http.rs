@@ -594,7 +594,17 @@ async fn commit_offsets(
     })
     .await
     .map_err(task_failed)?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    .map_err(|e| match e {
+        crate::groups::GroupError::TooMany(_) => {
+            ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
+        crate::groups::GroupError::InvalidName(_) => {
+            ApiError(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        crate::groups::GroupError::Io { .. } => {
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    })?;
     Ok(axum::Json(group_json(&api, &group)).into_response())
 }
 

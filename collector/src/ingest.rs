@@ -393,6 +393,19 @@ impl Ingest {
                     format!("invalid topic name `{t}`: use [A-Za-z0-9._-]{{1,249}}"),
                 ))
             }
+            // Retried by the agent (its data waits in its spool) until the topic may be
+            // created: an operator raises the cap or adds the topic.
+            Err(StorageError::TopicRefused(why)) => {
+                self.metrics.error("topic_refused");
+                tributary_common::ratelimit::warn(
+                    "ingest_topic_refused",
+                    format_args!("batch refused: {why}"),
+                );
+                Err(Fatal::new(
+                    ErrorCode::Storage,
+                    format!("batch {seq} not stored: {why}"),
+                ))
+            }
             // Not the sender's fault, but later batches must not be stored before this
             // one (deduplication would then drop it when it is sent again): close the
             // connection after acknowledging what came before; the agent resends

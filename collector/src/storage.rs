@@ -18,6 +18,9 @@ use crate::config::{CollectorConfig, FsyncMode};
 pub enum StorageError {
     #[error("invalid topic name `{0}`")]
     InvalidTopic(String),
+    /// The topic does not exist and may not be created now.
+    #[error("{0}")]
+    TopicRefused(String),
     #[error(transparent)]
     Store(#[from] tributary_store::Error),
     #[error("storage task failed: {0}")]
@@ -58,6 +61,7 @@ impl Storage {
             t.set_segment_age(config.topic_settings(t.name()).segment_age);
         }
         let groups = crate::groups::Groups::open(&config.data_dir)?;
+        groups.set_max_groups(config.max_groups);
         let (changed, _) = watch::channel(0);
         Ok(Storage {
             store: Arc::new(store),
@@ -117,6 +121,22 @@ impl Storage {
         }
         let store = self.store.clone();
         let settings = self.config.topic_settings(topic);
+        if self.store.topic(topic).is_none() {
+            let configured = self.config.topics.contains_key(topic);
+            if !self.config.auto_create && !configured {
+                return Err(StorageError::TopicRefused(format!(
+                    "topic `{topic}` does not exist and topics.auto_create is off: add it under topics: in collector.yaml"
+                )));
+            }
+            let n = self.store.topics().len();
+            if n >= self.config.max_topics {
+                return Err(StorageError::TopicRefused(format!(
+                    "topic `{topic}` would be topic {} of at most {} (topics.max_topics): raise it or ship to an existing topic",
+                    n + 1,
+                    self.config.max_topics
+                )));
+            }
+        }
         let topic = topic.to_owned();
         let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
             let t = match store.topic(&topic) {

@@ -260,7 +260,7 @@ impl Env {
         self.start_collector_full(ingest, api, "", "", extra_yaml)
     }
 
-    fn start_collector_full(
+    pub fn start_collector_full(
         &self,
         ingest: u16,
         api: u16,

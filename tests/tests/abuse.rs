@@ -423,3 +423,70 @@ fn stalled_ingest_clients_are_dropped_and_each_address_is_capped() {
     let agent = env.start_agent("agent", &yaml);
     collector.wait_for_count("app", 10, Duration::from_secs(30), &agent);
 }
+
+/// Topics and consumer groups are bounded: an agent cannot create more topics than
+/// `topics.max_topics` (its batches wait in its spool and arrive once the cap is
+/// raised), and an API client cannot create more groups than `api.max_groups`.
+#[test]
+fn topics_and_groups_are_capped() {
+    let env = Env::new();
+    let (ingest, api) = (tributary_e2e::free_port(), tributary_e2e::free_port());
+    let topics = |max: u32| format!("topics:\n  max_topics: {max}\n  default: {{partitions: 1}}\n");
+    let mut collector = env.start_collector_full(ingest, api, "", "  max_groups: 2\n", &topics(2));
+    let mut inputs = String::new();
+    for t in ["a", "b", "c"] {
+        let log = env.path().join(format!("{t}.log"));
+        append_lines(&log, (0..50).map(|i| format!("{t} {i}")));
+        inputs.push_str(&format!(
+            "  - type: file\n    topic: {t}\n    include: [\"{}\"]\n",
+            log.display()
+        ));
+    }
+    let yaml = format!(
+        "host: caps\ndata_dir: {}\ninputs:\n{inputs}{}",
+        env.path().join("agent-data").display(),
+        env.output_yaml(&collector, "lz4")
+    );
+    let agent = env.start_agent("agent", &yaml);
+    for t in ["a", "b"] {
+        collector.wait_for_count(t, 50, Duration::from_secs(30), &agent);
+    }
+    wait_for("the refusal in the log", Duration::from_secs(30), || {
+        collector.proc.log_text().contains("topics.max_topics")
+    });
+    assert!(collector.end_offsets("c").is_empty(), "no third topic");
+
+    // Groups: two may exist, a third is refused with a JSON 429.
+    let commit = |c: &Collector, g: &str| {
+        tributary_e2e::block_on(c.api.post_json(
+            &format!("/v1/groups/{g}/offsets"),
+            &serde_json::json!({"topic": "a", "partition": 0, "offset": 1}),
+            Duration::from_secs(10),
+        ))
+    };
+    commit(&collector, "g1").expect("first group");
+    commit(&collector, "g2").expect("second group");
+    let err = commit(&collector, "g3").unwrap_err().to_string();
+    assert!(
+        err.contains("429") && err.contains("consumer groups"),
+        "{err}"
+    );
+    commit(&collector, "g1").expect("an existing group commits");
+
+    // The cap raised (a restart with the new config): the waiting lines arrive.
+    collector.proc.terminate(Duration::from_secs(10));
+    collector = env.start_collector_full(ingest, api, "", "  max_groups: 2\n", &topics(3));
+    collector.wait_for_count("c", 50, Duration::from_secs(60), &agent);
+    for t in ["a", "b", "c"] {
+        let mut msgs: Vec<String> = collector
+            .read_all(t)
+            .into_iter()
+            .map(|r| r.message)
+            .collect();
+        msgs.sort();
+        let mut want: Vec<String> = (0..50).map(|i| format!("{t} {i}")).collect();
+        want.sort();
+        assert_eq!(msgs, want, "topic {t}: every line once");
+    }
+    drop(agent);
+}
