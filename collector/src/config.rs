@@ -52,6 +52,10 @@ pub struct IngestFile {
     pub max_inflight_bytes: Option<ByteSize>,
     /// Connections from one address at once; default 64.
     pub max_connections_per_ip: Option<usize>,
+    /// A record stamped further than this from the collector's clock gets its
+    /// arrival time (the original is kept in `fields.original_timestamp_ms`);
+    /// default 365d.
+    pub max_clock_skew: Option<HumanDuration>,
 }
 
 fn default_ingest_listen() -> String {
@@ -219,6 +223,7 @@ pub struct CollectorConfig {
     pub idle_timeout: Duration,
     pub max_inflight_bytes: usize,
     pub max_connections_per_ip: usize,
+    pub max_clock_skew: Duration,
     pub api_listen: SocketAddr,
     pub http_limits: crate::http_server::HttpLimits,
     pub max_groups: usize,
@@ -464,6 +469,11 @@ impl CollectorConfigFile {
             idle_timeout,
             max_inflight_bytes,
             max_connections_per_ip,
+            max_clock_skew: self
+                .ingest
+                .max_clock_skew
+                .map_or(Duration::from_secs(365 * 86_400), |d| d.0)
+                .max(Duration::from_secs(60)),
             http_limits,
             max_groups: self
                 .api

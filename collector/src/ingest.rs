@@ -468,6 +468,7 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
                         .metrics
                         .records_deduplicated
                         .inc_by(appended.duplicates);
+                    ingest.metrics.records_retimed.inc_by(appended.retimed);
                     ingest.metrics.bytes_in.inc_by(bytes);
                     ingest.metrics.bytes_in_compressed.inc_by(compressed);
                     Frame::Ack { seq }

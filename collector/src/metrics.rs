@@ -16,6 +16,7 @@ pub struct Metrics {
     registry: Registry,
     pub records_in: Counter,
     pub records_deduplicated: Counter,
+    pub records_retimed: Counter,
     pub bytes_in: Counter,
     pub bytes_in_compressed: Counter,
     pub batches_in: Counter,
@@ -42,6 +43,7 @@ impl Metrics {
         let m = Metrics {
             records_in: Counter::default(),
             records_deduplicated: Counter::default(),
+            records_retimed: Counter::default(),
             bytes_in: Counter::default(),
             bytes_in_compressed: Counter::default(),
             batches_in: Counter::default(),
@@ -63,6 +65,11 @@ impl Metrics {
             "ingest_duplicates",
             "Records dropped because they were already stored (agent resends)",
             m.records_deduplicated.clone(),
+        );
+        registry.register(
+            "ingest_retimed_records",
+            "Records stored with their arrival time because their own was further from the collector's clock than ingest.max_clock_skew",
+            m.records_retimed.clone(),
         );
         registry.register(
             "ingest_bytes",

@@ -36,6 +36,9 @@ pub struct Appended {
     pub records: u64,
     /// Records dropped because they were already stored (resends).
     pub duplicates: u64,
+    /// Records whose timestamp was outside the clock skew window, given their
+    /// arrival time (see `clock`).
+    pub retimed: u64,
 }
 
 /// Shared handle on the store.
@@ -116,6 +119,20 @@ impl Storage {
         payload: Vec<u8>,
         summary: PayloadSummary,
     ) -> Result<Appended, StorageError> {
+        let now = tributary_common::timefmt::now_ms();
+        self.append_at(topic, payload, summary, now).await
+    }
+
+    /// [`Storage::append`] arriving at `now_ms` (wall clock in production; tests
+    /// replay days of arrivals in a moment). Segment rolls, retention and the clock
+    /// skew window all measure from the arrival time.
+    pub async fn append_at(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        summary: PayloadSummary,
+        now_ms: i64,
+    ) -> Result<Appended, StorageError> {
         if !tributary_store::valid_topic_name(topic) {
             return Err(StorageError::InvalidTopic(topic.to_owned()));
         }
@@ -138,7 +155,18 @@ impl Storage {
             }
         }
         let topic = topic.to_owned();
+        let skew_ms = i64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
         let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
+            let (payload, summary, retimed) =
+                match crate::clock::sanitize(&payload, &summary, now_ms, skew_ms) {
+                    Ok(Some((p, s, n))) => (p, s, u64::from(n)),
+                    Ok(None) => (payload, summary, 0),
+                    Err(e) => {
+                        return Err(StorageError::Task(format!(
+                            "payload changed after validation: {e}"
+                        )));
+                    }
+                };
             let t = match store.topic(&topic) {
                 Some(t) => t,
                 None => {
@@ -153,7 +181,9 @@ impl Storage {
                     t
                 }
             };
-            append_blocking(&t, &payload, &summary)
+            let mut a = append_blocking(&t, &payload, &summary, now_ms)?;
+            a.retimed = retimed;
+            Ok(a)
         })
         .await
         .map_err(|e| StorageError::Task(e.to_string()))??;
@@ -233,6 +263,7 @@ fn append_blocking(
     topic: &Topic,
     payload: &[u8],
     summary: &PayloadSummary,
+    now_ms: i64,
 ) -> Result<Appended, StorageError> {
     let n = topic.partitions().len() as u32;
     let changed = |e: record::DecodeError| {
@@ -272,12 +303,13 @@ fn append_blocking(
         parts: Vec::new(),
         records: 0,
         duplicates: 0,
+        retimed: 0,
     };
     for (p, bytes, summary) in &parts {
         let part = topic
             .partition(*p)
             .ok_or_else(|| StorageError::Task(format!("partition {p} missing")))?;
-        let r = part.append(if single { payload } else { bytes }, summary)?;
+        let r = part.append_at(if single { payload } else { bytes }, summary, now_ms)?;
         appended.records += u64::from(r.appended);
         appended.duplicates += u64::from(r.duplicates);
         appended.parts.push((part.clone(), r.next_offset));

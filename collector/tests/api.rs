@@ -52,10 +52,12 @@ fn payload(stamps: &[i64]) -> Vec<u8> {
     buf
 }
 
+/// Append records stamped `stamps`, arriving when the newest of them was made.
 async fn append(storage: &Storage, topic: &str, stamps: &[i64]) {
     let p = payload(stamps);
     let summary = record::summarize(&p).unwrap();
-    let a = storage.append(topic, p, summary).await.unwrap();
+    let arrival = stamps.iter().copied().max().unwrap();
+    let a = storage.append_at(topic, p, summary, arrival).await.unwrap();
     storage.make_durable(&a).await.unwrap();
 }
 

@@ -178,9 +178,14 @@ fn logger_messages_arrive_with_every_field() {
         logger(s.port, &all, msg);
     }
     // TLS: RFC 5425 octet counting; no HOSTNAME, so the host is the sender's IP.
-    let tls_msg = b"<134>1 2020-01-02T03:04:05.678+01:00 - tlsapp - - - over tls \xff";
+    // Stamped three days ago (inside the collector's clock skew window, so kept as
+    // sent) in a +01:00 zone: the wall-clock digits are an hour ahead of UTC.
+    let stamp = now_ms() / 1000 * 1000 - 3 * 86_400_000 + 678;
+    let zoned = tributary_common::timefmt::format_ms(stamp + 3_600_000).replace('Z', "+01:00");
+    let mut tls_msg = format!("<134>1 {zoned} - tlsapp - - - over tls ").into_bytes();
+    tls_msg.push(0xff);
     let mut frame = format!("{} ", tls_msg.len()).into_bytes();
-    frame.extend_from_slice(tls_msg);
+    frame.extend_from_slice(&tls_msg);
     send_tls(&s.env, s.tls_port, &frame);
 
     s.collector
@@ -218,7 +223,10 @@ fn logger_messages_arrive_with_every_field() {
         (r.host.as_str(), r.source.as_str()),
         ("127.0.0.1", "syslog+tls://127.0.0.1")
     );
-    assert_eq!(r.json["timestamp"], "2020-01-02T02:04:05.678Z");
+    assert_eq!(
+        r.json["timestamp"],
+        tributary_common::timefmt::format_ms(stamp)
+    );
     assert_eq!(
         Value::Object(r.fields.clone()),
         json!({"env": "e2e", "facility": "local0", "severity": "info", "appname": "tlsapp"})

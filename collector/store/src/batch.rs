@@ -5,15 +5,22 @@
 //!      0     8  base_offset          offset of the batch's first record
 //!      8     4  length               bytes after this field, to the end of the payload
 //!     12     4  crc32c               of every byte after this field (header rest + payload)
-//!     16     1  format_version       = 1
+//!     16     1  format_version       = 2 (1 is still read)
 //!     17     1  attributes           = 0 (codec bits reserved; stored uncompressed)
 //!     18     4  record_count         > 0
-//!     22     8  first_timestamp_ms   smallest record timestamp in the batch
+//!     22     8  append_ms            v2: when the collector appended the batch
+//!                                    (epoch ms); v1: the smallest record timestamp
 //!     30     8  last_timestamp_ms    largest record timestamp in the batch
 //!     38     …  payload              record blocks (tributary_common::record)
 //! ```
 //! All integers are little-endian. [`BatchHeader::decode`] checks everything that
 //! can be checked without the payload; the CRC is checked by whoever reads it.
+//!
+//! Records carry their event time (the sender's clock); the append time is the
+//! collector's, and retention and segment rolls by age go by it, so a sender's
+//! wrong clock can neither delete data early nor keep it forever. Version 1
+//! batches (written before the append time existed) have none; readers fall back
+//! to the segment file's modification time for them.
 
 /// Size of the fixed header in front of every payload.
 pub const HEADER_LEN: usize = 38;
@@ -27,8 +34,10 @@ pub const MIN_LENGTH: u32 = (HEADER_LEN - LENGTH_PREFIX_LEN) as u32;
 pub const MAX_LENGTH: u32 = 64 << 20;
 /// Largest payload a batch can carry.
 pub const MAX_PAYLOAD_LEN: usize = (MAX_LENGTH - MIN_LENGTH) as usize;
-/// The only format version written and read.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version written.
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest format version read.
+pub const MIN_FORMAT_VERSION: u8 = 1;
 
 /// A decoded batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +48,9 @@ pub struct BatchHeader {
     pub format_version: u8,
     pub attributes: u8,
     pub record_count: u32,
-    pub first_timestamp_ms: i64,
+    /// Version 2: the append time (see [`BatchHeader::append_ms`]); version 1: the
+    /// smallest record timestamp, which nothing uses.
+    pub word22: i64,
     pub last_timestamp_ms: i64,
 }
 
@@ -50,7 +61,7 @@ impl BatchHeader {
         base_offset: u64,
         payload: &[u8],
         record_count: u32,
-        first_timestamp_ms: i64,
+        append_ms: i64,
         last_timestamp_ms: i64,
     ) -> BatchHeader {
         let mut h = BatchHeader {
@@ -60,11 +71,16 @@ impl BatchHeader {
             format_version: FORMAT_VERSION,
             attributes: 0,
             record_count,
-            first_timestamp_ms,
+            word22: append_ms,
             last_timestamp_ms,
         };
         h.crc = h.compute_crc(payload);
         h
+    }
+
+    /// When the collector appended the batch (epoch ms); `None` for version 1.
+    pub fn append_ms(&self) -> Option<i64> {
+        (self.format_version >= 2).then_some(self.word22)
     }
 
     /// CRC32C of the header bytes after the CRC field followed by `payload`.
@@ -82,7 +98,7 @@ impl BatchHeader {
         b[16] = self.format_version;
         b[17] = self.attributes;
         b[18..22].copy_from_slice(&self.record_count.to_le_bytes());
-        b[22..30].copy_from_slice(&self.first_timestamp_ms.to_le_bytes());
+        b[22..30].copy_from_slice(&self.word22.to_le_bytes());
         b[30..38].copy_from_slice(&self.last_timestamp_ms.to_le_bytes());
         b
     }
@@ -103,7 +119,7 @@ impl BatchHeader {
             format_version: b[16],
             attributes: b[17],
             record_count: u32_at(18),
-            first_timestamp_ms: u64_at(22) as i64,
+            word22: u64_at(22) as i64,
             last_timestamp_ms: u64_at(30) as i64,
         };
         if h.length < MIN_LENGTH || h.length > MAX_LENGTH {
@@ -112,7 +128,7 @@ impl BatchHeader {
                 h.length
             ));
         }
-        if h.format_version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&h.format_version) {
             return Err(format!("unknown batch format version {}", h.format_version));
         }
         if h.attributes != 0 {
@@ -166,7 +182,11 @@ mod tests {
         assert_eq!(h.total_len(), HEADER_LEN as u64 + 13);
         assert_eq!(h.payload_len(), 13);
         assert_eq!(h.next_offset(), 45);
-        assert_eq!(h.first_timestamp_ms, -5);
+        assert_eq!(h.append_ms(), Some(-5));
+        let mut v1 = b;
+        v1[16] = 1;
+        let old = BatchHeader::decode(&v1).unwrap();
+        assert_eq!(old.append_ms(), None, "version 1 has no append time");
     }
 
     #[test]
@@ -174,7 +194,7 @@ mod tests {
         let b = sample().encode();
         assert_eq!(&b[0..8], &42u64.to_le_bytes());
         assert_eq!(&b[8..12], &(26u32 + 13).to_le_bytes());
-        assert_eq!(b[16], 1);
+        assert_eq!(b[16], 2);
         assert_eq!(b[17], 0);
         assert_eq!(&b[18..22], &3u32.to_le_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&b[16..]), b"payload bytes");
@@ -203,7 +223,8 @@ mod tests {
         assert!(with(&|b| b[8..12].copy_from_slice(&(MAX_LENGTH + 1).to_le_bytes())).is_err());
         assert!(with(&|b| b[8..12].copy_from_slice(&MAX_LENGTH.to_le_bytes())).is_ok());
         assert!(with(&|b| b[8..12].copy_from_slice(&MIN_LENGTH.to_le_bytes())).is_ok());
-        assert!(with(&|b| b[16] = 2).is_err());
+        assert!(with(&|b| b[16] = 3).is_err());
+        assert!(with(&|b| b[16] = 0).is_err());
         assert!(with(&|b| b[17] = 1).is_err());
         assert!(with(&|b| b[18..22].copy_from_slice(&0u32.to_le_bytes())).is_err());
         assert!(with(&|b| b[0..8].copy_from_slice(&u64::MAX.to_le_bytes())).is_err());

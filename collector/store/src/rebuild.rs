@@ -41,6 +41,8 @@ pub(crate) struct LogFile<'a> {
 pub(crate) struct Built {
     pub indexes: Indexes,
     pub max_timestamp_ms: i64,
+    /// The latest append time of the batches walked (`i64::MIN`: none known).
+    pub last_append_ms: i64,
 }
 
 /// Read and check a segment's `.index`; `Err` carries why it cannot be used.
@@ -133,10 +135,12 @@ fn warn_damage(log: &LogFile<'_>, pos: u64, first_offset: u64, reason: &str, res
 pub(crate) fn index_segment(log: &LogFile<'_>, interval_bytes: u32) -> Result<Built, Error> {
     let mut idx = Indexes::default();
     let mut max = i64::MIN;
+    let mut appended = i64::MIN;
     for step in Walk::new(log.file, log.path, log.len, 0, log.base, log.upper) {
         match step? {
             Step::Batch { pos, header } => {
                 max = max.max(header.last_timestamp_ms);
+                appended = appended.max(header.append_ms().unwrap_or(i64::MIN));
                 let e = entries_for(
                     idx.offsets.last(),
                     pos,
@@ -167,6 +171,7 @@ pub(crate) fn index_segment(log: &LogFile<'_>, interval_bytes: u32) -> Result<Bu
     Ok(Built {
         indexes: idx,
         max_timestamp_ms: max,
+        last_append_ms: appended,
     })
 }
 
@@ -208,10 +213,12 @@ pub(crate) fn settle(
         None => (0, log.base, i64::MIN),
     };
     let mut next = keep;
+    let mut appended = i64::MIN;
     for step in Walk::new(log.file, log.path, log.len, pos, expected, log.upper) {
         match step? {
             Step::Batch { pos, header } => {
                 max = max.max(header.last_timestamp_ms);
+                appended = appended.max(header.append_ms().unwrap_or(i64::MIN));
                 let Some(o) = offsets.get(next) else { continue };
                 if u64::from(o.position) < pos {
                     return Ok(None);
@@ -249,6 +256,7 @@ pub(crate) fn settle(
         Built {
             indexes: Indexes { offsets, times },
             max_timestamp_ms: max,
+            last_append_ms: appended,
         },
         rewrite,
     )))

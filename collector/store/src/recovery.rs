@@ -171,6 +171,7 @@ fn open_sealed(dir: &Path, base: u64, upper: u64, interval_bytes: u32) -> Result
     let loaded = Loaded {
         indexes: built.indexes,
         max_timestamp_ms: built.max_timestamp_ms,
+        last_append_ms: built.last_append_ms,
         bytes: len,
     };
     Ok(Segment::new(dir, base, file, loaded))
@@ -370,6 +371,7 @@ fn open_active(dir: &Path, base: u64, interval_bytes: u32) -> Result<Active, Err
     let loaded = Loaded {
         indexes: d.built.indexes,
         max_timestamp_ms: d.built.max_timestamp_ms,
+        last_append_ms: d.built.last_append_ms,
         bytes: d.scan.end,
     };
     Ok(Active {

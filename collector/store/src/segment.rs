@@ -80,6 +80,8 @@ pub(crate) struct Loaded {
     pub indexes: Indexes,
     /// Largest record timestamp, `i64::MIN` when there is none.
     pub max_timestamp_ms: i64,
+    /// Latest append time (batch format 2), `i64::MIN` when none is known.
+    pub last_append_ms: i64,
     /// Bytes of the log.
     pub bytes: u64,
 }
@@ -99,8 +101,15 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<File>,
     indexes: RwLock<Indexes>,
     max_timestamp_ms: AtomicI64,
+    /// See [`Segment::last_append_ms`].
+    last_append_ms: AtomicI64,
+    /// See [`Segment::first_append_ms`]: [`UNREAD`] until the first header is read.
+    first_append_ms: AtomicI64,
     bytes: AtomicU64,
 }
+
+/// `first_append_ms` not looked up yet.
+const UNREAD: i64 = i64::MIN + 1;
 
 impl Segment {
     pub(crate) fn new(dir: &Path, base_offset: u64, file: File, loaded: Loaded) -> Segment {
@@ -112,6 +121,8 @@ impl Segment {
             file: Arc::new(file),
             indexes: RwLock::new(loaded.indexes),
             max_timestamp_ms: AtomicI64::new(loaded.max_timestamp_ms),
+            last_append_ms: AtomicI64::new(loaded.last_append_ms),
+            first_append_ms: AtomicI64::new(if loaded.bytes == 0 { i64::MIN } else { UNREAD }),
             bytes: AtomicU64::new(loaded.bytes),
         }
     }
@@ -133,6 +144,7 @@ impl Segment {
         let loaded = Loaded {
             indexes: Indexes::default(),
             max_timestamp_ms: i64::MIN,
+            last_append_ms: i64::MIN,
             bytes: 0,
         };
         Ok((Segment::new(dir, base_offset, log, loaded), files))
@@ -200,10 +212,49 @@ impl Segment {
         self.bytes.load(Ordering::Acquire)
     }
 
+    /// When the collector appended the segment's last batch (epoch ms), if its
+    /// format records it.
+    pub(crate) fn last_append_ms(&self) -> Option<i64> {
+        let t = self.last_append_ms.load(Ordering::Acquire);
+        (t != i64::MIN).then_some(t)
+    }
+
+    /// When the collector appended the segment's first batch, if its format records
+    /// it: how old the segment is for rolling by age.
+    pub(crate) fn first_append_ms(&self) -> Option<i64> {
+        let t = self.first_append_ms.load(Ordering::Acquire);
+        if t != UNREAD {
+            return (t != i64::MIN).then_some(t);
+        }
+        let mut b = [0u8; HEADER_LEN];
+        let found = self
+            .file
+            .read_exact_at(&mut b, 0)
+            .ok()
+            .and_then(|()| BatchHeader::decode(&b).ok())
+            .and_then(|h| h.append_ms());
+        let _ = self.first_append_ms.compare_exchange(
+            UNREAD,
+            found.unwrap_or(i64::MIN),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        found
+    }
+
     /// Account for a batch appended by the writer.
     pub(crate) fn appended(&self, h: &BatchHeader) {
         self.max_timestamp_ms
             .fetch_max(h.last_timestamp_ms, Ordering::AcqRel);
+        if let Some(t) = h.append_ms() {
+            self.last_append_ms.fetch_max(t, Ordering::AcqRel);
+            let _ = self.first_append_ms.compare_exchange(
+                i64::MIN,
+                t,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
         self.bytes.fetch_add(h.total_len(), Ordering::AcqRel);
     }
 

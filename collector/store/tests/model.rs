@@ -15,7 +15,8 @@ use tributary_store::{
     Error, Partition, RetentionPolicy, Store, StoreOptions, TimestampOffset, TopicConfig,
 };
 use util::{
-    Rec, Rng, append, base_of, batch_bounds, flat, gen_batch, headers, logs, read_all, recs, shift,
+    Rec, Rng, append_at, base_of, batch_bounds, flat, gen_batch, headers, logs, read_all, recs,
+    shift,
 };
 
 /// Event times start here (2020-09-13), well before the machine's clock, so that
@@ -158,7 +159,7 @@ fn expected_start(
             let hs = headers(l);
             let max = hs
                 .iter()
-                .map(|(_, h)| h.last_timestamp_ms)
+                .map(|(_, h)| h.append_ms().unwrap_or(h.last_timestamp_ms))
                 .max()
                 .unwrap_or(i64::MIN);
             (base_of(l), std::fs::metadata(l).unwrap().len(), max)
@@ -237,7 +238,9 @@ fn run(
             } => {
                 let mut b = gen_batch(&mut Rng(seed), blocks, per, max_msg);
                 shift(&mut b, clock - GEN_MS);
-                let r = append(h.p(), &b);
+                // Appended when the simulated clock says: retention and rolls by age
+                // go by the append time.
+                let r = append_at(h.p(), &b, clock);
                 assert_eq!(r.base_offset, m.written.len() as u64, "offsets continue");
                 m.written.extend(flat(&b));
                 assert_eq!(r.next_offset, m.written.len() as u64);

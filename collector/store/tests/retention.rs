@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tributary_common::record::{self, BlockWriter};
 use tributary_store::{Error, Partition, RetentionPolicy, Store, StoreOptions, TopicConfig};
-use util::{Batch, Rec, Rng, append, base_of, capture_logs, flat, gen_batch, logs, read_all, recs};
+use util::{
+    Batch, Rec, Rng, append, base_of, capture_logs, encode, flat, gen_batch, logs, read_all, recs,
+};
 
 const OPTS: StoreOptions = StoreOptions {
     publish_on_sync: false,
@@ -189,18 +191,20 @@ fn size_keeps_the_newest_segments_under_the_limit() {
 }
 
 #[test]
-fn future_timestamps_expire_by_file_time() {
+fn wrong_sender_clocks_expire_by_append_time() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, p) = open(dir.path(), 600);
     let mut rng = Rng(3);
-    // Stamped in the year 2100 by a wrong clock.
-    let future = 4_102_444_800_000;
-    for _ in 0..10 {
-        append(&p, &stamped(&mut rng, 2, future));
+    let now = tributary_common::timefmt::now_ms();
+    // Stamped in the year 2100 and in 2001 by wrong clocks, appended now.
+    for ts in [4_102_444_800_000, 1_000_000_000_000].repeat(5) {
+        let b = stamped(&mut rng, 2, ts);
+        let payload = encode(&b);
+        p.append_at(&payload, &record::summarize(&payload).unwrap(), now)
+            .unwrap();
     }
     let n = logs(p.dir()).len();
     assert!(n > 2);
-    let now = tributary_common::timefmt::now_ms();
     assert_eq!(p.enforce_retention(&age(1), now).unwrap().segments, 0);
     // Two hours from now the files are more than an hour old.
     let d = p.enforce_retention(&age(1), now + 2 * HOUR).unwrap();
@@ -284,7 +288,7 @@ fn deduplication_forgets_exactly_what_retention_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let append_lines = |p: &Partition, source: u64, lines: std::ops::Range<u64>, ts: i64| {
         let payload = file_payload(source, lines, ts);
-        p.append(&payload, &record::summarize(&payload).unwrap())
+        p.append_at(&payload, &record::summarize(&payload).unwrap(), ts)
             .unwrap()
     };
     let resend = |p: &Partition, source: u64, lines: std::ops::Range<u64>| {

@@ -101,6 +101,13 @@ pub struct Partition {
     _dir_lock: Arc<File>,
 }
 
+/// The wall clock in epoch milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// A duration in whole milliseconds, saturating.
 pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -215,6 +222,17 @@ impl Partition {
     /// only after [`sync_to`](Self::sync_to). On a failed write the partial batch is
     /// cut off again; if even that fails the partition refuses further writes.
     pub fn append(&self, payload: &[u8], summary: &PayloadSummary) -> Result<AppendResult, Error> {
+        self.append_at(payload, summary, now_ms())
+    }
+
+    /// [`append`](Self::append) at the append time `now_ms` (epoch milliseconds),
+    /// which the batch header records and rolls and retention by age go by.
+    pub fn append_at(
+        &self,
+        payload: &[u8],
+        summary: &PayloadSummary,
+        now_ms: i64,
+    ) -> Result<AppendResult, Error> {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(Error::BatchTooLarge {
                 bytes: payload.len(),
@@ -224,7 +242,7 @@ impl Partition {
         self.check_summary(payload, summary)?;
         let mut w = lock(&self.writer);
         self.ensure_writable(&mut w)?;
-        let result = self.append_locked(&mut w, payload, summary);
+        let result = self.append_locked(&mut w, payload, summary, now_ms);
         match &result {
             Ok(_) => self.recovered(),
             Err(e) => self.report(e),
@@ -237,6 +255,7 @@ impl Partition {
         w: &mut Writer,
         payload: &[u8],
         summary: &PayloadSummary,
+        now_ms: i64,
     ) -> Result<AppendResult, Error> {
         // Deduplicate under the writer lock, so that two connections resending the
         // same records cannot both pass the check.
@@ -266,7 +285,7 @@ impl Partition {
             w.next_offset,
             payload,
             summary.records,
-            summary.min_timestamp_ms,
+            now_ms,
             summary.max_timestamp_ms,
         );
         let total = header.total_len();

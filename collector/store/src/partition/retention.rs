@@ -1,10 +1,12 @@
 //! Retention: deleting whole segments from the front of a partition, never the
 //! active one.
 //!
-//! - By age: a segment has expired when its newest record is older than
-//!   `max_age`, by record timestamp (Kafka's `retention.ms`) or by the log file's
-//!   modification time, whichever is earlier (so records stamped in the future by
-//!   a wrong clock cannot pin a segment forever). Only a prefix of expired segments
+//! - By age: a segment has expired when its last batch was appended more than
+//!   `max_age` ago (the collector's clock, recorded in the batch header: records
+//!   stamped in the past or the future by a wrong clock are kept `max_age` after
+//!   they arrived). Segments written before append times were recorded go by their
+//!   newest record timestamp or the log file's modification time, whichever is
+//!   earlier. Only a prefix of expired segments
 //!   goes. When every sealed segment has expired and the active one has too, the
 //!   active one is rolled first and goes as well (an idle partition's data must
 //!   not outlive `max_age` by the age of its active segment).
@@ -77,7 +79,10 @@ impl Partition {
             .map(|age| now_ms.saturating_sub(super::duration_ms(age)));
         let expired = |s: &Segment| -> Result<bool, Error> {
             match cutoff {
-                Some(c) => Ok(s.max_timestamp().min(s.modified_ms()?) < c),
+                Some(c) => Ok(match s.last_append_ms() {
+                    Some(t) => t < c,
+                    None => s.max_timestamp().min(s.modified_ms()?) < c,
+                }),
                 None => Ok(false),
             }
         };

@@ -2,9 +2,10 @@
 //!
 //! A batch rolls the active segment first when the segment is not empty and
 //! - the batch would make it grow past `segment_bytes`, or
-//! - the batch's largest timestamp is at least `segment_age` past the largest
-//!   timestamp of the segment's first batch (Kafka's `segment.ms`: event time, so
-//!   replaying old logs does not roll on every batch), or
+//! - the segment's first batch was appended at least `segment_age` before this one
+//!   (the collector's clock: whatever the records' timestamps say, a partition
+//!   rolls by age at most once per `segment_age`; segments written before append
+//!   times were recorded go by the largest timestamp of their first batch), or
 //! - its relative offsets would no longer fit the 32-bit index fields.
 //!
 //! Retention also rolls an active segment that is entirely expired, so that it can
@@ -34,9 +35,14 @@ impl Partition {
         }
         let rel_end = h.next_offset() - w.active.base_offset;
         let too_big = w.size + h.total_len() > self.opts.segment_bytes;
-        let too_old = w.active.first_batch_timestamp().is_some_and(|first| {
-            h.last_timestamp_ms.saturating_sub(first) >= self.segment_age_ms.load(Ordering::Relaxed)
-        });
+        let age = self.segment_age_ms.load(Ordering::Relaxed);
+        let too_old = match (w.active.first_append_ms(), h.append_ms()) {
+            (Some(first), Some(now)) => now.saturating_sub(first) >= age,
+            _ => w
+                .active
+                .first_batch_timestamp()
+                .is_some_and(|first| h.last_timestamp_ms.saturating_sub(first) >= age),
+        };
         too_big || too_old || rel_end > u64::from(u32::MAX)
     }
 

@@ -133,11 +133,13 @@ pub fn encode(batch: &Batch) -> Vec<u8> {
 pub fn batch_bytes(base: u64, batch: &Batch) -> Vec<u8> {
     let payload = encode(batch);
     let s = record::summarize(&payload).unwrap();
+    // Appended "when" its newest record was written: these tests reason in event
+    // time, and rolls and retention by age go by the append time.
     let h = BatchHeader::for_payload(
         base,
         &payload,
         s.records,
-        s.min_timestamp_ms,
+        s.max_timestamp_ms,
         s.max_timestamp_ms,
     );
     let mut b = h.encode().to_vec();
@@ -151,10 +153,19 @@ pub fn flat(batch: &Batch) -> Vec<Rec> {
 }
 
 /// Encode, summarize and append a batch.
+/// Append `batch`, "when" its newest record was written (see [`batch_bytes`]).
 pub fn append(p: &Partition, batch: &Batch) -> AppendResult {
     let payload = encode(batch);
     let summary = record::summarize(&payload).unwrap();
-    p.append(&payload, &summary).unwrap()
+    p.append_at(&payload, &summary, summary.max_timestamp_ms)
+        .unwrap()
+}
+
+/// [`append`] with the append time `now_ms`.
+pub fn append_at(p: &Partition, batch: &Batch, now_ms: i64) -> AppendResult {
+    let payload = encode(batch);
+    let summary = record::summarize(&payload).unwrap();
+    p.append_at(&payload, &summary, now_ms).unwrap()
 }
 
 /// Every visible record from `from` on, read in chunks of `chunk` records.
