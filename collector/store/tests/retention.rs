@@ -13,7 +13,8 @@ use std::time::Duration;
 use tributary_common::record::{self, BlockWriter};
 use tributary_store::{Error, Partition, RetentionPolicy, Store, StoreOptions, TopicConfig};
 use util::{
-    Batch, Rec, Rng, append, base_of, capture_logs, encode, flat, gen_batch, logs, read_all, recs,
+    Batch, Rec, Rng, append, append_at, base_of, capture_logs, encode, flat, gen_batch, logs,
+    read_all, recs,
 };
 
 const OPTS: StoreOptions = StoreOptions {
@@ -213,6 +214,35 @@ fn wrong_sender_clocks_expire_by_append_time() {
         "all sealed segments and the rolled active one"
     );
     assert!(d.rolled);
+}
+
+/// Rolls by age follow the append time: 3,000 one-record batches stamped a day
+/// apart but appended within a minute share one segment; another segment starts
+/// only once segment_age (1h) of arrival time has passed.
+#[test]
+fn rolls_by_age_happen_once_per_segment_age_whatever_the_stamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, p) = open(dir.path(), 1 << 30);
+    let mut rng = Rng(4);
+    let now = tributary_common::timefmt::now_ms();
+    for i in 0..3000i64 {
+        let b = stamped(&mut rng, 1, T0 + i * 24 * HOUR);
+        append_at(&p, &b, now + i * 20);
+    }
+    assert_eq!(
+        logs(p.dir()).len(),
+        1,
+        "one segment for one minute of arrivals"
+    );
+    append_at(&p, &stamped(&mut rng, 1, T0), now + HOUR - 1);
+    assert_eq!(logs(p.dir()).len(), 1, "not yet an hour old");
+    append_at(&p, &stamped(&mut rng, 1, T0), now + HOUR);
+    assert_eq!(logs(p.dir()).len(), 2, "an hour after the first append");
+    for i in 1..100 {
+        append_at(&p, &stamped(&mut rng, 1, T0 - i * HOUR), now + HOUR + i);
+    }
+    assert_eq!(logs(p.dir()).len(), 2);
+    assert_eq!(read_all(&p, 0, 500).len(), 3101);
 }
 
 #[test]
