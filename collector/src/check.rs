@@ -1,8 +1,8 @@
 //! `tributary serve --check-config`: what the configuration would meet on this host,
 //! without starting anything. Loading already checked syntax, keys and
 //! certificates; this adds what only the host can tell: whether `data_dir` is
-//! writable and free (no other collector on it), and whether the listen addresses
-//! can be bound.
+//! writable and free (no other collector on it), whether the listen addresses
+//! can be bound, and whether the descriptor limit fits the connection caps.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -58,6 +58,11 @@ pub fn check(config_path: &Path, config: &CollectorConfig) -> Report {
             }
         }
     }
+    let plan = crate::descriptors::Plan::for_config(config);
+    let _ = match plan.shortfall() {
+        Some(w) => writeln!(text, "warning: {w}"),
+        None => writeln!(text, "{}", plan.describe()),
+    };
     let _ = writeln!(
         text,
         "{}",

@@ -111,9 +111,17 @@ async fn healthz(State(api): State<Api>) -> Response {
 
 async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {
     api.metrics.http_requests.inc();
-    api.metrics
-        .partitions_unwritable
+    let m = &api.metrics;
+    m.partitions_unwritable
         .set(api.storage.problems().len() as i64);
+    let gauge = |n: Option<usize>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    m.descriptor_limit
+        .set(gauge(crate::descriptors::soft_limit()));
+    m.descriptors_open
+        .set(gauge(crate::descriptors::open_now()));
+    let usage = api.storage.store().descriptors();
+    m.store_open_writers.set(gauge(Some(usage.open_writers)));
+    m.store_read_handles.set(gauge(Some(usage.read_handles)));
     (
         [(
             header::CONTENT_TYPE,

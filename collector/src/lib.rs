@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod descriptors;
 pub mod groups;
 pub mod http;
 pub mod http_server;

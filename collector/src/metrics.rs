@@ -29,6 +29,12 @@ pub struct Metrics {
     /// Partitions that cannot take writes now (set when `/healthz` or `/metrics`
     /// is asked).
     pub partitions_unwritable: Gauge,
+    /// Descriptors: the process's limit and use, the store's open files (set
+    /// when `/metrics` is asked).
+    pub descriptor_limit: Gauge,
+    pub descriptors_open: Gauge,
+    pub store_open_writers: Gauge,
+    pub store_read_handles: Gauge,
 }
 
 impl Default for Metrics {
@@ -54,6 +60,10 @@ impl Metrics {
             retention_segments: Counter::default(),
             retention_bytes: Counter::default(),
             partitions_unwritable: Gauge::default(),
+            descriptor_limit: Gauge::default(),
+            descriptors_open: Gauge::default(),
+            store_open_writers: Gauge::default(),
+            store_read_handles: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -120,6 +130,26 @@ impl Metrics {
             "partitions_unwritable",
             "Partitions that cannot take writes now (see /healthz for why)",
             m.partitions_unwritable.clone(),
+        );
+        registry.register(
+            "descriptor_limit",
+            "The process's soft limit on open file descriptors",
+            m.descriptor_limit.clone(),
+        );
+        registry.register(
+            "descriptors_open",
+            "File descriptors the process has open",
+            m.descriptors_open.clone(),
+        );
+        registry.register(
+            "store_open_writers",
+            "Partitions with their active segment files open (3 descriptors each)",
+            m.store_open_writers.clone(),
+        );
+        registry.register(
+            "store_read_handles",
+            "Segment files open in the store's read cache",
+            m.store_read_handles.clone(),
         );
         Metrics { registry, ..m }
     }

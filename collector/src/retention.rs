@@ -20,7 +20,11 @@ pub struct PartitionDeleted {
     pub deleted: Deleted,
 }
 
-/// Run retention passes until `shutdown`.
+/// A partition with no append for this long closes its segment files at the next
+/// pass (they reopen at its next append).
+const IDLE_FILES_MS: i64 = 60_000;
+
+/// Run retention passes (and close idle partitions' files) until `shutdown`.
 pub async fn run(storage: Arc<Storage>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(storage.config().retention_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -31,7 +35,12 @@ pub async fn run(storage: Arc<Storage>, metrics: Arc<Metrics>, shutdown: Cancell
         }
         let s = storage.clone();
         let now = tributary_common::timefmt::now_ms();
-        match tokio::task::spawn_blocking(move || enforce(&s, now)).await {
+        let pass = move || {
+            // Partitions idle for a while let go of their open segment files.
+            s.store().release_idle(now.saturating_sub(IDLE_FILES_MS));
+            enforce(&s, now)
+        };
+        match tokio::task::spawn_blocking(pass).await {
             Ok(deleted) => account(&storage, &metrics, &deleted),
             Err(e) => tracing::error!(error = %e, "retention task failed"),
         }

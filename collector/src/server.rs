@@ -136,6 +136,11 @@ impl Collector {
             fsync = ?self.config.fsync,
             "collector listening"
         );
+        let plan = crate::descriptors::Plan::for_config(&self.config);
+        match plan.shortfall() {
+            Some(warning) => tracing::warn!("{warning}"),
+            None => tracing::info!("{}", plan.describe()),
+        }
         let flusher = tokio::spawn(self.storage.clone().run_flusher(shutdown.clone()));
         let retention = tokio::spawn(crate::retention::run(
             self.storage.clone(),

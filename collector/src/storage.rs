@@ -56,6 +56,7 @@ impl Storage {
             &config.data_dir,
             StoreOptions {
                 publish_on_sync: config.fsync == FsyncMode::Always,
+                budget: crate::descriptors::Plan::for_config(&config).store,
                 ..StoreOptions::default()
             },
         )?;

@@ -268,6 +268,31 @@ impl Env {
         api_yaml: &str,
         extra_yaml: &str,
     ) -> Collector {
+        self.start_collector_limited(ingest, api, ingest_yaml, api_yaml, extra_yaml, None)
+    }
+
+    /// [`start_collector_on`](Self::start_collector_on) with at most `nofile` open
+    /// file descriptors (soft and hard), set by util-linux `prlimit`, which execs the
+    /// collector: the PID is the collector's.
+    pub fn start_collector_with_fd_limit(
+        &self,
+        ingest: u16,
+        api: u16,
+        extra_yaml: &str,
+        nofile: u32,
+    ) -> Collector {
+        self.start_collector_limited(ingest, api, "", "", extra_yaml, Some(nofile))
+    }
+
+    fn start_collector_limited(
+        &self,
+        ingest: u16,
+        api: u16,
+        ingest_yaml: &str,
+        api_yaml: &str,
+        extra_yaml: &str,
+        nofile: Option<u32>,
+    ) -> Collector {
         let cfg = self.path().join("collector.yaml");
         let yaml = format!(
             "data_dir: {data}\ningest:\n  listen: 127.0.0.1:{ingest}\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n{ingest_yaml}api:\n  listen: 127.0.0.1:{api}\n{api_yaml}{extra_yaml}",
@@ -277,12 +302,22 @@ impl Env {
             ca = self.certs.ca.display(),
         );
         std::fs::write(&cfg, yaml).expect("write collector.yaml");
-        let proc = Proc::spawn(
-            "collector",
-            "tributary",
-            &["serve", "--config", cfg.to_str().expect("utf-8 path")],
-            self.path().join(format!("collector-{ingest}.log")),
-        );
+        let cfg = cfg.to_str().expect("utf-8 path");
+        let log = self.path().join(format!("collector-{ingest}.log"));
+        let proc = match nofile {
+            None => Proc::spawn("collector", "tributary", &["serve", "--config", cfg], log),
+            Some(n) => {
+                let bin = bin_dir().join("tributary");
+                let bin = bin.to_str().expect("utf-8 path");
+                let limit = format!("--nofile={n}:{n}");
+                Proc::spawn_command(
+                    "collector",
+                    "prlimit",
+                    &[&limit, "--", bin, "serve", "--config", cfg],
+                    log,
+                )
+            }
+        };
         let c = Collector {
             proc,
             ingest_port: ingest,

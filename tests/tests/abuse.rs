@@ -561,3 +561,108 @@ fn wrong_clocks_neither_delete_early_nor_keep_forever() {
     });
     drop(agent);
 }
+
+/// Batches of `lines` records for each of `topics`, shipped over one agent session
+/// and acknowledged one by one. Returns the first refusal, if any.
+async fn ship_to_topics(
+    env: &Env,
+    port: u16,
+    topics: impl Iterator<Item = String>,
+    lines: u32,
+) -> Result<(), String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tributary_common::codec::Compression;
+    use tributary_common::record::BlockWriter;
+    use tributary_common::wire::{BatchFrame, Frame, FrameCodec};
+    let tls = agent_session(env, port).await.map_err(|e| e.to_string())?;
+    let mut framed = tokio_util::codec::Framed::new(tls, FrameCodec::new(1 << 20));
+    let mut scratch = Vec::new();
+    for (seq, topic) in topics.enumerate() {
+        let mut payload = Vec::new();
+        let mut b = BlockWriter::begin(&mut payload, "abuse", "test://topics", 0, b"");
+        for i in 0..lines {
+            let msg = format!("{topic} line {i}");
+            b.push(
+                &mut payload,
+                0,
+                tributary_common::timefmt::now_ms(),
+                0,
+                b"",
+                msg.as_bytes(),
+            );
+        }
+        b.finish(&mut payload);
+        let seq = seq as u64 + 1;
+        let frame = BatchFrame::build(seq, &topic, Compression::Lz4, lines, &payload, &mut scratch);
+        framed
+            .send(Frame::Batch(frame))
+            .await
+            .map_err(|e| format!("send to {topic}: {e}"))?;
+        match tokio::time::timeout(Duration::from_secs(30), framed.next()).await {
+            Ok(Some(Ok(Frame::Ack { seq: s }))) if s == seq => {}
+            other => return Err(format!("batch for {topic}: {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// 2,000 topics, each created by an agent's batch, under a 1,024-descriptor limit
+/// (soft and hard): closed segments and idle partitions hold no descriptors, so
+/// every batch is stored with descriptors to spare, and the collector restarts
+/// under the same limit with every topic and keeps taking writes.
+#[test]
+fn two_thousand_topics_fit_a_1024_descriptor_limit() {
+    let env = Env::new();
+    let (ingest, api) = (tributary_e2e::free_port(), tributary_e2e::free_port());
+    let extra = "topics:\n  max_topics: 5000\n  default: {partitions: 2}\n";
+    let collector = env.start_collector_with_fd_limit(ingest, api, extra, 1024);
+    let pid = collector.proc.pid();
+    let names = |r: std::ops::Range<usize>| r.map(|i| format!("t{i:04}"));
+    let mut most = 0;
+    for chunk in 0..20 {
+        tributary_e2e::block_on(ship_to_topics(
+            &env,
+            ingest,
+            names(chunk * 100..(chunk + 1) * 100),
+            3,
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n{}", collector.proc.log_text()));
+        most = most.max(open_fds(pid));
+    }
+    let log = collector.proc.log_text();
+    assert!(!log.contains("Too many open files"), "{log}");
+    // 2,000 topics of 2 partitions were 12,000 descriptors before the budget.
+    assert!(most < 1024, "{most} descriptors open");
+    let metrics =
+        tributary_e2e::block_on(collector.api.get_text("/metrics", Duration::from_secs(10)))
+            .expect("metrics")
+            .1;
+    assert!(
+        metrics.contains("tributary_descriptor_limit 1024"),
+        "{metrics}"
+    );
+    let topics = collector.get("/v1/topics").expect("topics");
+    assert_eq!(topics.as_array().map(Vec::len), Some(2000));
+    for t in ["t0000", "t0999", "t1999"] {
+        assert_eq!(collector.count(t), 3, "{t}");
+    }
+    eprintln!("2,000 topics: at most {most} descriptors open (limit 1024)");
+
+    // Restart under the same limit: every topic opens, and takes writes again.
+    let mut collector = collector;
+    collector.proc.terminate(Duration::from_secs(30));
+    let collector = env.start_collector_with_fd_limit(ingest, api, extra, 1024);
+    let after_start = open_fds(collector.proc.pid());
+    let topics = collector.get("/v1/topics").expect("topics");
+    assert_eq!(topics.as_array().map(Vec::len), Some(2000));
+    tributary_e2e::block_on(ship_to_topics(&env, ingest, names(0..2000), 1))
+        .unwrap_or_else(|e| panic!("{e}\n{}", collector.proc.log_text()));
+    for t in ["t0000", "t1234", "t1999"] {
+        assert_eq!(collector.count(t), 4, "{t}");
+    }
+    let most = open_fds(collector.proc.pid());
+    assert!(most < 1024, "{most} descriptors open");
+    eprintln!(
+        "restart with 2,000 topics: {after_start} descriptors open after start, {most} after writing to all"
+    );
+}

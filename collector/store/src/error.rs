@@ -53,9 +53,10 @@ pub enum Error {
     #[error("offset {offset} is out of range: the partition holds offsets {start}..{end}")]
     OffsetOutOfRange { offset: u64, start: u64, end: u64 },
     /// An earlier write or fsync of this partition failed, so its state on disk is
-    /// unknown. It refuses further writes; reopening the store recovers it.
+    /// unknown. It refuses writes until it recovers from its files, which the next
+    /// append tries again (at most once per second); the cause is in `/healthz`.
     #[error(
-        "partition {path} refuses writes after an earlier failure; reopen the store to recover"
+        "partition {path} refuses writes after an earlier failure; it retries on the next append once the cause (see the log or /healthz) is fixed"
     )]
     Failed { path: PathBuf },
     /// Another store (this process or another one) has the data directory open.

@@ -27,8 +27,8 @@
 //! ```
 //! A batch on disk (all integers little-endian; see [`batch`]):
 //! ```text
-//! u64 base_offset | u32 length | u32 crc32c | u8 version=1 | u8 attributes=0
-//! | u32 record_count | i64 first_timestamp_ms (min) | i64 last_timestamp_ms (max)
+//! u64 base_offset | u32 length | u32 crc32c | u8 version=2 | u8 attributes=0
+//! | u32 record_count | i64 append_ms (collector clock) | i64 last_timestamp_ms (max)
 //! | payload (record blocks, tributary_common::record)
 //! ```
 //! `length` counts the bytes after itself; the CRC32C covers every byte after the
@@ -47,8 +47,12 @@
 //!   ([`Error::Corrupt`]), never skipped, and reads of offsets after a damaged
 //!   range still work (`walk.rs` resyncs on the next batch whose CRC checks out).
 //! - A segment rolls by size (`segment_bytes`) and by age
-//!   ([`Topic::set_segment_age`], event time; see `partition/roll.rs`). Retention deletes the oldest segments, never
-//!   the active one (`partition/retention.rs`).
+//!   ([`Topic::set_segment_age`], by append time, at most one roll per age; see
+//!   `partition/roll.rs`). Retention deletes the oldest segments by append time,
+//!   never the active one (`partition/retention.rs`).
+//! - Descriptors are bounded ([`Budget`]): closed segments hold none (reads go
+//!   through a store-wide LRU of handles, `handles.rs`) and idle partitions close
+//!   their active files (`partition/files.rs`).
 //! - The `.index` and `.timeindex` are accelerators rebuilt from the log whenever
 //!   they do not check out (`rebuild.rs`). The log is the truth.
 //! - A `.sources` snapshot is written after the segment it covers was fsynced; at
@@ -62,6 +66,7 @@
 pub mod batch;
 mod dedup;
 mod error;
+mod handles;
 pub mod index;
 mod partition;
 mod rebuild;
@@ -82,6 +87,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 pub use error::Error;
+pub use handles::{Budget, Usage};
 pub use partition::{AppendResult, Deleted, Partition, RetentionPolicy, TimestampOffset};
 pub use records::{ReadResult, StoredRecord};
 pub use tributary_common::record::PayloadSummary;
@@ -100,14 +106,22 @@ pub struct StoreOptions {
     pub publish_on_sync: bool,
     /// Write a sparse index entry after at least this many log bytes.
     pub index_interval_bytes: u32,
+    /// Descriptors the store keeps open between calls (see [`Budget`]).
+    pub budget: Budget,
+}
+
+impl StoreOptions {
+    /// The defaults, usable in constants.
+    pub const DEFAULT: StoreOptions = StoreOptions {
+        publish_on_sync: false,
+        index_interval_bytes: 4096,
+        budget: Budget::of_descriptors(1024),
+    };
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            publish_on_sync: false,
-            index_interval_bytes: 4096,
-        }
+        StoreOptions::DEFAULT
     }
 }
 
@@ -222,6 +236,7 @@ pub struct Store {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     create_lock: Mutex<()>,
     dir_lock: Arc<File>,
+    handles: Arc<handles::Handles>,
 }
 
 impl Store {
@@ -250,6 +265,7 @@ impl Store {
             topics: RwLock::new(BTreeMap::new()),
             create_lock: Mutex::new(()),
             dir_lock: Arc::new(lock_file),
+            handles: handles::Handles::new(opts.budget),
         };
         let mut names = Vec::new();
         for entry in fs::read_dir(&topics_dir).map_err(Error::io("list directory", &topics_dir))? {
@@ -324,8 +340,13 @@ impl Store {
         };
         let partitions = (0..config.partitions)
             .map(|p| {
-                Partition::open(dir.join(p.to_string()), p, opts, self.dir_lock.clone())
-                    .map(Arc::new)
+                Partition::open(
+                    dir.join(p.to_string()),
+                    p,
+                    opts,
+                    self.handles.clone(),
+                    self.dir_lock.clone(),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         segment::sync_dir(&dir)?;
@@ -349,6 +370,21 @@ impl Store {
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
         topics.values().cloned().collect()
+    }
+
+    /// The descriptors the store holds now, against its budget.
+    pub fn descriptors(&self) -> Usage {
+        self.handles.usage()
+    }
+
+    /// Close the active segment files of partitions with no append since
+    /// `idle_before` (epoch ms). Returns how many partitions closed them.
+    pub fn release_idle(&self, idle_before: i64) -> usize {
+        self.topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter())
+            .filter(|p| p.release_idle(idle_before))
+            .count()
     }
 
     /// Create a topic, or return the existing one unchanged (its stored config wins

@@ -35,9 +35,10 @@ use tributary_common::record;
 
 use crate::batch::{BatchHeader, HEADER_LEN};
 use crate::error::Error;
+use crate::handles::Handles;
 use crate::index::{self, IndexEntry};
 use crate::rebuild::{self, Built, LogFile};
-use crate::segment::{self, IndexFiles, Loaded, Segment};
+use crate::segment::{self, Loaded, Segment};
 use crate::timeindex;
 
 /// A partition's state after recovery.
@@ -50,38 +51,42 @@ pub(crate) struct Recovered {
     pub active_size: u64,
     /// Bytes in all segments.
     pub total_bytes: u64,
-    /// The last segment's `.index` and `.timeindex`, open for appending.
-    pub files: IndexFiles,
     /// Offsets of the deduplication snapshots (`<offset>.sources`), sorted.
     pub snapshots: Vec<u64>,
 }
 
-/// Open (creating when needed) the partition directory `dir` and recover it.
-pub(crate) fn recover(dir: &Path, interval_bytes: u32) -> Result<Recovered, Error> {
+/// Open (creating when needed) the partition directory `dir` and recover it. Files
+/// are open only while they are looked at (see `handles.rs`).
+pub(crate) fn recover(
+    dir: &Path,
+    interval_bytes: u32,
+    handles: &Arc<Handles>,
+) -> Result<Recovered, Error> {
     fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
     let listing = list(dir)?;
     let bases = &listing.segments;
     let Some((&last, older)) = bases.split_last() else {
-        let (seg, files) = Segment::create(dir, 0)?;
+        // Left by a creation that stopped half-way: an index without its log.
+        remove_leftovers(&listing, u64::MAX);
+        let (seg, _files) = Segment::create(dir, 0, handles.clone())?;
         segment::sync_dir(dir)?;
         return Ok(Recovered {
             segments: vec![Arc::new(seg)],
             next_offset: 0,
             active_size: 0,
             total_bytes: 0,
-            files,
-            snapshots: listing.snapshots,
+            snapshots: Vec::new(),
         });
     };
     remove_leftovers(&listing, bases[0]);
     let mut segments = Vec::with_capacity(bases.len());
     let mut total_bytes = 0;
     for (i, &base) in older.iter().enumerate() {
-        let seg = open_sealed(dir, base, bases[i + 1], interval_bytes)?;
+        let seg = open_sealed(dir, base, bases[i + 1], interval_bytes, handles)?;
         total_bytes += seg.bytes();
         segments.push(Arc::new(seg));
     }
-    let active = open_active(dir, last, interval_bytes)?;
+    let active = open_active(dir, last, interval_bytes, handles)?;
     total_bytes += active.size;
     segments.push(Arc::new(active.segment));
     segment::sync_dir(dir)?;
@@ -90,7 +95,6 @@ pub(crate) fn recover(dir: &Path, interval_bytes: u32) -> Result<Recovered, Erro
         next_offset: active.next_offset,
         active_size: active.size,
         total_bytes,
-        files: active.files,
         snapshots: listing.snapshots,
     })
 }
@@ -153,7 +157,13 @@ fn file_len(file: &File, path: &Path) -> Result<u64, Error> {
 }
 
 /// Open an older segment: trust its bytes, load (or rebuild) its indexes.
-fn open_sealed(dir: &Path, base: u64, upper: u64, interval_bytes: u32) -> Result<Segment, Error> {
+fn open_sealed(
+    dir: &Path,
+    base: u64,
+    upper: u64,
+    interval_bytes: u32,
+    handles: &Arc<Handles>,
+) -> Result<Segment, Error> {
     let lp = segment::log_path(dir, base);
     let file = File::open(&lp).map_err(Error::io("open segment", &lp))?;
     let len = file_len(&file, &lp)?;
@@ -174,7 +184,7 @@ fn open_sealed(dir: &Path, base: u64, upper: u64, interval_bytes: u32) -> Result
         last_append_ms: built.last_append_ms,
         bytes: len,
     };
-    Ok(Segment::new(dir, base, file, loaded))
+    Ok(Segment::new(dir, base, handles.clone(), loaded))
 }
 
 /// The `.index` entry for a batch at `pos`, if the interval policy wants one.
@@ -253,7 +263,6 @@ struct Active {
     segment: Segment,
     next_offset: u64,
     size: u64,
-    files: IndexFiles,
 }
 
 /// Where a validation scan of the active segment ended.
@@ -316,7 +325,12 @@ struct Decided {
 /// starting at that entry ends exactly where the log is cut. Everything decided here
 /// holds the same at the next open: a loaded index that checks out is kept
 /// unchanged, and an index built here checks out at the next open.
-fn open_active(dir: &Path, base: u64, interval_bytes: u32) -> Result<Active, Error> {
+fn open_active(
+    dir: &Path,
+    base: u64,
+    interval_bytes: u32,
+    handles: &Arc<Handles>,
+) -> Result<Active, Error> {
     let lp = segment::log_path(dir, base);
     let file = OpenOptions::new()
         .read(true)
@@ -364,10 +378,6 @@ fn open_active(dir: &Path, base: u64, interval_bytes: u32) -> Result<Active, Err
     if d.write_timeindex {
         rebuild::write_file(&tp, &timeindex::encode_all(&d.built.indexes.times))?;
     }
-    let files = IndexFiles {
-        index: open_rw(&ip, "open index")?,
-        timeindex: open_rw(&tp, "open time index")?,
-    };
     let loaded = Loaded {
         indexes: d.built.indexes,
         max_timestamp_ms: d.built.max_timestamp_ms,
@@ -375,10 +385,9 @@ fn open_active(dir: &Path, base: u64, interval_bytes: u32) -> Result<Active, Err
         bytes: d.scan.end,
     };
     Ok(Active {
-        segment: Segment::new(dir, base, file, loaded),
+        segment: Segment::new(dir, base, handles.clone(), loaded),
         next_offset: d.scan.next_offset,
         size: d.scan.end,
-        files,
     })
 }
 
@@ -522,14 +531,4 @@ impl SegmentFiles<'_> {
             write_timeindex,
         })
     }
-}
-
-fn open_rw(path: &Path, op: &'static str) -> Result<File, Error> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(Error::io(op, path))
 }

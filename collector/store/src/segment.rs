@@ -1,23 +1,25 @@
 //! One segment: a `.log` file of batches plus its in-memory sparse indexes (offset
 //! and time), its largest record timestamp and its size.
 //!
-//! A [`Segment`] is shared (`Arc`) between the writer, readers and retention.
-//! Readers use positional reads on the shared file handle and never take the
-//! partition's writer lock; they only read batches they know are completely written
-//! (see `partition/`). The segment never decides visibility itself. Retention
-//! unlinks the files of a deleted segment while readers may still hold it: their
-//! reads go on from the open handle.
+//! A [`Segment`] is shared (`Arc`) between the writer, readers and retention. It
+//! holds no descriptor: a read takes a handle from the store's cache
+//! ([`Segment::reader`], see `handles.rs`) for its duration and uses positional
+//! reads on it, never taking the partition's writer lock; it only reads batches it
+//! knows are completely written (see `partition/`). The segment never decides
+//! visibility itself. Retention unlinks the files of a deleted segment while reads
+//! may still hold its handle: they go on from it, later ones are out of range.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::UNIX_EPOCH;
 
 use crate::batch::{BatchHeader, HEADER_LEN};
 use crate::error::Error;
+use crate::handles::Handles;
 use crate::index::{self, IndexEntry};
 use crate::timeindex::{self, TimeEntry};
 use crate::walk::Walk;
@@ -86,8 +88,10 @@ pub(crate) struct Loaded {
     pub bytes: u64,
 }
 
-/// The open `.index` and `.timeindex` of the active segment.
-pub(crate) struct IndexFiles {
+/// The active segment's files, open for appending (the writer's).
+pub(crate) struct ActiveFiles {
+    /// Shared with the read cache while it keeps it.
+    pub log: Arc<File>,
     pub index: File,
     pub timeindex: File,
 }
@@ -98,7 +102,11 @@ pub(crate) struct Segment {
     pub(crate) log_path: PathBuf,
     pub(crate) index_path: PathBuf,
     pub(crate) timeindex_path: PathBuf,
-    pub(crate) file: Arc<File>,
+    /// Identifies the segment's handle in the store's read cache.
+    key: u64,
+    handles: Arc<Handles>,
+    /// Retention took it out of the partition (its files are unlinked or going).
+    deleted: AtomicBool,
     indexes: RwLock<Indexes>,
     max_timestamp_ms: AtomicI64,
     /// See [`Segment::last_append_ms`].
@@ -112,13 +120,20 @@ pub(crate) struct Segment {
 const UNREAD: i64 = i64::MIN + 1;
 
 impl Segment {
-    pub(crate) fn new(dir: &Path, base_offset: u64, file: File, loaded: Loaded) -> Segment {
+    pub(crate) fn new(
+        dir: &Path,
+        base_offset: u64,
+        handles: Arc<Handles>,
+        loaded: Loaded,
+    ) -> Segment {
         Segment {
             base_offset,
             log_path: log_path(dir, base_offset),
             index_path: index_path(dir, base_offset),
             timeindex_path: timeindex_path(dir, base_offset),
-            file: Arc::new(file),
+            key: handles.key(),
+            handles,
+            deleted: AtomicBool::new(false),
             indexes: RwLock::new(loaded.indexes),
             max_timestamp_ms: AtomicI64::new(loaded.max_timestamp_ms),
             last_append_ms: AtomicI64::new(loaded.last_append_ms),
@@ -129,7 +144,11 @@ impl Segment {
 
     /// Create an empty segment at `base_offset` (`.log` must not exist yet) and its
     /// empty indexes, returned open for appending. The caller fsyncs the directory.
-    pub(crate) fn create(dir: &Path, base_offset: u64) -> Result<(Segment, IndexFiles), Error> {
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: u64,
+        handles: Arc<Handles>,
+    ) -> Result<(Segment, ActiveFiles), Error> {
         let lp = log_path(dir, base_offset);
         let log = OpenOptions::new()
             .read(true)
@@ -137,17 +156,58 @@ impl Segment {
             .create_new(true)
             .open(&lp)
             .map_err(Error::io("create segment", &lp))?;
-        let files = IndexFiles {
-            index: create_truncated(&index_path(dir, base_offset), "create index")?,
-            timeindex: create_truncated(&timeindex_path(dir, base_offset), "create time index")?,
-        };
+        let index = create_truncated(&index_path(dir, base_offset), "create index")?;
+        let timeindex = create_truncated(&timeindex_path(dir, base_offset), "create time index")?;
         let loaded = Loaded {
             indexes: Indexes::default(),
             max_timestamp_ms: i64::MIN,
             last_append_ms: i64::MIN,
             bytes: 0,
         };
-        Ok((Segment::new(dir, base_offset, log, loaded), files))
+        let seg = Segment::new(dir, base_offset, handles, loaded);
+        let log = seg.handles.share(seg.key, Arc::new(log));
+        let files = ActiveFiles {
+            log,
+            index,
+            timeindex,
+        };
+        Ok((seg, files))
+    }
+
+    /// Open the files of an existing segment for appending (the active segment
+    /// after its files were closed, or after an open).
+    pub(crate) fn open_files(&self) -> Result<ActiveFiles, Error> {
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.log_path)
+            .map_err(Error::io("open segment", &self.log_path))?;
+        let index = open_rw(&self.index_path, "open index")?;
+        let timeindex = open_rw(&self.timeindex_path, "open time index")?;
+        Ok(ActiveFiles {
+            log: self.handles.share(self.key, Arc::new(log)),
+            index,
+            timeindex,
+        })
+    }
+
+    /// A handle on the log for one read (see `handles.rs`).
+    pub(crate) fn reader(&self) -> Result<SegmentReader<'_>, Error> {
+        Ok(SegmentReader {
+            seg: self,
+            file: self.handles.read_file(self.key, &self.log_path)?,
+        })
+    }
+
+    /// Retention took the segment out of its partition: let go of its handle.
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        self.handles.forget(self.key);
+    }
+
+    /// Whether retention deleted the segment.
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Byte position and base offset of the indexed batch holding `offset` or the
@@ -227,8 +287,10 @@ impl Segment {
             return (t != i64::MIN).then_some(t);
         }
         let mut b = [0u8; HEADER_LEN];
-        let found = self
-            .file
+        // Not remembered when the file cannot be read now (no descriptors left):
+        // the next roll check tries again.
+        let file = self.handles.read_file(self.key, &self.log_path).ok()?;
+        let found = file
             .read_exact_at(&mut b, 0)
             .ok()
             .and_then(|()| BatchHeader::decode(&b).ok())
@@ -260,9 +322,7 @@ impl Segment {
 
     /// The log's modification time in epoch milliseconds.
     pub(crate) fn modified_ms(&self) -> Result<i64, Error> {
-        let t = self
-            .file
-            .metadata()
+        let t = std::fs::metadata(&self.log_path)
             .and_then(|m| m.modified())
             .map_err(Error::io("stat", &self.log_path))?;
         Ok(match t.duration_since(UNIX_EPOCH) {
@@ -270,39 +330,40 @@ impl Segment {
             Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
         })
     }
+}
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.handles.forget(self.key);
+    }
+}
+
+/// A segment with an open handle on its log, for the duration of one read.
+pub(crate) struct SegmentReader<'a> {
+    seg: &'a Segment,
+    file: Arc<File>,
+}
+
+impl SegmentReader<'_> {
     /// Walk batch headers from `position` (which must hold the batch with base
     /// offset `offset`), never reaching offset `upper`.
     pub(crate) fn walk(&self, position: u64, offset: u64, upper: u64) -> Result<Walk<'_>, Error> {
-        let len = self
-            .file
-            .metadata()
-            .map_err(Error::io("stat", &self.log_path))?
-            .len();
-        Ok(Walk::new(
-            &self.file,
-            &self.log_path,
-            len,
-            position,
-            offset,
-            upper,
-        ))
+        let path = &self.seg.log_path;
+        let len = self.file.metadata().map_err(Error::io("stat", path))?.len();
+        Ok(Walk::new(&self.file, path, len, position, offset, upper))
     }
 
     /// Fill `buf` from `position`; running into the end of the file is corruption
     /// (the caller only reads batches it knows exist).
     fn read_at(&self, buf: &mut [u8], position: u64) -> Result<(), Error> {
+        let path = &self.seg.log_path;
         self.file.read_exact_at(buf, position).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::corrupt(
-                    &self.log_path,
-                    position,
-                    "batch runs past the end of the segment",
-                )
+                Error::corrupt(path, position, "batch runs past the end of the segment")
             } else {
                 Error::Io {
                     op: "read",
-                    path: self.log_path.clone(),
+                    path: path.clone(),
                     source: e,
                 }
             }
@@ -316,7 +377,7 @@ impl Segment {
         self.read_at(&mut payload, position + HEADER_LEN as u64)?;
         if h.compute_crc(&payload) != h.crc {
             return Err(Error::corrupt(
-                &self.log_path,
+                &self.seg.log_path,
                 position,
                 format!(
                     "CRC32C mismatch in the batch of offsets {}..{}",
@@ -327,6 +388,17 @@ impl Segment {
         }
         Ok(payload)
     }
+}
+
+/// Open (creating when missing) a file for reading and writing, keeping its bytes.
+pub(crate) fn open_rw(path: &Path, op: &'static str) -> Result<File, Error> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(Error::io(op, path))
 }
 
 fn create_truncated(path: &Path, op: &'static str) -> Result<File, Error> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tributary_store::{
-    Error, Partition, RetentionPolicy, Store, StoreOptions, TimestampOffset, TopicConfig,
+    Budget, Error, Partition, RetentionPolicy, Store, StoreOptions, TimestampOffset, TopicConfig,
 };
 use util::{
     Rec, Rng, append_at, base_of, batch_bounds, flat, gen_batch, headers, logs, read_all, recs,
@@ -195,6 +195,8 @@ fn run(
     let opts = StoreOptions {
         publish_on_sync,
         index_interval_bytes,
+        // Tiny: handles are evicted and reopened all the time.
+        budget: Budget::MIN,
     };
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts).unwrap();

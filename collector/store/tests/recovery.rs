@@ -18,6 +18,7 @@ use util::{
 const OPTS: StoreOptions = StoreOptions {
     publish_on_sync: false,
     index_interval_bytes: 128,
+    ..StoreOptions::DEFAULT
 };
 
 /// A store with one single-partition topic `t`, filled with `n` batches; returns

@@ -12,6 +12,7 @@ fn opts() -> StoreOptions {
     StoreOptions {
         publish_on_sync: false,
         index_interval_bytes: 256,
+        ..StoreOptions::DEFAULT
     }
 }
 
@@ -265,6 +266,7 @@ fn concurrent_appends_syncs_and_reads() {
     let o = StoreOptions {
         publish_on_sync: true,
         index_interval_bytes: 512,
+        ..StoreOptions::DEFAULT
     };
     let store = Arc::new(Store::open(dir.path(), o).unwrap());
     let p = store

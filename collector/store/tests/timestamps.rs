@@ -14,6 +14,7 @@ use util::{Batch, Rec, Rng, append, base_of, capture_logs, copy_dir, flat, gen_b
 const OPTS: StoreOptions = StoreOptions {
     publish_on_sync: false,
     index_interval_bytes: 128,
+    ..StoreOptions::DEFAULT
 };
 const T0: i64 = 1_700_000_000_000;
 

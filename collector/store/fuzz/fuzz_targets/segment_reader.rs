@@ -386,6 +386,8 @@ fuzz_target!(|data: &[u8]| {
         // 0 indexes every batch (it once made recovery write two entries for one
         // batch, an index that failed its own check at the next open).
         index_interval_bytes: [0, 38, 100, 4096][usize::from((flags >> 5) & 3)],
+        // The smallest budget: handles are closed and reopened all the time.
+        budget: tributary_store::Budget::MIN,
     };
     let segment_bytes: u64 = if flags & 128 != 0 { 256 } else { 1 << 20 };
     let max_records = 1 + data.len() % 7;

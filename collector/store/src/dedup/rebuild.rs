@@ -47,7 +47,14 @@ pub(crate) fn load(dir: &Path, segments: &[Arc<Segment>], snapshots: &[u64]) -> 
 fn scan(sources: &mut Sources, segments: &[Arc<Segment>]) {
     for (i, seg) in segments.iter().enumerate() {
         let upper = segments.get(i + 1).map_or(u64::MAX, |s| s.base_offset);
-        let walk = match seg.walk(0, seg.base_offset, upper) {
+        let reader = match seg.reader() {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot scan a segment for deduplication");
+                continue;
+            }
+        };
+        let walk = match reader.walk(0, seg.base_offset, upper) {
             Ok(w) => w,
             Err(e) => {
                 warn!(error = %e, "cannot scan a segment for deduplication");
@@ -56,7 +63,7 @@ fn scan(sources: &mut Sources, segments: &[Arc<Segment>]) {
         };
         for step in walk {
             match step {
-                Ok(Step::Batch { pos, header }) => match seg.read_payload(pos, &header) {
+                Ok(Step::Batch { pos, header }) => match reader.read_payload(pos, &header) {
                     Ok(payload) => {
                         if let Err(e) = sources.observe(&payload, header.base_offset) {
                             warn!(segment = %seg.log_path.display(), position = pos, error = %e,

@@ -80,20 +80,22 @@ impl Partition {
     /// readers keep the segments they hold.
     fn heal(&self, w: &mut Writer) -> Result<(), Error> {
         let _sync = lock(&self.sync_lock);
-        let r = recovery::recover(&self.dir, self.opts.index_interval_bytes)?;
+        let r = recovery::recover(&self.dir, self.opts.index_interval_bytes, &self.handles)?;
         let active = r
             .segments
             .last()
             .cloned()
             .ok_or_else(|| Error::corrupt(&self.dir, 0, "recovery returned no segment"))?;
-        active
-            .file
-            .sync_data()
-            .map_err(Error::io("fsync segment", &active.log_path))?;
+        let path = &active.log_path;
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_data())
+            .map_err(Error::io("fsync segment", path))?;
         let sources = dedup::load(&self.dir, &r.segments, &r.snapshots);
+        // The old files close; the recovered active segment opens its own.
+        self.handles.writer_closed(self.key);
         *w = Writer {
             active,
-            files: r.files,
+            files: None,
             size: r.active_size,
             next_offset: r.next_offset,
             sources,

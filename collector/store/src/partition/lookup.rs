@@ -59,8 +59,12 @@ impl Partition {
             if seg.base_offset >= upper {
                 break;
             }
-            if let Some(found) = lookup_in(seg, timestamp_ms, upper)? {
-                return Ok(Some(found));
+            match lookup_in(seg, timestamp_ms, upper) {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                // Deleted by retention meanwhile: not considered.
+                Err(_) if seg.is_deleted() => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
@@ -70,12 +74,13 @@ impl Partition {
 /// The first record `>= target` in one segment, below offset `upper`.
 fn lookup_in(seg: &Segment, target: i64, upper: u64) -> Result<Option<TimestampOffset>, Error> {
     let (pos, at) = seg.time_start(target);
-    for step in seg.walk(pos, at, upper)? {
+    let reader = seg.reader()?;
+    for step in reader.walk(pos, at, upper)? {
         match step? {
             Step::Batch { pos, header } => {
                 // Checked even when skipped: the header's timestamps decide the
                 // skip and only the CRC vouches for them. The walk is short.
-                let payload = seg.read_payload(pos, &header)?;
+                let payload = reader.read_payload(pos, &header)?;
                 if header.last_timestamp_ms < target {
                     continue;
                 }

@@ -7,10 +7,11 @@
 //! - `retention_lock` (mutex): one retention pass at a time.
 //! - `sync_lock` (mutex): one group-commit fsync at a time; late arrivals find their
 //!   offset already durable and return without a syscall.
-//! - `writer` (mutex): the active segment, its index files, the next offset and the
+//! - `writer` (mutex): the active segment, its open files, the next offset and the
 //!   deduplication table. Held for an append's `write(2)` calls and for a roll
 //!   (which fsyncs the old segment). Never held by readers, never held during a
-//!   group-commit fsync.
+//!   group-commit fsync. Another partition closing this one's files to stay
+//!   within the descriptor budget only ever `try_lock`s it (see `handles.rs`).
 //! - `segments` (rwlock): the segment list, read-locked only to clone `Arc`s. A roll
 //!   pushes to its end; retention removes from its front.
 //!
@@ -19,6 +20,7 @@
 //! to `written_end`, or to `durable_end` with `publish_on_sync`). A batch below
 //! `visible_end` is completely written, so a reader may read it without a lock.
 
+mod files;
 mod health;
 mod lookup;
 mod read;
@@ -29,7 +31,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use tributary_common::record::{self, PayloadSummary};
@@ -37,9 +39,10 @@ use tributary_common::record::{self, PayloadSummary};
 use crate::batch::{BatchHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::dedup::{self, Filtered, Sources};
 use crate::error::Error;
+use crate::handles::Handles;
 use crate::index::{self, IndexEntry};
 use crate::recovery;
-use crate::segment::{IndexFiles, Segment};
+use crate::segment::{ActiveFiles, Segment};
 use crate::timeindex::{self, TimeEntry};
 
 pub use lookup::TimestampOffset;
@@ -69,7 +72,8 @@ pub struct AppendResult {
 
 struct Writer {
     active: Arc<Segment>,
-    files: IndexFiles,
+    /// The active segment's files while open (see `handles.rs`).
+    files: Option<ActiveFiles>,
     /// Bytes in the active segment.
     size: u64,
     next_offset: u64,
@@ -97,6 +101,13 @@ pub struct Partition {
     /// Why appends fail now (see `health.rs`).
     problem: Mutex<Option<String>>,
     last_heal: Mutex<Option<std::time::Instant>>,
+    /// The store's descriptor budget, and this partition's key in it.
+    handles: Arc<Handles>,
+    key: u64,
+    /// This partition, for the budget to close its files (set once it is shared).
+    me: OnceLock<Weak<Partition>>,
+    /// Append time of the latest append, for closing the least recently used files.
+    last_used: AtomicI64,
     /// Keeps the data directory lock alive as long as the partition is.
     _dir_lock: Arc<File>,
 }
@@ -118,27 +129,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Partition {
-    /// Open and recover the partition stored in `dir` (created when missing).
+    /// Open and recover the partition stored in `dir` (created when missing). Its
+    /// files stay closed until the first append.
     pub(crate) fn open(
         dir: PathBuf,
         id: u32,
         opts: PartitionOptions,
+        handles: Arc<Handles>,
         dir_lock: Arc<File>,
-    ) -> Result<Partition, Error> {
-        let r = recovery::recover(&dir, opts.index_interval_bytes)?;
+    ) -> Result<Arc<Partition>, Error> {
+        let r = recovery::recover(&dir, opts.index_interval_bytes, &handles)?;
         let sources = dedup::load(&dir, &r.segments, &r.snapshots);
         let active = r
             .segments
             .last()
             .cloned()
             .ok_or_else(|| Error::corrupt(&dir, 0, "recovery returned no segment"))?;
-        Ok(Partition {
+        let p = Arc::new(Partition {
             id,
             opts,
             retention_lock: Mutex::new(()),
             writer: Mutex::new(Writer {
                 active,
-                files: r.files,
+                files: None,
                 size: r.active_size,
                 next_offset: r.next_offset,
                 sources,
@@ -153,9 +166,15 @@ impl Partition {
             failed: AtomicBool::new(false),
             problem: Mutex::new(None),
             last_heal: Mutex::new(None),
+            key: handles.key(),
+            handles,
+            me: OnceLock::new(),
+            last_used: AtomicI64::new(i64::MIN),
             _dir_lock: dir_lock,
             dir,
-        })
+        });
+        let _ = p.me.set(Arc::downgrade(&p));
+        Ok(p)
     }
 
     /// The partition number.
@@ -281,6 +300,7 @@ impl Partition {
             }
         };
         let count = u64::from(summary.records);
+        self.last_used.fetch_max(now_ms, Ordering::Relaxed);
         let header = BatchHeader::for_payload(
             w.next_offset,
             payload,
@@ -294,16 +314,17 @@ impl Partition {
         }
         let pos = w.size;
         let seg = w.active.clone();
-        let written = seg
-            .file
+        let files = self.active_files(w)?;
+        let written = files
+            .log
             .write_all_at(&header.encode(), pos)
-            .and_then(|()| seg.file.write_all_at(payload, pos + HEADER_LEN as u64));
+            .and_then(|()| files.log.write_all_at(payload, pos + HEADER_LEN as u64));
         if let Err(e) = written {
-            self.undo(&seg, pos);
+            self.undo(files, &seg, pos);
             return Err(Error::io("write", &seg.log_path)(e));
         }
-        if let Err(e) = self.index_batch(w, &seg, pos, &header) {
-            self.undo(&seg, pos);
+        if let Err(e) = self.index_batch(files, &seg, pos, &header) {
+            self.undo(files, &seg, pos);
             return Err(e);
         }
         seg.appended(&header);
@@ -329,7 +350,7 @@ impl Partition {
     /// policy wants them: to the files first, then to memory.
     fn index_batch(
         &self,
-        w: &Writer,
+        files: &ActiveFiles,
         seg: &Segment,
         pos: u64,
         h: &BatchHeader,
@@ -349,11 +370,11 @@ impl Partition {
             relative_offset,
         };
         let n = seg.index_len() as u64;
-        w.files
+        files
             .index
             .write_all_at(&offset_entry.encode(), n * index::ENTRY_LEN as u64)
             .map_err(Error::io("write", &seg.index_path))?;
-        w.files
+        files
             .timeindex
             .write_all_at(&time_entry.encode(), n * timeindex::ENTRY_LEN as u64)
             .map_err(Error::io("write", &seg.timeindex_path))?;
@@ -390,8 +411,8 @@ impl Partition {
     }
 
     /// Cut a failed append off the log; refuse further writes if that fails too.
-    fn undo(&self, seg: &Segment, pos: u64) {
-        if let Err(e) = seg.file.set_len(pos) {
+    fn undo(&self, files: &ActiveFiles, seg: &Segment, pos: u64) {
+        if let Err(e) = files.log.set_len(pos) {
             tracing::error!(segment = %seg.log_path.display(), position = pos, error = %e,
                 "cannot cut off a failed append; the partition refuses writes until reopened");
             self.failed.store(true, Ordering::Release);
@@ -410,17 +431,26 @@ impl Partition {
             return Ok(());
         }
         self.check_failed()?;
-        let (file, path, end) = {
+        let (file, active, end) = {
             let w = lock(&self.writer);
             (
-                w.active.file.clone(),
-                w.active.log_path.clone(),
+                w.files.as_ref().map(|f| f.log.clone()),
+                w.active.clone(),
                 w.next_offset,
             )
         };
         if end <= self.durable_end.load(Ordering::Acquire) {
             return Ok(());
         }
+        // Files are closed only once durable (see `close_files`); should they be
+        // closed anyway, any handle on the log syncs it.
+        let path = &active.log_path;
+        let file = match file {
+            Some(f) => f,
+            None => File::open(path)
+                .map(Arc::new)
+                .map_err(Error::io("open segment", path))?,
+        };
         if let Err(e) = file.sync_data() {
             // After a failed fsync the page cache state is unknown: stop writing.
             self.failed.store(true, Ordering::Release);

@@ -2,7 +2,8 @@
 //! of the segments it needs and reads them with positional reads, one batch at a
 //! time (a header, then the payload of a batch holding wanted offsets), so memory
 //! is bounded by the read's limits plus one batch, never by a segment. A segment
-//! deleted by retention meanwhile stays readable through its open handle.
+//! deleted by retention meanwhile stays readable through the handle its read
+//! holds; one deleted before its read opened it is out of range.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -57,12 +58,22 @@ impl Partition {
             if next >= upper {
                 continue;
             }
-            match read_segment(seg, next, upper, &mut take)? {
-                Collected::Done => next = upper,
-                Collected::Full(at) => {
+            match read_segment(seg, next, upper, &mut take) {
+                Ok(Collected::Done) => next = upper,
+                Ok(Collected::Full(at)) => {
                     next = at;
                     break;
                 }
+                // Retention deleted it before this read opened it.
+                Err(_) if seg.is_deleted() && take.records.is_empty() => {
+                    return Err(Error::OffsetOutOfRange {
+                        offset,
+                        start: self.start_offset(),
+                        end,
+                    });
+                }
+                Err(_) if seg.is_deleted() => break,
+                Err(e) => return Err(e),
             }
         }
         Ok(ReadResult {
@@ -77,14 +88,15 @@ impl Partition {
 fn read_segment(seg: &Segment, from: u64, upper: u64, take: &mut Take) -> Result<Collected, Error> {
     let mut next = from;
     let (pos, at) = seg.position_for(next);
-    for step in seg.walk(pos, at, upper)? {
+    let reader = seg.reader()?;
+    for step in reader.walk(pos, at, upper)? {
         match step? {
             Step::Batch { pos, header: h } => {
                 if h.next_offset() <= next {
                     // Before the wanted offset: only its header was read.
                     continue;
                 }
-                let payload = seg.read_payload(pos, &h)?;
+                let payload = reader.read_payload(pos, &h)?;
                 match records::collect(&payload, &h, next, take) {
                     Ok(Collected::Done) => next = h.next_offset(),
                     Ok(Collected::Full(at)) => return Ok(Collected::Full(at)),

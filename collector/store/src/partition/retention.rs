@@ -17,9 +17,9 @@
 //! offset moves on at once, and the deduplication table forgets the sources whose
 //! records all went with it; then its files are unlinked (indexes and snapshot
 //! first, the `.log` last, so an interrupted pass leaves at worst a segment that
-//! recovery re-indexes and the next pass deletes again). Readers that cloned the
-//! segment's `Arc` before go on reading through the open file handle; later reads
-//! of those offsets are [`Error::OffsetOutOfRange`].
+//! recovery re-indexes and the next pass deletes again). Reads that opened the
+//! segment before go on through their handle; later reads of those offsets are
+//! [`Error::OffsetOutOfRange`].
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -132,6 +132,7 @@ impl Partition {
         let mut bytes = 0;
         let mut unlinking = true;
         for seg in &removed {
+            seg.mark_deleted();
             bytes += seg.bytes();
             // After a `.log` that cannot go, keep the later ones: the files left
             // must stay contiguous for the next start-up, which deletes them again.

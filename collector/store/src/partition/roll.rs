@@ -68,14 +68,16 @@ impl Partition {
     /// snapshot for the next base offset.
     fn seal(&self, w: &mut Writer) -> Result<(), Error> {
         let old = w.active.clone();
-        old.file
+        let files = self.active_files(w)?;
+        files
+            .log
             .sync_data()
             .map_err(Error::io("fsync segment", &old.log_path))?;
-        w.files
+        files
             .index
             .sync_data()
             .map_err(Error::io("fsync index", &old.index_path))?;
-        w.files
+        files
             .timeindex
             .sync_data()
             .map_err(Error::io("fsync time index", &old.timeindex_path))?;
@@ -97,7 +99,7 @@ impl Partition {
         if std::fs::metadata(&leftover).is_ok_and(|m| m.len() == 0) {
             super::health::remove_partial_segment(&self.dir, w.next_offset);
         }
-        let (seg, files) = Segment::create(&self.dir, w.next_offset)?;
+        let (seg, files) = Segment::create(&self.dir, w.next_offset, self.handles.clone())?;
         segment::sync_dir(&self.dir)?;
         let seg = Arc::new(seg);
         self.segments
@@ -106,7 +108,7 @@ impl Partition {
             .push(seg.clone());
         tracing::debug!(segment = %seg.log_path.display(), "rolled to a new segment");
         w.active = seg;
-        w.files = files;
+        w.files = Some(files);
         w.size = 0;
         Ok(())
     }

@@ -152,7 +152,6 @@ pub fn flat(batch: &Batch) -> Vec<Rec> {
     batch.iter().flatten().cloned().collect()
 }
 
-/// Encode, summarize and append a batch.
 /// Append `batch`, "when" its newest record was written (see [`batch_bytes`]).
 pub fn append(p: &Partition, batch: &Batch) -> AppendResult {
     let payload = encode(batch);
