@@ -21,11 +21,11 @@ use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_common::wire::{
-    BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame, FrameCodec,
-    PROTOCOL_VERSION, WireError, decode_frame,
+    BATCH_HEAD_MAX, BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame,
+    FrameCodec, PROTOCOL_VERSION, WireError, declared_batch_len, decode_frame,
 };
 
-use crate::budget::{MemoryBudget, Reserved};
+use crate::budget::{MemoryBudget, PeerBudget, Reserved};
 use crate::metrics::Metrics;
 use crate::storage::{Appended, Storage, StorageError};
 use tributary_common::limits::PerIp;
@@ -198,7 +198,8 @@ impl Ingest {
         let mut reader = FrameReader {
             inner: r,
             max_frame: self.max_frame_bytes.min(self.budget.total()),
-            budget: self.budget.clone(),
+            max_batch: self.max_batch_bytes,
+            budget: self.budget.peer(peer.ip()),
         };
         let mut writer = FramedWrite::new(w, FrameCodec::new(self.max_frame_bytes));
         let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
@@ -340,17 +341,14 @@ impl Ingest {
 
     /// Open and append one batch. A refused batch whose fault is the sender's
     /// (bad checksum, bomb, malformed payload) is fatal for the connection.
-    async fn store_batch(&self, batch: BatchFrame, _frame: Reserved) -> Result<Pending, Fatal> {
+    /// `_held`: the memory budget of the frame and its decompressed payload (the
+    /// declared size, which `open` enforces), reserved by the reader and returned
+    /// once the batch is appended.
+    async fn store_batch(&self, batch: BatchFrame, _held: Reserved) -> Result<Pending, Fatal> {
         let seq = batch.seq;
         let compressed = batch.payload.len() as u64;
         let limit = self.max_batch_bytes;
         let topic = batch.topic.clone();
-        // The decompressed payload needs room too (the declared size, which `open`
-        // enforces); held until it is appended.
-        let _payload = self
-            .budget
-            .reserve((batch.uncompressed_len as usize).min(limit))
-            .await;
         // Decompression and validation are CPU work: keep them off the runtime threads.
         let opened = tokio::task::spawn_blocking(move || batch.open(limit))
             .await
@@ -508,12 +506,14 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads frames, reserving each frame's bytes in the memory budget before they are
-/// read: a connection announcing a large frame waits for room, it does not buffer.
+/// Reads frames, reserving each frame's bytes (and a batch's decompressed size) in
+/// the memory budget before they are read: a connection announcing a large frame
+/// waits for room, it does not buffer.
 struct FrameReader<R> {
     inner: R,
     max_frame: usize,
-    budget: MemoryBudget,
+    max_batch: usize,
+    budget: PeerBudget,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -544,9 +544,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     reason: "empty frame",
                 });
             }
-            let held = self.budget.reserve(n).await;
-            let mut body = vec![0u8; n];
-            self.inner.read_exact(&mut body).await?;
+            // The head first (a few hundred bytes at most, outside the budget): a
+            // batch declares its decompressed size there, reserved with the frame
+            // in one go, so no connection holds budget while waiting for more.
+            let mut body = Vec::with_capacity(n.min(BATCH_HEAD_MAX));
+            (&mut self.inner)
+                .take(n.min(BATCH_HEAD_MAX) as u64)
+                .read_to_end(&mut body)
+                .await?;
+            if body.len() < n.min(BATCH_HEAD_MAX) {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            let payload = declared_batch_len(&body).map_or(0, |d| (d as usize).min(self.max_batch));
+            let held = self.budget.reserve(n + payload).await;
+            body.resize(n, 0);
+            self.inner
+                .read_exact(&mut body[n.min(BATCH_HEAD_MAX)..])
+                .await?;
             Ok((decode_frame(Bytes::from(body))?, held))
         };
         match tokio::time::timeout(FRAME_READ_TIMEOUT, read).await {

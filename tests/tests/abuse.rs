@@ -227,8 +227,14 @@ fn rss(pid: u32) -> u64 {
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-/// TLS with the agent certificate, then HELLO and its WELCOME.
-async fn agent_session(env: &Env, port: u16) -> std::io::Result<Tls> {
+/// The address real agents connect from.
+const LOCAL: [u8; 4] = [127, 0, 0, 1];
+/// Another sender on the same machine (all of 127/8 reaches the loopback).
+const OTHER: [u8; 4] = [127, 0, 0, 2];
+
+/// TLS from source address `from` with the agent certificate, then HELLO and its
+/// WELCOME.
+async fn agent_session(env: &Env, port: u16, from: [u8; 4]) -> std::io::Result<Tls> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tributary_common::wire::{Frame, FrameCodec, PROTOCOL_VERSION};
     let config = tributary_common::tls::client_config(
@@ -239,7 +245,11 @@ async fn agent_session(env: &Env, port: u16) -> std::io::Result<Tls> {
         )),
     )
     .expect("client config");
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((std::net::Ipv4Addr::from(from), 0).into())?;
+    let tcp = socket
+        .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
+        .await?;
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let mut tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
@@ -264,10 +274,11 @@ async fn agent_session(env: &Env, port: u16) -> std::io::Result<Tls> {
     Ok(tls)
 }
 
-/// Hundreds of connections announcing 16 MiB frames and sending part of them:
-/// the collector reads a frame only once the memory budget has room for it, so its
-/// memory stays within the budget; a real agent's lines still arrive, and the
-/// stalled senders are dropped at the frame timeout.
+/// Hundreds of connections from one address announcing 16 MiB frames and sending
+/// part of them: the collector reads a frame only once the memory budget has room
+/// for it, so its memory stays within the budget; the address holds at most its
+/// share of the budget, so a real agent on another address is served at once, and
+/// the stalled senders are dropped at the frame timeout.
 #[test]
 fn half_sent_frames_stay_within_the_memory_budget() {
     let env = Env::new();
@@ -289,11 +300,12 @@ fn half_sent_frames_stay_within_the_memory_budget() {
             }
         })
     };
+    let t0 = std::time::Instant::now();
     let held = tributary_e2e::block_on(async {
         use tokio::io::AsyncWriteExt;
         let mut tasks = Vec::new();
-        for _ in 0..300 {
-            tasks.push(agent_session(&env, port));
+        for _ in 0..500 {
+            tasks.push(agent_session(&env, port, OTHER));
         }
         let mut streams = Vec::new();
         for t in futures_util::future::join_all(tasks).await {
@@ -314,6 +326,7 @@ fn half_sent_frames_stay_within_the_memory_budget() {
         futures_util::future::join_all(writes).await;
         streams
     });
+    let stalled_at = t0.elapsed();
     // A real agent meanwhile.
     let log = env.path().join("app.log");
     append_lines(&log, (0..500).map(|i| format!("real {i}")));
@@ -324,14 +337,26 @@ fn half_sent_frames_stay_within_the_memory_budget() {
         env.output_yaml(&collector, "lz4")
     );
     let agent = env.start_agent("agent", &yaml);
+    let agent_started = std::time::Instant::now();
     collector.wait_for_count("app", 500, Duration::from_secs(90), &agent);
+    let served_in = agent_started.elapsed();
+    eprintln!(
+        "abuse: 500 stalled senders set up in {:.1} s; the agent's lines arrived {:.1} s after it started",
+        stalled_at.as_secs_f64(),
+        served_in.as_secs_f64()
+    );
+    // Not behind the flood: the stalled frames are dropped only after 30 s.
+    assert!(
+        served_in < Duration::from_secs(20),
+        "the agent waited {served_in:?} behind another address's stalled frames"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
     let grew = peak
         .load(std::sync::atomic::Ordering::Relaxed)
         .saturating_sub(before);
     eprintln!(
-        "abuse: collector RSS {:.1} MB before, peak {:.1} MB with 300 half-sent 16 MiB frames (budget 64 MiB)",
+        "abuse: collector RSS {:.1} MB before, peak {:.1} MB with 500 half-sent 16 MiB frames (budget 64 MiB)",
         before as f64 / 1e6,
         (before + grew) as f64 / 1e6
     );
@@ -342,6 +367,78 @@ fn half_sent_frames_stay_within_the_memory_budget() {
     );
     drop(held);
     drop(agent);
+}
+
+/// Many senders at once with whole frames that declare the largest decompressed
+/// size: each batch's frame and payload are reserved together, so no connection
+/// holds part of the budget while it waits for the rest, and ingest never
+/// deadlocks (before, four such frames held the whole budget, each waiting for
+/// room for its payload, and ingest stopped for everyone). The bogus batches are
+/// refused and a real agent is served.
+#[test]
+fn large_declared_batches_from_many_senders_do_not_deadlock_ingest() {
+    let env = Env::new();
+    let collector = env.start_collector_with(
+        "  max_inflight_bytes: 64MiB\n",
+        "topics:\n  default: {partitions: 1}\n",
+    );
+    let port = collector.ingest_port;
+    let outcomes = tributary_e2e::block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Topic "app", 1 record, 32 MiB declared, a 15 MiB payload that is not lz4.
+        let topic = b"app";
+        let payload = vec![0xA5u8; 15 << 20];
+        let mut frame = Vec::with_capacity(payload.len() + 64);
+        let body_len = 1 + 8 + 1 + 1 + topic.len() + 12 + payload.len();
+        frame.extend_from_slice(&(body_len as u32).to_le_bytes());
+        frame.push(3); // BATCH
+        frame.extend_from_slice(&1u64.to_le_bytes());
+        frame.push(2); // lz4
+        frame.push(topic.len() as u8);
+        frame.extend_from_slice(topic);
+        frame.extend_from_slice(&1u32.to_le_bytes());
+        frame.extend_from_slice(&(32u32 << 20).to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let frame = std::sync::Arc::new(frame);
+        let senders = (0..8u8).map(|i| {
+            let (env, frame) = (&env, frame.clone());
+            async move {
+                let mut s = agent_session(env, port, [127, 0, 1, i]).await?;
+                s.write_all(&frame).await?;
+                s.flush().await?;
+                // The answer: an ERROR frame.
+                tokio::time::timeout(Duration::from_secs(60), async {
+                    let mut len = [0u8; 4];
+                    s.read_exact(&mut len).await?;
+                    let mut answer = vec![0u8; u32::from_le_bytes(len) as usize];
+                    s.read_exact(&mut answer).await?;
+                    std::io::Result::Ok(answer)
+                })
+                .await
+                .map_err(|_| std::io::Error::other("no answer within 60 s (ingest stuck?)"))?
+            }
+        });
+        futures_util::future::join_all(senders).await
+    });
+    for (i, o) in outcomes.iter().enumerate() {
+        let answer = o.as_ref().unwrap_or_else(|e| panic!("sender {i}: {e}"));
+        let text = String::from_utf8_lossy(answer);
+        assert!(
+            text.contains("refused"),
+            "sender {i} got no refusal: {text:?}"
+        );
+    }
+    let log = env.path().join("app.log");
+    append_lines(&log, (0..100).map(|i| format!("after {i}")));
+    let yaml = format!(
+        "host: real\ndata_dir: {}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{}\"]\n{}",
+        env.path().join("agent-data").display(),
+        log.display(),
+        env.output_yaml(&collector, "lz4")
+    );
+    let agent = env.start_agent("agent", &yaml);
+    collector.wait_for_count("app", 100, Duration::from_secs(60), &agent);
 }
 
 /// Idle TCP sockets are closed at the TLS handshake timeout (5 s), a client that
@@ -361,8 +458,8 @@ fn stalled_ingest_clients_are_dropped_and_each_address_is_capped() {
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
         .collect();
     let sessions = tributary_e2e::block_on(async {
-        let a = agent_session(&env, port).await.expect("session");
-        let b = agent_session(&env, port).await.expect("session");
+        let a = agent_session(&env, port, LOCAL).await.expect("session");
+        let b = agent_session(&env, port, LOCAL).await.expect("session");
         vec![a, b]
     });
     // 4 idle + 2 sessions = 6 of 8: two more fit, the rest are closed at once.
@@ -574,7 +671,9 @@ async fn ship_to_topics(
     use tributary_common::codec::Compression;
     use tributary_common::record::BlockWriter;
     use tributary_common::wire::{BatchFrame, Frame, FrameCodec};
-    let tls = agent_session(env, port).await.map_err(|e| e.to_string())?;
+    let tls = agent_session(env, port, LOCAL)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut framed = tokio_util::codec::Framed::new(tls, FrameCodec::new(1 << 20));
     let mut scratch = Vec::new();
     for (seq, topic) in topics.enumerate() {

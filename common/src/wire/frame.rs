@@ -293,6 +293,24 @@ pub fn decode_frame(mut body: Bytes) -> Result<Frame, WireError> {
     decode_body(kind, body)
 }
 
+/// Bytes of a frame body a reader needs to see before [`declared_batch_len`] can
+/// answer: type, seq, codec, topic length, the longest topic, records, size.
+pub const BATCH_HEAD_MAX: usize = 1 + 8 + 1 + 1 + u8::MAX as usize + 4 + 4;
+
+/// The uncompressed size a BATCH declares, from the first bytes of its frame body
+/// (type byte first), so a reader can reserve memory for the frame and its
+/// decompressed payload at once before reading the rest. `None`: not a BATCH, or
+/// `head` is too short to tell (a frame that short is malformed anyway).
+pub fn declared_batch_len(head: &[u8]) -> Option<u32> {
+    if head.first() != Some(&T_BATCH) {
+        return None;
+    }
+    let topic_len = *head.get(1 + 8 + 1)? as usize;
+    let at = 1 + 8 + 1 + 1 + topic_len + 4;
+    let b = head.get(at..at + 4)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 fn decode_body(kind: u8, buf: Bytes) -> Result<Frame, WireError> {
     let name = match kind {
         T_HELLO => "HELLO",
@@ -509,6 +527,28 @@ mod tests {
         }
         b.finish(&mut buf);
         (buf, 100)
+    }
+
+    #[test]
+    fn a_batch_declares_its_size_in_its_first_bytes() {
+        let (data, n) = payload();
+        for topic in ["t".to_owned(), "x".repeat(255)] {
+            let frame = BatchFrame::build(9, &topic, Compression::Lz4, n, &data, &mut Vec::new());
+            let mut buf = BytesMut::new();
+            FrameCodec::new(1 << 20)
+                .encode(Frame::Batch(frame), &mut buf)
+                .unwrap();
+            let body = &buf[4..];
+            let head = &body[..body.len().min(BATCH_HEAD_MAX)];
+            assert_eq!(declared_batch_len(head), Some(data.len() as u32));
+            assert_eq!(declared_batch_len(&head[..head.len() - 20]), None);
+        }
+        let mut ack = BytesMut::new();
+        FrameCodec::new(64)
+            .encode(Frame::Ack { seq: 1 }, &mut ack)
+            .unwrap();
+        assert_eq!(declared_batch_len(&ack[4..]), None);
+        assert_eq!(declared_batch_len(&[]), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 mod frame;
 
 pub use frame::{
-    BatchError, BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame,
-    FrameCodec, MAGIC, PROTOCOL_VERSION, WireError, decode_frame,
+    BATCH_HEAD_MAX, BatchError, BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES,
+    ErrorCode, Frame, FrameCodec, MAGIC, PROTOCOL_VERSION, WireError, declared_batch_len,
+    decode_frame,
 };
