@@ -5,7 +5,6 @@
 //! retention), 500 with file and byte for damaged data.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -19,13 +18,12 @@ use tributary_store::{Partition, StoredRecord};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
-/// Records per read when `max` is not given, and the most a read may ask for.
-const DEFAULT_MAX: usize = 100;
-const MAX_MAX: usize = 10_000;
+pub mod params;
+
+use params::{OffsetParams, ReadParams, StartAt, parse_partition, parse_timestamp};
+
 /// Message bytes per read answer (at least one record is always returned).
 const MAX_READ_BYTES: usize = 8 << 20;
-/// Longest long-poll.
-const MAX_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 struct Api {
@@ -69,7 +67,17 @@ trait Pipe: Sized {
 impl<T> Pipe for T {}
 
 /// A JSON error answer.
+#[derive(Debug)]
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.0
+    }
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -170,13 +178,6 @@ async fn topics(State(api): State<Api>) -> impl IntoResponse {
     axum::Json(list)
 }
 
-#[derive(Deserialize)]
-struct ReadParams {
-    offset: Option<String>,
-    max: Option<String>,
-    wait_ms: Option<String>,
-}
-
 /// The answer of a read by offset.
 #[derive(Serialize)]
 struct ReadAnswer<'a> {
@@ -233,18 +234,6 @@ fn parse_object(b: &[u8]) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
-fn parse_num<T: std::str::FromStr>(name: &str, v: Option<&str>) -> Result<Option<T>, ApiError> {
-    match v {
-        None | Some("") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("`{name}` must be a number, got `{s}`"),
-            )
-        }),
-    }
-}
-
 /// The 404 for a topic that does not exist, naming the ones that do.
 fn no_topic(api: &Api, topic: &str) -> ApiError {
     let mut names: Vec<String> = api
@@ -277,12 +266,7 @@ fn partition_of(
         .store()
         .topic(topic)
         .ok_or_else(|| no_topic(api, topic))?;
-    let pnum: u32 = partition.parse().map_err(|_| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("partition must be a number, got `{partition}`"),
-        )
-    })?;
+    let pnum = parse_partition(partition)?;
     let p = t.partition(pnum).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -333,22 +317,13 @@ async fn records(
 ) -> Result<Response, ApiError> {
     api.metrics.http_requests.inc();
     let (pnum, p) = partition_of(&api, &topic, &partition)?;
-    let max = parse_num::<usize>("max", q.max.as_deref())?
-        .unwrap_or(DEFAULT_MAX)
-        .clamp(1, MAX_MAX);
-    let wait =
-        Duration::from_millis(parse_num::<u64>("wait_ms", q.wait_ms.as_deref())?.unwrap_or(0))
-            .min(MAX_WAIT);
-    let offset = match q.offset.as_deref() {
-        None | Some("") | Some("earliest") => p.start_offset(),
-        Some("latest") => p.end_offset(),
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("offset must be a number, `earliest` or `latest`, got `{s}`"),
-            )
-        })?,
+    let req = q.check()?;
+    let offset = match req.start {
+        StartAt::Earliest => p.start_offset(),
+        StartAt::Latest => p.end_offset(),
+        StartAt::Offset(o) => o,
     };
+    let (max, wait) = (req.max, req.wait);
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = api.storage.subscribe();
     loop {
@@ -383,11 +358,6 @@ async fn records(
     .into_response())
 }
 
-#[derive(Deserialize)]
-struct OffsetParams {
-    timestamp: Option<String>,
-}
-
 /// The answer of an offset lookup by timestamp.
 #[derive(Serialize)]
 struct OffsetAnswer {
@@ -396,16 +366,6 @@ struct OffsetAnswer {
     offset: u64,
     /// That record's timestamp; `null` when `offset` is the end offset.
     timestamp: Option<String>,
-}
-
-/// Parse `timestamp=`: RFC 3339 or epoch milliseconds. A `+` of a UTC offset that
-/// was not percent-encoded arrives as a space; it is taken back.
-fn parse_timestamp(raw: Option<&str>) -> Result<i64, ApiError> {
-    let bad = |msg: String| ApiError(StatusCode::BAD_REQUEST, msg);
-    let s = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
-        bad("`timestamp` is required: RFC 3339 (e.g. 2026-11-25T14:01:34Z) or epoch milliseconds".into())
-    })?;
-    crate::query::parse_absolute(s).map_err(|e| bad(format!("bad `timestamp`: {e}")))
 }
 
 async fn offset_for_timestamp(
@@ -614,37 +574,4 @@ async fn commit_offsets(
         }
     })?;
     Ok(axum::Json(group_json(&api, &group)).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_parsed_or_refused() {
-        assert_eq!(
-            parse_timestamp(Some("1795615294123")).ok(),
-            Some(1_795_615_294_123)
-        );
-        assert_eq!(
-            parse_timestamp(Some("2026-11-25T14:01:34.123Z")).ok(),
-            Some(1_795_615_294_123)
-        );
-        assert_eq!(
-            parse_timestamp(Some("2026-11-25T15:01:34.123 01:00")).ok(),
-            Some(1_795_615_294_123),
-            "an unencoded + arrives as a space"
-        );
-        for bad in [
-            None,
-            Some(""),
-            Some("  "),
-            Some("yesterday"),
-            Some("2026-13-01T00:00:00Z"),
-        ] {
-            let e = parse_timestamp(bad).expect_err("refused");
-            assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad:?}");
-            assert!(e.1.contains("timestamp"), "{}", e.1);
-        }
-    }
 }

@@ -167,14 +167,14 @@ pub fn parse_absolute(s: &str) -> Result<i64, String> {
         let b = s.as_bytes();
         let dated =
             b.len() >= 10 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[7] == b'-';
+        // `get`, not slicing: bytes 8 and 9 may be part of a multi-byte character.
         if dated
+            && let (Some(date), Some(rest)) = (s.get(..10), s.get(10..))
             && !s.ends_with(['Z', 'z'])
-            && !s[10..].contains(['+'])
-            && s[10..].matches('-').count() == 0
+            && !rest.contains(['+', '-'])
         {
             return Err(format!(
-                "`{s}` has no time zone: add Z (UTC) or +hh:mm, e.g. {}T00:00:00Z",
-                &s[..10]
+                "`{s}` has no time zone: add Z (UTC) or +hh:mm, e.g. {date}T00:00:00Z"
             ));
         }
         Err(e)

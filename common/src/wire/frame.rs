@@ -541,7 +541,11 @@ mod tests {
             let body = &buf[4..];
             let head = &body[..body.len().min(BATCH_HEAD_MAX)];
             assert_eq!(declared_batch_len(head), Some(data.len() as u32));
-            assert_eq!(declared_batch_len(&head[..head.len() - 20]), None);
+            // type, seq, compression, topic length, topic, count, raw length
+            let need = 1 + 8 + 1 + 1 + topic.len() + 4 + 4;
+            assert!(need <= BATCH_HEAD_MAX);
+            assert_eq!(declared_batch_len(&head[..need]), Some(data.len() as u32));
+            assert_eq!(declared_batch_len(&head[..need - 1]), None);
         }
         let mut ack = BytesMut::new();
         FrameCodec::new(64)

@@ -22,7 +22,7 @@
 //! This module must not block the runtime: all socket work is async and parsing is
 //! a few hundred nanoseconds per message.
 
-mod encode;
+pub mod encode;
 pub mod framing;
 mod listener;
 pub mod parse;
