@@ -30,9 +30,7 @@ use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::{Decoder, Encoder};
 use tributary_common::codec::{self, Compression};
 use tributary_common::record;
-use tributary_common::wire::{
-    BATCH_HEAD_MAX, BatchFrame, Frame, FrameCodec, declared_batch_len,
-};
+use tributary_common::wire::{BATCH_HEAD_MAX, BatchFrame, Frame, FrameCodec, declared_batch_len};
 
 /// Small limits so the fuzzer reaches them; the logic is the same at 16 MiB.
 const MAX_FRAME: usize = 64 << 10;
