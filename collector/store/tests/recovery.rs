@@ -780,3 +780,56 @@ fn reopen_with(
     let p = store.topic("t").unwrap().partitions()[0].clone();
     (store, p)
 }
+
+#[test]
+fn half_created_topics_are_repaired_or_ignored_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    template(dir.path(), 1 << 20, 1, 18);
+    let topics = dir.path().join("topics");
+    // Stopped before topic.json: a directory and the index of a first segment.
+    fs::create_dir_all(topics.join("early/0")).unwrap();
+    fs::write(topics.join("early/0").join(format!("{:020}.index", 0)), b"").unwrap();
+    // Stopped after topic.json, before the second partition's directory.
+    fs::create_dir_all(topics.join("late/0")).unwrap();
+    fs::write(
+        topics.join("late/topic.json"),
+        br#"{"version":1,"partitions":2,"segment_bytes":1048576}"#,
+    )
+    .unwrap();
+
+    let store = Store::open(dir.path(), OPTS).unwrap();
+    let names: Vec<_> = store.topics().iter().map(|t| t.name().to_owned()).collect();
+    assert_eq!(
+        names,
+        ["late", "t"],
+        "a topic without topic.json is skipped"
+    );
+    let late = store.topic("late").unwrap();
+    assert_eq!(late.partitions().len(), 2);
+    for p in late.partitions() {
+        let b = gen_batch(&mut Rng(3), 1, 2, 10);
+        assert_eq!(append(p, &b).base_offset, 0);
+        assert_eq!(recs(&read_all(p, 0, 4)), flat(&b));
+    }
+    // The skipped one can be created again, over its leftovers.
+    let early = store
+        .create_topic(
+            "early",
+            TopicConfig {
+                partitions: 1,
+                segment_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+    let p = &early.partitions()[0];
+    let b = gen_batch(&mut Rng(4), 1, 3, 10);
+    assert_eq!(append(p, &b).base_offset, 0);
+    assert_eq!(recs(&read_all(p, 0, 4)), flat(&b));
+    drop((store, late, early));
+    let store = Store::open(dir.path(), OPTS).unwrap();
+    assert_eq!(store.topics().len(), 3);
+    assert_eq!(
+        store.topic("early").unwrap().partitions()[0].end_offset(),
+        3
+    );
+}
