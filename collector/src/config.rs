@@ -225,7 +225,7 @@ pub struct CollectorConfig {
     pub max_connections_per_ip: usize,
     pub max_clock_skew: Duration,
     pub api_listen: SocketAddr,
-    pub http_limits: crate::http_server::HttpLimits,
+    pub http_limits: crate::api::server::HttpLimits,
     pub max_groups: usize,
     pub default_topic: TopicSettings,
     pub topics: BTreeMap<String, TopicSettings>,
@@ -368,8 +368,8 @@ impl CollectorConfigFile {
                 "must be at least 1",
             ));
         }
-        let defaults = crate::http_server::HttpLimits::default();
-        let http_limits = crate::http_server::HttpLimits {
+        let defaults = crate::api::server::HttpLimits::default();
+        let http_limits = crate::api::server::HttpLimits {
             max_connections: self.api.max_connections.unwrap_or(defaults.max_connections),
             header_timeout: self
                 .api
@@ -478,7 +478,7 @@ impl CollectorConfigFile {
             max_groups: self
                 .api
                 .max_groups
-                .unwrap_or(crate::groups::DEFAULT_MAX_GROUPS)
+                .unwrap_or(crate::api::groups::DEFAULT_MAX_GROUPS)
                 .max(1),
             max_connections: self.ingest.max_connections,
             api_listen,

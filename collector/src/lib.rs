@@ -3,32 +3,31 @@
 //! The central half of Tributary (binary `tributary`). One-way data flow:
 //!
 //! ```text
-//! ingest (TLS, frames, open + validate batch) → storage (route blocks to partitions,
+//! ingest/ (TLS, frames, open + validate batch) → storage/ (route blocks to partitions,
 //! append, group-commit fsync) → ACK
-//! store (tributary-store: segments, index) → http (read by offset, long-poll) → cli
+//! store (tributary-store: segments, indexes) → storage::StoreReader → api/ (read by
+//! offset, long-poll, query, groups) → client/ (the CLI)
 //! ```
-//! - [`config`]: `collector.yaml`, two-stage (file → resolved);
-//! - [`ingest`]: accept loop with a connection cap, one task per agent connection;
-//! - [`storage`]: the only place tokio meets the synchronous store; [`retention`]:
-//!   the background task deleting old segments;
-//! - [`http`]: the API; [`client`] and [`cli`]: the client subcommands;
-//! - [`certs`], [`quickstart`]: getting started; [`check`]: `serve --check-config`.
+//!
+//! Front doors, each a folder: [`ingest`] (agents), [`api`] (HTTP); the Kafka
+//! protocol goes in `kafka/` and the web console in `console/`. Behind them:
+//! - [`storage`]: the only place tokio meets the synchronous store. Ingest holds
+//!   [`storage::Storage`], the one handle that appends; every other front door gets a
+//!   [`storage::StoreReader`], which can read and commit group offsets but not write
+//!   records.
+//! - [`retention`]: the background task deleting old segments; [`descriptors`]: the
+//!   process's file-descriptor plan; [`metrics`]; [`config`]: `collector.yaml`,
+//!   two-stage (file → resolved); [`server`]: binds and runs it all.
+//! - [`client`]: the client subcommands and their HTTP client.
+//! - [`setup`]: certificates, quickstart, `serve --check-config`.
 
-pub mod budget;
-pub mod certs;
-pub mod check;
-pub mod cli;
+pub mod api;
 pub mod client;
-pub mod clock;
 pub mod config;
 pub mod descriptors;
-pub mod groups;
-pub mod http;
-pub mod http_server;
 pub mod ingest;
 pub mod metrics;
-pub mod query;
-pub mod quickstart;
 pub mod retention;
 pub mod server;
+pub mod setup;
 pub mod storage;

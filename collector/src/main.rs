@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tributary_collector::cli::{self, ConsumeArgs, Output};
 use tributary_collector::client::ApiClient;
+use tributary_collector::client::commands::{self as cli, ConsumeArgs, Output};
 use tributary_collector::config::CollectorConfig;
 use tributary_collector::server::Collector;
 
@@ -34,7 +34,7 @@ enum Command {
     /// Run a collector and an agent together on localhost with dev certificates.
     Quickstart {
         /// Where certificates, configs, data and the demo log go.
-        #[arg(long, default_value = tributary_collector::quickstart::DATA_DIR)]
+        #[arg(long, default_value = tributary_collector::setup::quickstart::DATA_DIR)]
         dir: PathBuf,
         /// Ingest port on 127.0.0.1 (agents, TLS).
         #[arg(long, default_value_t = 7400)]
@@ -209,7 +209,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = CollectorConfig::load(&path)?;
             if check_config {
-                let report = tributary_collector::check::check(&path, &config);
+                let report = tributary_collector::setup::check::check(&path, &config);
                 print!("{}", report.text);
                 if !report.ok {
                     return Err(Exit(1).into());
@@ -226,12 +226,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             api_port,
         } => {
             tributary_common::telemetry::init(Some("info"));
-            let options = tributary_collector::quickstart::Options {
+            let options = tributary_collector::setup::quickstart::Options {
                 dir,
                 ingest_port,
                 api_port,
             };
-            tributary_collector::quickstart::run(options, signal_token()).await?;
+            tributary_collector::setup::quickstart::run(options, signal_token()).await?;
         }
         Command::Certs {
             out,
@@ -240,20 +240,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             ..
         } => {
             debug_assert!(hosts.is_empty());
-            let (cert, key) = tributary_collector::certs::issue_agent(&out, &name)?;
+            let (cert, key) = tributary_collector::setup::certs::issue_agent(&out, &name)?;
             println!("wrote {}, {}", cert.display(), key.display());
         }
         Command::Certs {
             out, hosts, force, ..
         } => {
-            let existing = tributary_collector::certs::CertFiles::in_dir(&out).ca;
+            let existing = tributary_collector::setup::certs::CertFiles::in_dir(&out).ca;
             if existing.exists() && !force {
                 anyhow::bail!(
                     "{} already exists: use --agent NAME to issue an agent certificate from this CA, or --force to replace the CA and every certificate",
                     existing.display()
                 );
             }
-            let files = tributary_collector::certs::generate(&out, &hosts)?;
+            let files = tributary_collector::setup::certs::generate(&out, &hosts)?;
             println!(
                 "wrote {}, {}, {}, {}, {}, {}",
                 files.ca.display(),
@@ -303,7 +303,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             follow,
             output,
         } => {
-            let params = tributary_collector::query::QueryParams {
+            let params = tributary_collector::api::query::QueryParams {
                 topic: Some(topic),
                 since,
                 until,

@@ -147,8 +147,8 @@ impl Collector {
             self.metrics.clone(),
             shutdown.clone(),
         ));
-        let router = crate::http::router(self.storage.clone(), self.metrics.clone());
-        let api = tokio::spawn(crate::http_server::serve(
+        let router = crate::api::router(self.storage.clone(), self.metrics.clone());
+        let api = tokio::spawn(crate::api::server::serve(
             self.api,
             router,
             self.config.http_limits,
@@ -164,7 +164,7 @@ impl Collector {
         ingest.tls_cert_path = self.config.tls_cert_path.clone();
         ingest.tls_client_ca_path = self.config.tls_client_ca_path.clone();
         ingest.idle_timeout = self.config.idle_timeout;
-        ingest.budget = crate::budget::MemoryBudget::new(self.config.max_inflight_bytes);
+        ingest.budget = crate::ingest::budget::MemoryBudget::new(self.config.max_inflight_bytes);
         ingest.max_connections_per_ip = self.config.max_connections_per_ip;
         ingest.run(self.ingest, shutdown.clone()).await;
         let api_result = api.await;

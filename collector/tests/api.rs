@@ -19,7 +19,7 @@ const T: Duration = Duration::from_secs(10);
 const OLD: i64 = 1_600_000_000_000;
 
 fn config(dir: &Path, check_interval: &str) -> CollectorConfig {
-    let certs = tributary_collector::certs::generate(&dir.join("certs"), &[]).unwrap();
+    let certs = tributary_collector::setup::certs::generate(&dir.join("certs"), &[]).unwrap();
     let yaml = format!(
         "data_dir: {data}\n\
          ingest:\n  listen: 127.0.0.1:0\n  tls: {{cert: {cert}, key: {key}}}\n\
@@ -81,9 +81,9 @@ impl Api {
         let metrics = Arc::new(Metrics::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = tributary_collector::http::router(storage.clone(), metrics.clone());
+        let router = tributary_collector::api::router(storage.clone(), metrics.clone());
         let shutdown = CancellationToken::new();
-        tokio::spawn(tributary_collector::http_server::serve(
+        tokio::spawn(tributary_collector::api::server::serve(
             listener,
             router,
             Default::default(),

@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tributary_collector::certs::{self, CertFiles};
 use tributary_collector::client::ApiClient;
+use tributary_collector::setup::certs::{self, CertFiles};
 
 /// Directory holding the built binaries (`target/release` or `target/debug`).
 pub fn bin_dir() -> PathBuf {

@@ -334,7 +334,7 @@ fn errors_say_what_to_do_once() {
     // An agent whose CA did not sign the collector's certificate: an ERROR naming
     // output.tls.ca on the agent, the reason on the collector, and --connect says so.
     let other_ca = env.path().join("other-certs");
-    tributary_collector::certs::generate(&other_ca, &[]).unwrap();
+    tributary_collector::setup::certs::generate(&other_ca, &[]).unwrap();
     let log = env.path().join("app.log");
     append_lines(&log, ["one".to_owned()]);
     let good = format!(

@@ -20,10 +20,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tributary_collector::http::params::{
+use tributary_collector::api::params::{
     MAX_MAX, MAX_WAIT, OffsetParams, ReadParams, parse_partition, parse_timestamp,
 };
-use tributary_collector::query::{MAX_LIMIT, Query, QueryParams};
+use tributary_collector::api::query::{MAX_LIMIT, Query, QueryParams};
 
 /// 2026-11-25T14:01:34.123Z: relative times are anchored here.
 const NOW_MS: i64 = 1_795_615_294_123;

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tributary_collector::query::{self, Query, QueryParams};
+use tributary_collector::api::query::{self, Query, QueryParams};
 use tributary_common::record::{BlockWriter, summarize};
 use tributary_e2e::machine;
 use tributary_store::{Store, StoreOptions, Topic, TopicConfig};

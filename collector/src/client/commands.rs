@@ -274,7 +274,7 @@ pub async fn consume(api: &ApiClient, args: &ConsumeArgs) -> Result<(), CliError
 /// `[A-Za-z0-9._-]`, so anything else is refused here with the API's rule.
 fn name_segment(kind: &str, name: &str) -> Result<String, CliError> {
     let valid = if kind == "group" {
-        crate::groups::valid_group_name(name)
+        crate::api::groups::valid_group_name(name)
     } else {
         tributary_store::valid_topic_name(name)
     };
@@ -407,13 +407,13 @@ pub async fn groups(api: &ApiClient, group: Option<&str>, format: Output) -> Res
 /// Options of `tributary query`.
 #[derive(Debug, Clone)]
 pub struct QueryArgs {
-    pub params: crate::query::QueryParams,
+    pub params: crate::api::query::QueryParams,
     pub follow: bool,
     pub output: Output,
 }
 
 /// `tributary query`: one `/v1/query`, then with `--follow` the records that arrive
-/// later, filtered here with the same [`Filter`](crate::query::Filter).
+/// later, filtered here with the same [`Filter`](crate::api::query::Filter).
 pub async fn query(api: &ApiClient, args: &QueryArgs) -> Result<(), CliError> {
     let p = &args.params;
     if args.follow && (p.order.as_deref() == Some("desc") || p.until.is_some()) {
@@ -432,13 +432,14 @@ pub async fn query(api: &ApiClient, args: &QueryArgs) -> Result<(), CliError> {
     let p = &p;
     let now = tributary_common::timefmt::now_ms();
     // Checked here too, for the follow filter and a clear message before any request.
-    let filter = crate::query::Filter::parse(p, now).map_err(|e| CliError::Usage(e.to_string()))?;
+    let filter =
+        crate::api::query::Filter::parse(p, now).map_err(|e| CliError::Usage(e.to_string()))?;
     let qs = serde_urlencoded::to_string(p)
         .map_err(|e| CliError::Usage(format!("cannot encode the query: {e}")))?;
     let v = api
         .get_json(
             &format!("/v1/query?{qs}"),
-            crate::query::DEFAULT_DEADLINE + TIMEOUT,
+            crate::api::query::DEFAULT_DEADLINE + TIMEOUT,
         )
         .await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -462,7 +463,7 @@ pub async fn query(api: &ApiClient, args: &QueryArgs) -> Result<(), CliError> {
     {
         eprintln!(
             "tributary: showing the first {limit} matches; there may be more: raise --limit (up to {}) or narrow --since/--until",
-            crate::query::MAX_LIMIT
+            crate::api::query::MAX_LIMIT
         );
     }
     if !args.follow {
@@ -541,7 +542,7 @@ pub fn local_time(s: &str) -> Result<String, String> {
 }
 
 /// Apply `filter` to a record as the API prints it.
-fn json_matches(filter: &crate::query::Filter, r: &Value) -> bool {
+fn json_matches(filter: &crate::api::query::Filter, r: &Value) -> bool {
     let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
     let ts = tributary_common::timefmt::parse_ms(s("timestamp")).unwrap_or(0);
     let fields = r

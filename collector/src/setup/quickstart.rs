@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tributary_agent::config::AgentConfig;
 
-use crate::certs::{self, CertFiles};
 use crate::config::CollectorConfig;
 use crate::server::Collector;
+use crate::setup::certs::{self, CertFiles};
 
 /// Where quickstart keeps everything, relative to the working directory.
 pub const DATA_DIR: &str = "tributary-data";

@@ -14,6 +14,8 @@ use tributary_store::{Partition, Store, StoreOptions, Topic, TopicConfig};
 
 use crate::config::{CollectorConfig, FsyncMode};
 
+pub mod clock;
+
 #[derive(Debug, Error)]
 pub enum StorageError {
     #[error("invalid topic name `{0}`")]
@@ -26,7 +28,7 @@ pub enum StorageError {
     #[error("storage task failed: {0}")]
     Task(String),
     #[error(transparent)]
-    Groups(#[from] crate::groups::GroupError),
+    Groups(#[from] crate::api::groups::GroupError),
 }
 
 /// Where one batch landed: each touched partition and the end offset it reached.
@@ -44,7 +46,7 @@ pub struct Appended {
 /// Shared handle on the store.
 pub struct Storage {
     store: Arc<Store>,
-    groups: Arc<crate::groups::Groups>,
+    groups: Arc<crate::api::groups::Groups>,
     config: Arc<CollectorConfig>,
     changed: watch::Sender<u64>,
 }
@@ -64,7 +66,7 @@ impl Storage {
         for t in store.topics() {
             t.set_segment_age(config.topic_settings(t.name()).segment_age);
         }
-        let groups = crate::groups::Groups::open(&config.data_dir)?;
+        let groups = crate::api::groups::Groups::open(&config.data_dir)?;
         groups.set_max_groups(config.max_groups);
         let (changed, _) = watch::channel(0);
         Ok(Storage {
@@ -93,7 +95,7 @@ impl Storage {
     }
 
     /// Consumer groups' committed offsets.
-    pub fn groups(&self) -> &Arc<crate::groups::Groups> {
+    pub fn groups(&self) -> &Arc<crate::api::groups::Groups> {
         &self.groups
     }
 
@@ -159,7 +161,7 @@ impl Storage {
         let skew_ms = i64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
         let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
             let (payload, summary, retimed) =
-                match crate::clock::sanitize(&payload, &summary, now_ms, skew_ms) {
+                match crate::storage::clock::sanitize(&payload, &summary, now_ms, skew_ms) {
                     Ok(Some((p, s, n))) => (p, s, u64::from(n)),
                     Ok(None) => (payload, summary, 0),
                     Err(e) => {

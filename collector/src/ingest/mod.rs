@@ -25,9 +25,11 @@ use tributary_common::wire::{
     FrameCodec, PROTOCOL_VERSION, WireError, declared_batch_len, decode_frame,
 };
 
-use crate::budget::{MemoryBudget, PeerBudget, Reserved};
+pub mod budget;
+
 use crate::metrics::Metrics;
 use crate::storage::{Appended, Storage, StorageError};
+use budget::{MemoryBudget, PeerBudget, Reserved};
 use tributary_common::limits::PerIp;
 
 /// TLS and HELLO must complete within this: shorter than an agent's connect

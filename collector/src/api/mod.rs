@@ -18,7 +18,10 @@ use tributary_store::{Partition, StoredRecord};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
+pub mod groups;
 pub mod params;
+pub mod query;
+pub mod server;
 
 use params::{OffsetParams, ReadParams, StartAt, parse_partition, parse_timestamp};
 
@@ -52,9 +55,9 @@ pub fn router(storage: Arc<Storage>, metrics: Arc<Metrics>) -> Router {
             get(group_offsets).post(commit_offsets),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(crate::http_server::method_not_allowed)
+        .method_not_allowed_fallback(server::method_not_allowed)
         .with_state(Api { storage, metrics })
-        .pipe(crate::http_server::harden)
+        .pipe(server::harden)
 }
 
 /// `x.pipe(f)` = `f(x)`, to keep the builder chain readable.
@@ -397,28 +400,28 @@ async fn offset_for_timestamp(
     Ok(axum::Json(answer).into_response())
 }
 
-/// `GET /v1/query`: see [`crate::query`].
+/// `GET /v1/query`: see [`crate::api::query`].
 async fn query(
     State(api): State<Api>,
-    Query(params): Query<crate::query::QueryParams>,
+    Query(params): Query<crate::api::query::QueryParams>,
 ) -> Result<Response, ApiError> {
     api.metrics.http_requests.inc();
-    let bad = |e: crate::query::QueryError| ApiError(StatusCode::BAD_REQUEST, e.to_string());
-    let q =
-        crate::query::Query::parse(&params, tributary_common::timefmt::now_ms()).map_err(bad)?;
+    let bad = |e: crate::api::query::QueryError| ApiError(StatusCode::BAD_REQUEST, e.to_string());
+    let q = crate::api::query::Query::parse(&params, tributary_common::timefmt::now_ms())
+        .map_err(bad)?;
     let topic = api
         .storage
         .store()
         .topic(&q.topic)
         .ok_or_else(|| no_topic(&api, &q.topic))?;
-    let deadline = std::time::Instant::now() + crate::query::DEFAULT_DEADLINE;
+    let deadline = std::time::Instant::now() + crate::api::query::DEFAULT_DEADLINE;
     let name = q.topic.clone();
-    let result = tokio::task::spawn_blocking(move || crate::query::run(&topic, &q, deadline))
+    let result = tokio::task::spawn_blocking(move || crate::api::query::run(&topic, &q, deadline))
         .await
         .map_err(task_failed)?
         .map_err(|e| match e {
             // The error names the segment file (and so the partition).
-            crate::query::QueryError::Store(e) => ApiError(
+            crate::api::query::QueryError::Store(e) => ApiError(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("query of `{name}`: {e}"),
             ),
@@ -471,12 +474,12 @@ fn group_json(api: &Api, group: &str) -> serde_json::Value {
 }
 
 fn check_group(group: &str) -> Result<(), ApiError> {
-    if crate::groups::valid_group_name(group) {
+    if crate::api::groups::valid_group_name(group) {
         Ok(())
     } else {
         Err(ApiError(
             StatusCode::BAD_REQUEST,
-            crate::groups::GroupError::InvalidName(group.to_owned()).to_string(),
+            crate::api::groups::GroupError::InvalidName(group.to_owned()).to_string(),
         ))
     }
 }
@@ -563,13 +566,13 @@ async fn commit_offsets(
     .await
     .map_err(task_failed)?
     .map_err(|e| match e {
-        crate::groups::GroupError::TooMany(_) => {
+        crate::api::groups::GroupError::TooMany(_) => {
             ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string())
         }
-        crate::groups::GroupError::InvalidName(_) => {
+        crate::api::groups::GroupError::InvalidName(_) => {
             ApiError(StatusCode::BAD_REQUEST, e.to_string())
         }
-        crate::groups::GroupError::Io { .. } => {
+        crate::api::groups::GroupError::Io { .. } => {
             ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
     })?;

@@ -79,7 +79,7 @@ pub fn parse_timestamp(raw: Option<&str>) -> Result<i64, ApiError> {
     let s = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
         bad("`timestamp` is required: RFC 3339 (e.g. 2026-11-25T14:01:34Z) or epoch milliseconds".into())
     })?;
-    crate::query::parse_absolute(s).map_err(|e| bad(format!("bad `timestamp`: {e}")))
+    crate::api::query::parse_absolute(s).map_err(|e| bad(format!("bad `timestamp`: {e}")))
 }
 
 /// A partition number from the path.
