@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tributary_common::codec::Compression;
 use tributary_common::config::{self, ByteSize, ConfigError, HumanDuration};
+use tributary_common::names::valid_topic_name;
 use tributary_common::tls;
 
 use crate::input::syslog::{Listen, TimeZone, Transport};
@@ -280,17 +281,6 @@ fn value_err(path: &str, key: impl Into<String>, message: impl Into<String>) -> 
         key: key.into(),
         message: message.into(),
     }
-}
-
-/// `[A-Za-z0-9._-]{1,249}`, and not `.` or `..`.
-pub fn valid_topic_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 impl AgentConfigFile {
@@ -582,15 +572,6 @@ fn split_host(addr: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topic_names() {
-        assert!(valid_topic_name("app"));
-        assert!(valid_topic_name("a.b_c-9"));
-        for bad in ["", ".", "..", "a/b", "../x", "é", &"x".repeat(250)] {
-            assert!(!valid_topic_name(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn host_part() {

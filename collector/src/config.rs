@@ -427,7 +427,7 @@ impl CollectorConfigFile {
             if name == "default" {
                 continue;
             }
-            if !tributary_store::valid_topic_name(name) {
+            if !tributary_common::names::valid_topic_name(name) {
                 return Err(value_err(
                     path,
                     format!("topics.{name}"),
@@ -478,7 +478,7 @@ impl CollectorConfigFile {
             max_groups: self
                 .api
                 .max_groups
-                .unwrap_or(crate::api::groups::DEFAULT_MAX_GROUPS)
+                .unwrap_or(crate::storage::groups::DEFAULT_MAX_GROUPS)
                 .max(1),
             max_connections: self.ingest.max_connections,
             api_listen,

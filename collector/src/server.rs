@@ -91,7 +91,7 @@ impl Collector {
             .await
             .map_err(|e| ServeError::Store {
                 dir: dir.clone(),
-                source: StorageError::Task(e.to_string()),
+                source: StorageError::Task(e),
             })?
             .map_err(|source| ServeError::Store { dir, source })?;
         let ingest = TcpListener::bind(config.ingest_listen)
@@ -147,7 +147,7 @@ impl Collector {
             self.metrics.clone(),
             shutdown.clone(),
         ));
-        let router = crate::api::router(self.storage.clone(), self.metrics.clone());
+        let router = crate::api::router(self.storage.reader(), self.metrics.clone());
         let api = tokio::spawn(crate::api::server::serve(
             self.api,
             router,

@@ -81,7 +81,7 @@ impl Api {
         let metrics = Arc::new(Metrics::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = tributary_collector::api::router(storage.clone(), metrics.clone());
+        let router = tributary_collector::api::router(storage.reader(), metrics.clone());
         let shutdown = CancellationToken::new();
         tokio::spawn(tributary_collector::api::server::serve(
             listener,

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tributary_store::{Partition, StoredRecord};
+use tributary_store::StoredRecord;
 
 use crate::metrics::Metrics;
-use crate::storage::Storage;
+use crate::storage::groups::GroupError;
+use crate::storage::{PartitionReader, ReadError, StoreReader};
 
-pub mod groups;
 pub mod params;
 pub mod query;
 pub mod server;
@@ -30,12 +30,12 @@ const MAX_READ_BYTES: usize = 8 << 20;
 
 #[derive(Clone)]
 struct Api {
-    storage: Arc<Storage>,
+    store: StoreReader,
     metrics: Arc<Metrics>,
 }
 
-/// Build the router.
-pub fn router(storage: Arc<Storage>, metrics: Arc<Metrics>) -> Router {
+/// Build the router. The API reads through `store`: it cannot append records.
+pub fn router(store: StoreReader, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -56,7 +56,7 @@ pub fn router(storage: Arc<Storage>, metrics: Arc<Metrics>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(server::method_not_allowed)
-        .with_state(Api { storage, metrics })
+        .with_state(Api { store, metrics })
         .pipe(server::harden)
 }
 
@@ -95,7 +95,7 @@ async fn not_found() -> ApiError {
 /// 200 `{"status":"ok"}` while every partition takes writes; else 503 naming the
 /// ones that do not and why.
 async fn healthz(State(api): State<Api>) -> Response {
-    let problems = api.storage.problems();
+    let problems = api.store.problems();
     api.metrics.partitions_unwritable.set(problems.len() as i64);
     if problems.is_empty() {
         return axum::Json(json!({"status": "ok"})).into_response();
@@ -124,13 +124,13 @@ async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {
     api.metrics.http_requests.inc();
     let m = &api.metrics;
     m.partitions_unwritable
-        .set(api.storage.problems().len() as i64);
+        .set(api.store.problems().len() as i64);
     let gauge = |n: Option<usize>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     m.descriptor_limit
         .set(gauge(crate::descriptors::soft_limit()));
     m.descriptors_open
         .set(gauge(crate::descriptors::open_now()));
-    let usage = api.storage.store().descriptors();
+    let usage = api.store.descriptors();
     m.store_open_writers.set(gauge(Some(usage.open_writers)));
     m.store_read_handles.set(gauge(Some(usage.read_handles)));
     (
@@ -159,8 +159,7 @@ struct TopicInfo {
 async fn topics(State(api): State<Api>) -> impl IntoResponse {
     api.metrics.http_requests.inc();
     let list: Vec<TopicInfo> = api
-        .storage
-        .store()
+        .store
         .topics()
         .iter()
         .map(|t| TopicInfo {
@@ -168,9 +167,8 @@ async fn topics(State(api): State<Api>) -> impl IntoResponse {
             partitions: t
                 .partitions()
                 .iter()
-                .enumerate()
-                .map(|(i, p)| PartitionInfo {
-                    partition: i as u32,
+                .map(|p| PartitionInfo {
+                    partition: p.id(),
                     start_offset: p.start_offset(),
                     end_offset: p.end_offset(),
                     bytes: p.size_bytes(),
@@ -240,8 +238,7 @@ fn parse_object(b: &[u8]) -> serde_json::Map<String, serde_json::Value> {
 /// The 404 for a topic that does not exist, naming the ones that do.
 fn no_topic(api: &Api, topic: &str) -> ApiError {
     let mut names: Vec<String> = api
-        .storage
-        .store()
+        .store
         .topics()
         .iter()
         .map(|t| t.name().to_owned())
@@ -259,27 +256,18 @@ fn no_topic(api: &Api, topic: &str) -> ApiError {
 }
 
 /// The partition `partition` of `topic`, or the 404/400 answer.
-fn partition_of(
-    api: &Api,
-    topic: &str,
-    partition: &str,
-) -> Result<(u32, Arc<Partition>), ApiError> {
-    let t = api
-        .storage
-        .store()
-        .topic(topic)
-        .ok_or_else(|| no_topic(api, topic))?;
+fn partition_of(api: &Api, topic: &str, partition: &str) -> Result<PartitionReader, ApiError> {
+    let t = api.store.topic(topic).ok_or_else(|| no_topic(api, topic))?;
     let pnum = parse_partition(partition)?;
-    let p = t.partition(pnum).ok_or_else(|| {
+    t.partition(pnum).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
             format!(
                 "topic `{topic}` has partitions 0..{}, not {pnum}",
-                t.partitions().len()
+                t.partition_count()
             ),
         )
-    })?;
-    Ok((pnum, p.clone()))
+    })
 }
 
 fn out_of_range(topic: &str, pnum: u32, offset: u64, start: u64, end: u64) -> ApiError {
@@ -291,26 +279,39 @@ fn out_of_range(topic: &str, pnum: u32, offset: u64, start: u64, end: u64) -> Ap
     )
 }
 
-/// The answer for a store error while serving partition `pnum` of `topic`.
-fn store_error(e: tributary_store::Error, topic: &str, pnum: u32) -> ApiError {
+/// The answer for a failed read of partition `pnum` of `topic`.
+fn read_error(e: ReadError, topic: &str, pnum: u32) -> ApiError {
+    use tributary_store::Error as E;
+    let internal = |m: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, m);
     match e {
         // A read that raced a retention pass.
-        tributary_store::Error::OffsetOutOfRange { offset, start, end } => {
+        ReadError::Store(E::OffsetOutOfRange { offset, start, end }) => {
             out_of_range(topic, pnum, offset, start, end)
         }
-        e @ tributary_store::Error::Corrupt { .. } => ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("partition {pnum} of `{topic}`: {e}"),
-        ),
-        e => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        ReadError::Store(e @ E::Corrupt { .. }) => {
+            internal(format!("partition {pnum} of `{topic}`: {e}"))
+        }
+        ReadError::Store(e) => internal(e.to_string()),
+        ReadError::Groups(e) => group_error(e),
+        ReadError::Task(e) => task_failed(e),
     }
 }
 
 fn task_failed(e: tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %e, "storage task failed");
     ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("storage task failed: {e}"),
     )
+}
+
+fn group_error(e: GroupError) -> ApiError {
+    let status = match e {
+        GroupError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+        GroupError::InvalidName(_) => StatusCode::BAD_REQUEST,
+        GroupError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(status, e.to_string())
 }
 
 async fn records(
@@ -319,7 +320,8 @@ async fn records(
     Query(q): Query<ReadParams>,
 ) -> Result<Response, ApiError> {
     api.metrics.http_requests.inc();
-    let (pnum, p) = partition_of(&api, &topic, &partition)?;
+    let p = partition_of(&api, &topic, &partition)?;
+    let pnum = p.id();
     let req = q.check()?;
     let offset = match req.start {
         StartAt::Earliest => p.start_offset(),
@@ -328,7 +330,7 @@ async fn records(
     };
     let (max, wait) = (req.max, req.wait);
     let deadline = tokio::time::Instant::now() + wait;
-    let mut changes = api.storage.subscribe();
+    let mut changes = api.store.subscribe();
     loop {
         let (start, end) = (p.start_offset(), p.end_offset());
         if offset < start || offset > end {
@@ -341,13 +343,12 @@ async fn records(
         if p.end_offset() > offset {
             break;
         }
-        Storage::wait_for_change(&mut changes, deadline - tokio::time::Instant::now()).await;
+        StoreReader::wait_for_change(&mut changes, deadline - tokio::time::Instant::now()).await;
     }
-    let part = p.clone();
-    let result = tokio::task::spawn_blocking(move || part.read(offset, max, MAX_READ_BYTES))
+    let result = p
+        .read(offset, max, MAX_READ_BYTES)
         .await
-        .map_err(task_failed)?
-        .map_err(|e| store_error(e, &topic, pnum))?;
+        .map_err(|e| read_error(e, &topic, pnum))?;
     let records: Vec<RecordJson> = result
         .records
         .iter()
@@ -377,16 +378,15 @@ async fn offset_for_timestamp(
     Query(q): Query<OffsetParams>,
 ) -> Result<Response, ApiError> {
     api.metrics.http_requests.inc();
-    let (pnum, p) = partition_of(&api, &topic, &partition)?;
+    let p = partition_of(&api, &topic, &partition)?;
     let ts = parse_timestamp(q.timestamp.as_deref())?;
     // The end before the lookup: whatever the lookup sees is at least this much,
     // so when it finds nothing, no record below this end is that new.
     let end = p.end_offset();
-    let part = p.clone();
-    let found = tokio::task::spawn_blocking(move || part.offset_for_timestamp(ts))
+    let found = p
+        .offset_for_timestamp(ts)
         .await
-        .map_err(task_failed)?
-        .map_err(|e| store_error(e, &topic, pnum))?;
+        .map_err(|e| read_error(e, &topic, p.id()))?;
     let answer = match found {
         Some(f) => OffsetAnswer {
             offset: f.offset,
@@ -403,28 +403,26 @@ async fn offset_for_timestamp(
 /// `GET /v1/query`: see [`crate::api::query`].
 async fn query(
     State(api): State<Api>,
-    Query(params): Query<crate::api::query::QueryParams>,
+    Query(params): Query<query::QueryParams>,
 ) -> Result<Response, ApiError> {
     api.metrics.http_requests.inc();
-    let bad = |e: crate::api::query::QueryError| ApiError(StatusCode::BAD_REQUEST, e.to_string());
-    let q = crate::api::query::Query::parse(&params, tributary_common::timefmt::now_ms())
-        .map_err(bad)?;
+    let bad = |e: query::QueryError| ApiError(StatusCode::BAD_REQUEST, e.to_string());
+    let q = query::Query::parse(&params, tributary_common::timefmt::now_ms()).map_err(bad)?;
     let topic = api
-        .storage
-        .store()
+        .store
         .topic(&q.topic)
         .ok_or_else(|| no_topic(&api, &q.topic))?;
-    let deadline = std::time::Instant::now() + crate::api::query::DEFAULT_DEADLINE;
+    let deadline = std::time::Instant::now() + query::DEFAULT_DEADLINE;
     let name = q.topic.clone();
-    let result = tokio::task::spawn_blocking(move || crate::api::query::run(&topic, &q, deadline))
+    let result = query::search(topic, q, deadline)
         .await
-        .map_err(task_failed)?
         .map_err(|e| match e {
             // The error names the segment file (and so the partition).
-            crate::api::query::QueryError::Store(e) => ApiError(
+            query::QueryError::Store(e) => ApiError(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("query of `{name}`: {e}"),
             ),
+            query::QueryError::Task(e) => task_failed(e),
             other => bad(other),
         })?;
     let records: Vec<RecordJson<'_>> = result
@@ -450,14 +448,12 @@ async fn query(
 /// A group's offsets with the partitions' end offsets and lag.
 fn group_json(api: &Api, group: &str) -> serde_json::Value {
     let offsets: Vec<_> = api
-        .storage
-        .groups()
-        .offsets(group)
+        .store
+        .group_offsets(group)
         .into_iter()
         .map(|((topic, partition), c)| {
             let end = api
-                .storage
-                .store()
+                .store
                 .topic(&topic)
                 .and_then(|t| t.partition(partition).map(|p| p.end_offset()));
             json!({
@@ -474,12 +470,12 @@ fn group_json(api: &Api, group: &str) -> serde_json::Value {
 }
 
 fn check_group(group: &str) -> Result<(), ApiError> {
-    if crate::api::groups::valid_group_name(group) {
+    if crate::storage::groups::valid_group_name(group) {
         Ok(())
     } else {
         Err(ApiError(
             StatusCode::BAD_REQUEST,
-            crate::api::groups::GroupError::InvalidName(group.to_owned()).to_string(),
+            GroupError::InvalidName(group.to_owned()).to_string(),
         ))
     }
 }
@@ -488,9 +484,8 @@ fn check_group(group: &str) -> Result<(), ApiError> {
 async fn groups_list(State(api): State<Api>) -> impl IntoResponse {
     api.metrics.http_requests.inc();
     let all: Vec<_> = api
-        .storage
-        .groups()
-        .names()
+        .store
+        .group_names()
         .iter()
         .map(|g| group_json(&api, g))
         .collect();
@@ -548,7 +543,7 @@ async fn commit_offsets(
     };
     let mut checked = Vec::with_capacity(commits.len());
     for c in commits {
-        let (_, p) = partition_of(&api, &c.topic, &c.partition.to_string())?;
+        let p = partition_of(&api, &c.topic, &c.partition.to_string())?;
         let end = p.end_offset();
         if c.offset > end {
             return Err(bad(format!(
@@ -558,23 +553,13 @@ async fn commit_offsets(
         }
         checked.push((c.topic, c.partition, c.offset));
     }
-    let groups = api.storage.groups().clone();
-    let g = group.clone();
-    tokio::task::spawn_blocking(move || {
-        groups.commit(&g, &checked, tributary_common::timefmt::now_ms())
-    })
-    .await
-    .map_err(task_failed)?
-    .map_err(|e| match e {
-        crate::api::groups::GroupError::TooMany(_) => {
-            ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-        }
-        crate::api::groups::GroupError::InvalidName(_) => {
-            ApiError(StatusCode::BAD_REQUEST, e.to_string())
-        }
-        crate::api::groups::GroupError::Io { .. } => {
-            ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
-    })?;
+    api.store
+        .commit(&group, checked, tributary_common::timefmt::now_ms())
+        .await
+        .map_err(|e| match e {
+            ReadError::Groups(e) => group_error(e),
+            ReadError::Task(e) => task_failed(e),
+            ReadError::Store(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?;
     Ok(axum::Json(group_json(&api, &group)).into_response())
 }

@@ -274,9 +274,9 @@ pub async fn consume(api: &ApiClient, args: &ConsumeArgs) -> Result<(), CliError
 /// `[A-Za-z0-9._-]`, so anything else is refused here with the API's rule.
 fn name_segment(kind: &str, name: &str) -> Result<String, CliError> {
     let valid = if kind == "group" {
-        crate::api::groups::valid_group_name(name)
+        crate::storage::groups::valid_group_name(name)
     } else {
-        tributary_store::valid_topic_name(name)
+        tributary_common::names::valid_topic_name(name)
     };
     if valid {
         Ok(name.to_owned())

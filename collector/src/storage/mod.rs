@@ -1,10 +1,10 @@
-//! The async face of the synchronous store: topic creation from config, routing
-//! a batch's blocks to partitions, group-committed durability, and a change signal
-//! that long-polling readers wait on. The only place where tokio meets the store
-//! (with `retention.rs`, which runs retention passes through it).
+//! The async face of the synchronous store. [`Storage`] is the write side, held by
+//! ingest (and retention): topic creation from config, routing a batch's blocks to
+//! partitions, group-committed durability, and the change signal long-polling
+//! readers wait on. [`StoreReader`] is the read side every other front door gets;
+//! it cannot append. The only place where tokio meets the store.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::watch;
@@ -15,6 +15,10 @@ use tributary_store::{Partition, Store, StoreOptions, Topic, TopicConfig};
 use crate::config::{CollectorConfig, FsyncMode};
 
 pub mod clock;
+pub mod groups;
+pub mod reader;
+
+pub use reader::{PartitionReader, ReadError, StoreReader, TopicReader};
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -25,10 +29,15 @@ pub enum StorageError {
     TopicRefused(String),
     #[error(transparent)]
     Store(#[from] tributary_store::Error),
-    #[error("storage task failed: {0}")]
-    Task(String),
+    /// A batch that passed validation no longer decodes: a bug, never the
+    /// sender's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The blocking task panicked or was cancelled.
+    #[error("storage task failed")]
+    Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
-    Groups(#[from] crate::api::groups::GroupError),
+    Groups(#[from] groups::GroupError),
 }
 
 /// Where one batch landed: each touched partition and the end offset it reached.
@@ -46,9 +55,9 @@ pub struct Appended {
 /// Shared handle on the store.
 pub struct Storage {
     store: Arc<Store>,
-    groups: Arc<crate::api::groups::Groups>,
     config: Arc<CollectorConfig>,
     changed: watch::Sender<u64>,
+    reader: StoreReader,
 }
 
 impl Storage {
@@ -66,46 +75,29 @@ impl Storage {
         for t in store.topics() {
             t.set_segment_age(config.topic_settings(t.name()).segment_age);
         }
-        let groups = crate::api::groups::Groups::open(&config.data_dir)?;
+        let groups = groups::Groups::open(&config.data_dir)?;
         groups.set_max_groups(config.max_groups);
-        let (changed, _) = watch::channel(0);
+        let (changed, rx) = watch::channel(0);
+        let (store, groups) = (Arc::new(store), Arc::new(groups));
         Ok(Storage {
-            store: Arc::new(store),
-            groups: Arc::new(groups),
+            reader: StoreReader::new(store.clone(), groups.clone(), rx),
+            store,
             config,
             changed,
         })
     }
 
-    /// Partitions that cannot take writes now: (topic, partition, why).
-    pub fn problems(&self) -> Vec<(String, u32, String)> {
-        let mut out = Vec::new();
-        for t in self.store.topics() {
-            for p in t.partitions() {
-                if let Some(why) = p.problem() {
-                    out.push((t.name().to_owned(), p.id(), why));
-                }
-            }
-        }
-        out
+    /// The read side, for the front doors that must not write.
+    pub fn reader(&self) -> StoreReader {
+        self.reader.clone()
     }
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
-    /// Consumer groups' committed offsets.
-    pub fn groups(&self) -> &Arc<crate::api::groups::Groups> {
-        &self.groups
-    }
-
     pub fn config(&self) -> &CollectorConfig {
         &self.config
-    }
-
-    /// A receiver that changes whenever new records become visible.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
     }
 
     /// Wake long-polling readers (new records, or a start offset that moved on).
@@ -136,7 +128,7 @@ impl Storage {
         summary: PayloadSummary,
         now_ms: i64,
     ) -> Result<Appended, StorageError> {
-        if !tributary_store::valid_topic_name(topic) {
+        if !tributary_common::names::valid_topic_name(topic) {
             return Err(StorageError::InvalidTopic(topic.to_owned()));
         }
         let store = self.store.clone();
@@ -165,7 +157,7 @@ impl Storage {
                     Ok(Some((p, s, n))) => (p, s, u64::from(n)),
                     Ok(None) => (payload, summary, 0),
                     Err(e) => {
-                        return Err(StorageError::Task(format!(
+                        return Err(StorageError::Internal(format!(
                             "payload changed after validation: {e}"
                         )));
                     }
@@ -188,8 +180,7 @@ impl Storage {
             a.retimed = retimed;
             Ok(a)
         })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))??;
+        .await??;
         if self.config.fsync == FsyncMode::Interval {
             self.bump();
         }
@@ -205,9 +196,7 @@ impl Storage {
         for (p, end) in &appended.parts {
             let p = p.clone();
             let end = *end;
-            tokio::task::spawn_blocking(move || p.sync_to(end))
-                .await
-                .map_err(|e| StorageError::Task(e.to_string()))??;
+            tokio::task::spawn_blocking(move || p.sync_to(end)).await??;
         }
         self.bump();
         Ok(())
@@ -244,11 +233,6 @@ impl Storage {
             tracing::error!(error = %e, "final fsync failed");
         }
     }
-
-    /// Wait until something changes or `timeout` passes.
-    pub async fn wait_for_change(rx: &mut watch::Receiver<u64>, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, rx.changed()).await;
-    }
 }
 
 fn sync_all(store: &Store) -> Result<(), tributary_store::Error> {
@@ -270,7 +254,7 @@ fn append_blocking(
 ) -> Result<Appended, StorageError> {
     let n = topic.partitions().len() as u32;
     let changed = |e: record::DecodeError| {
-        StorageError::Task(format!("payload changed after validation: {e}"))
+        StorageError::Internal(format!("payload changed after validation: {e}"))
     };
     // Block headers only: most batches come from one source and go to one partition,
     // appended as they are with the summary the validation already computed.
@@ -311,7 +295,7 @@ fn append_blocking(
     for (p, bytes, summary) in &parts {
         let part = topic
             .partition(*p)
-            .ok_or_else(|| StorageError::Task(format!("partition {p} missing")))?;
+            .ok_or_else(|| StorageError::Internal(format!("partition {p} missing")))?;
         let r = part.append_at(if single { payload } else { bytes }, summary, now_ms)?;
         appended.records += u64::from(r.appended);
         appended.duplicates += u64::from(r.duplicates);

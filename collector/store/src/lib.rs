@@ -182,16 +182,7 @@ struct TopicMeta {
 
 const TOPIC_META_VERSION: u32 = 1;
 
-/// Whether `name` is a valid topic name: `[A-Za-z0-9._-]{1,249}`, not `.` or `..`.
-/// Such a name is always a single, safe path component.
-pub fn valid_topic_name(name: &str) -> bool {
-    (1..=249).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use tributary_common::names::valid_topic_name;
 
 /// A topic: a name, a config, and its partitions.
 pub struct Topic {
@@ -445,38 +436,6 @@ fn write_topic_meta(dir: &Path, cfg: &TopicConfig) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topic_names() {
-        for ok in [
-            "a",
-            "app",
-            "A-b_c.d",
-            "..a",
-            "a..",
-            "...",
-            "0",
-            &"x".repeat(249),
-        ] {
-            assert!(valid_topic_name(ok), "{ok:?} refused");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "/a",
-            "a\\b",
-            "a b",
-            "é",
-            "日本",
-            "a\0",
-            "a:b",
-            &"x".repeat(250),
-        ] {
-            assert!(!valid_topic_name(bad), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn topic_config_bounds() {

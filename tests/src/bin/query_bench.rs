@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tributary_collector::api::query::{self, Query, QueryParams};
+use tributary_collector::storage::TopicReader;
 use tributary_common::record::{BlockWriter, summarize};
 use tributary_e2e::machine;
 use tributary_store::{Store, StoreOptions, Topic, TopicConfig};
@@ -114,7 +115,7 @@ fn build(topic: &Topic, records: usize, now_ms: i64) -> (u64, Duration) {
     (bytes, t.elapsed())
 }
 
-fn run_query(topic: &Topic, name: &str, params: &[(&str, &str)], now_ms: i64, cores: usize) {
+fn run_query(topic: &TopicReader, name: &str, params: &[(&str, &str)], now_ms: i64, cores: usize) {
     let mut p = QueryParams {
         topic: Some("bench".into()),
         ..Default::default()
@@ -180,6 +181,7 @@ fn main() {
         .expect("topic");
     let now_ms = tributary_common::timefmt::now_ms();
     let (bytes, took) = build(&topic, opts.records, now_ms);
+    let reader = TopicReader::from(topic.clone());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let on_disk: u64 = topic.partitions().iter().map(|p| p.size_bytes()).sum();
     println!("machine: {}", machine());
@@ -196,49 +198,49 @@ fn main() {
     );
     let limit = "10000";
     run_query(
-        &topic,
+        &reader,
         "contains \"\\\" 503 \" (1 in 10,000)",
         &[("contains", "\" 503 "), ("limit", limit)],
         now_ms,
         cores,
     );
     run_query(
-        &topic,
+        &reader,
         "regex rt=89\\dms.*404 (rare)",
         &[("regex", r#"" 404 .* rt=89\dms$"#), ("limit", limit)],
         now_ms,
         cores,
     );
     run_query(
-        &topic,
+        &reader,
         "contains, no match at all",
         &[("contains", "no such text"), ("limit", limit)],
         now_ms,
         cores,
     );
     run_query(
-        &topic,
+        &reader,
         "host web-03, first 100",
         &[("host", "web-03"), ("limit", "100")],
         now_ms,
         cores,
     );
     run_query(
-        &topic,
+        &reader,
         "since 5m (time index), first 100",
         &[("since", "5m"), ("limit", "100")],
         now_ms,
         cores,
     );
     run_query(
-        &topic,
+        &reader,
         "since 5m, contains \" 404 \"",
         &[("since", "5m"), ("contains", "\" 404 "), ("limit", limit)],
         now_ms,
         cores,
     );
     run_query(
-        &topic,
+        &reader,
         "newest 100 (order desc)",
         &[("order", "desc"), ("limit", "100")],
         now_ms,

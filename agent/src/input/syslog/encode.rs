@@ -11,9 +11,10 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use tokio::time::Instant;
+use tributary_common::names::severity_name;
 use tributary_common::record::{BlockWriter, FLAG_TRUNCATED};
 
-use super::parse::{Parsed, SdElement, facility_name, severity_name, unescape};
+use super::parse::{Parsed, SdElement, facility_name, unescape};
 use crate::input::file::Chunk;
 
 /// Where a message came from: the sender's IP (the host when the message names

@@ -238,14 +238,6 @@ pub fn facility_name(f: u8) -> &'static str {
     NAMES.get(f as usize).copied().unwrap_or("unknown")
 }
 
-/// Severity names as syslog(3) and `logger -p` spell them.
-pub fn severity_name(s: u8) -> &'static str {
-    const NAMES: [&str; 8] = [
-        "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-    ];
-    NAMES.get(s as usize).copied().unwrap_or("unknown")
-}
-
 /// Parse one message (without its framing). `now_ms` picks the year of RFC 3164
 /// timestamps; `tz` is the zone of timestamps that carry none.
 pub fn parse<'a>(input: &'a [u8], now_ms: i64, tz: &TimeZone) -> Parsed<'a> {

@@ -78,7 +78,7 @@ pub struct Groups {
 /// Group names follow the topic name rules (they name files), up to 240
 /// characters so that `<group>.json.tmp` stays within a file name's 255 bytes.
 pub fn valid_group_name(name: &str) -> bool {
-    name.len() <= 240 && tributary_store::valid_topic_name(name)
+    name.len() <= 240 && tributary_common::names::valid_topic_name(name)
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GroupError {

@@ -1,0 +1,240 @@
+//! The query engine over a real store: merging, time ranges, limits, errors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use tributary_common::record::{BlockWriter, summarize};
+use tributary_store::{Partition, Store, StoreOptions, Topic, TopicConfig};
+
+const T0: i64 = 1_795_600_000_000;
+
+/// Append one block per call: `(ts, message, fields)` records of one host/source.
+fn append(p: &Partition, host: &str, source: &str, recs: &[(i64, &str, &str)]) {
+    let mut payload = Vec::new();
+    let mut b = BlockWriter::begin(&mut payload, host, source, 0, b"");
+    for (i, (ts, msg, fields)) in recs.iter().enumerate() {
+        b.push(
+            &mut payload,
+            0,
+            *ts,
+            i as u64,
+            fields.as_bytes(),
+            msg.as_bytes(),
+        );
+    }
+    b.finish(&mut payload);
+    let summary = summarize(&payload).unwrap();
+    p.append(&payload, &summary).unwrap();
+}
+
+/// Three partitions; partition p holds records at T0 + (3i + p) seconds, i < 1000,
+/// in blocks of 50; every 10th is "error", hosts alternate, syslog severities
+/// on partition 2.
+fn store() -> (tempfile::TempDir, Arc<Topic>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let topic = store
+        .create_topic(
+            "app",
+            TopicConfig {
+                partitions: 3,
+                segment_bytes: 16 << 10,
+            },
+        )
+        .unwrap();
+    for (pi, p) in topic.partitions().iter().enumerate() {
+        for block in 0..20 {
+            let msgs: Vec<(i64, String, String)> = (0..50)
+                .map(|j| {
+                    let i = block * 50 + j;
+                    let ts = T0 + (3 * i + pi as i64) * 1000;
+                    let kind = if i % 10 == 0 { "error" } else { "ok" };
+                    let fields = if pi == 2 {
+                        let sev = if i % 10 == 0 { "err" } else { "info" };
+                        format!(r#"{{"severity":"{sev}"}}"#)
+                    } else {
+                        String::new()
+                    };
+                    (ts, format!("p{pi} i={i:04} {kind}"), fields)
+                })
+                .collect();
+            let recs: Vec<(i64, &str, &str)> = msgs
+                .iter()
+                .map(|(t, m, f)| (*t, m.as_str(), f.as_str()))
+                .collect();
+            let host = if block % 2 == 0 { "web-01" } else { "web-02" };
+            append(p, host, &format!("/var/log/app{pi}.log"), &recs);
+        }
+    }
+    (dir, topic)
+}
+
+fn q(params: &[(&str, &str)]) -> Query {
+    let mut p = QueryParams {
+        topic: Some("app".into()),
+        ..Default::default()
+    };
+    for (k, v) in params {
+        let v = Some(v.to_string());
+        match *k {
+            "since" => p.since = v,
+            "until" => p.until = v,
+            "host" => p.host = v,
+            "source" => p.source = v,
+            "severity" => p.severity = v,
+            "contains" => p.contains = v,
+            "regex" => p.regex = v,
+            "limit" => p.limit = v,
+            "order" => p.order = v,
+            _ => panic!("{k}"),
+        }
+    }
+    Query::parse(&p, T0 + 10_000_000).unwrap()
+}
+
+fn go(topic: &Arc<Topic>, query: &Query) -> QueryResult {
+    let topic = TopicReader::from(topic.clone());
+    run(&topic, query, Instant::now() + Duration::from_secs(30)).unwrap()
+}
+
+fn msgs(r: &QueryResult) -> Vec<String> {
+    r.records
+        .iter()
+        .map(|(_, x)| String::from_utf8_lossy(&x.message).into_owned())
+        .collect()
+}
+
+#[test]
+fn merges_partitions_by_time_and_counts_exactly() {
+    let (_d, topic) = store();
+    let r = go(&topic, &q(&[("limit", "10000")]));
+    assert_eq!(r.records.len(), 3000);
+    assert!(r.complete);
+    assert!(
+        r.records
+            .windows(2)
+            .all(|w| w[0].1.timestamp_ms < w[1].1.timestamp_ms)
+    );
+    assert_eq!(
+        &msgs(&r)[..3],
+        ["p0 i=0000 error", "p1 i=0000 error", "p2 i=0000 error"]
+    );
+
+    let r = go(&topic, &q(&[("contains", "error"), ("limit", "10000")]));
+    assert_eq!(r.records.len(), 300);
+    let r = go(
+        &topic,
+        &q(&[("regex", r"^p1 i=00[0-4]\d error$"), ("limit", "10000")]),
+    );
+    assert_eq!(r.records.len(), 5);
+    let r = go(&topic, &q(&[("host", "web-02"), ("limit", "10000")]));
+    assert_eq!(r.records.len(), 1500);
+    let r = go(
+        &topic,
+        &q(&[("source", "/var/log/app[01].log"), ("limit", "10000")]),
+    );
+    assert_eq!(r.records.len(), 2000);
+    let r = go(&topic, &q(&[("severity", "warning"), ("limit", "10000")]));
+    assert_eq!(r.records.len(), 100, "err on partition 2 only");
+    let r = go(&topic, &q(&[("severity", "debug"), ("limit", "10000")]));
+    assert_eq!(r.records.len(), 1000, "every record with a severity");
+    let r = go(&topic, &q(&[("contains", "no such text")]));
+    assert!(r.records.is_empty() && r.complete);
+    assert_eq!(r.scanned_records, 3000);
+}
+
+#[test]
+fn time_ranges_use_the_index_and_order_and_limit_hold() {
+    let (_d, topic) = store();
+    // Records 100..=199 of the merged stream: T0+100s ..= T0+199s.
+    let since = (T0 + 100_000).to_string();
+    let until = (T0 + 199_000).to_string();
+    let r = go(
+        &topic,
+        &q(&[("since", &since), ("until", &until), ("limit", "10000")]),
+    );
+    assert_eq!(r.records.len(), 100);
+    assert_eq!(r.records[0].1.timestamp_ms, T0 + 100_000);
+    assert!(
+        r.scanned_records < 3000,
+        "the time index skipped most: {}",
+        r.scanned_records
+    );
+
+    let r = go(
+        &topic,
+        &q(&[
+            ("since", &since),
+            ("until", &until),
+            ("order", "desc"),
+            ("limit", "7"),
+        ]),
+    );
+    let ts: Vec<i64> = r.records.iter().map(|(_, x)| x.timestamp_ms - T0).collect();
+    assert_eq!(
+        ts,
+        [
+            199_000, 198_000, 197_000, 196_000, 195_000, 194_000, 193_000
+        ]
+    );
+
+    let r = go(
+        &topic,
+        &q(&[("order", "desc"), ("limit", "2"), ("contains", "error")]),
+    );
+    assert_eq!(msgs(&r), ["p2 i=0990 error", "p1 i=0990 error"]);
+
+    // A window that matches nothing: before the first record, after the last.
+    let before = (T0 - 10_000).to_string();
+    let r = go(&topic, &q(&[("until", &before)]));
+    assert!(r.records.is_empty());
+    let after = (T0 + 4_000_000).to_string();
+    let r = go(&topic, &q(&[("since", &after)]));
+    assert!(r.records.is_empty());
+    assert_eq!(r.scanned_records, 0);
+    // Relative, from now = T0 + 10,000 s: the last hour holds nothing; the last
+    // 8,000 s hold the records from T0 + 2,000 s on.
+    let r = go(&topic, &q(&[("since", "1h")]));
+    assert!(r.records.is_empty());
+    let r = go(&topic, &q(&[("since", "8000s"), ("limit", "10000")]));
+    assert_eq!(r.records.len(), 3000 - 2000);
+}
+
+#[test]
+fn bad_parameters_are_clear_errors() {
+    let bad = |k: &str, v: &str| {
+        let mut p = QueryParams {
+            topic: Some("app".into()),
+            ..Default::default()
+        };
+        match k {
+            "since" => p.since = Some(v.into()),
+            "regex" => p.regex = Some(v.into()),
+            "limit" => p.limit = Some(v.into()),
+            "order" => p.order = Some(v.into()),
+            "severity" => p.severity = Some(v.into()),
+            "source" => p.source = Some(v.into()),
+            _ => unreachable!(),
+        }
+        Query::parse(&p, T0).unwrap_err().to_string()
+    };
+    assert!(bad("since", "yesterday").contains("since"));
+    assert!(bad("regex", "(unclosed").contains("regex"));
+    assert!(bad("limit", "0").contains("limit"));
+    assert!(bad("limit", "100001").contains("limit"));
+    assert!(bad("order", "up").contains("order"));
+    assert!(bad("severity", "loud").contains("severity"));
+    assert!(bad("source", "[").contains("source"));
+    assert!(
+        Query::parse(&QueryParams::default(), T0)
+            .unwrap_err()
+            .to_string()
+            .contains("topic")
+    );
+    assert_eq!(parse_time("15m", 1_000_000).unwrap(), 100_000);
+    assert_eq!(
+        parse_time("2026-11-25T14:01:34Z", 0).unwrap(),
+        1_795_615_294_000
+    );
+}
