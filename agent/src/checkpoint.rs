@@ -28,7 +28,6 @@
 //! (the agent then re-reads from its `read_from` rule; the collector deduplicates).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +53,16 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl From<tributary_common::fs::WriteError> for CheckpointError {
+    fn from(e: tributary_common::fs::WriteError) -> CheckpointError {
+        CheckpointError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
@@ -391,18 +400,7 @@ impl Checkpoints {
         let mut files: Vec<Entry> = self.entries.values().cloned().collect();
         files.sort_by(|a, b| a.path.cmp(&b.path).then(a.source_id.cmp(&b.source_id)));
         let bytes = serde_json::to_vec_pretty(&State::V1 { files }).unwrap_or_default();
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-            f.write_all(&bytes).map_err(io_err("write", &tmp))?;
-            f.sync_all().map_err(io_err("fsync", &tmp))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io_err("rename", &tmp))?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("fsync directory", dir))?;
-        }
+        tributary_common::fs::write_atomic(&self.path, &bytes)?;
         self.dirty = false;
         Ok(())
     }

@@ -55,6 +55,16 @@ pub enum SpoolError {
     },
 }
 
+impl From<tributary_common::fs::WriteError> for SpoolError {
+    fn from(e: tributary_common::fs::WriteError) -> SpoolError {
+        SpoolError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError {
     let path = path.to_owned();
     move |source| SpoolError::Io { op, path, source }
@@ -193,14 +203,7 @@ impl Spool {
         data[4..8].copy_from_slice(&crc.to_le_bytes());
         let id = self.next_id;
         let path = self.path(id);
-        let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-            f.write_all(&data).map_err(io_err("write", &tmp))?;
-            f.sync_data().map_err(io_err("fsync", &tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+        tributary_common::fs::write_atomic(&path, &data)?;
         self.next_id += 1;
         self.bytes += data.len() as u64;
         Ok((id, data.len() as u64))

@@ -7,6 +7,7 @@
 //! - [`codec`]: batch compression (none, gzip, lz4) with hard size limits;
 //! - [`config`]: YAML loading with precise errors, sizes and durations;
 //! - [`names`]: topic names and syslog severities, spelled one way;
+//! - [`fs`]: `write_atomic`, the one way small state files are replaced;
 //! - [`error`]: one-line error reports that say each cause once;
 //! - [`ratelimit`]: warnings a flood can trigger, at most one per kind and interval;
 //! - [`tls`]: rustls configurations from PEM files, errors naming the file;
@@ -18,6 +19,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fs;
 pub mod limits;
 pub mod names;
 pub mod ratelimit;

@@ -12,7 +12,6 @@
 //! committed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -79,6 +78,16 @@ pub struct Groups {
 /// characters so that `<group>.json.tmp` stays within a file name's 255 bytes.
 pub fn valid_group_name(name: &str) -> bool {
     name.len() <= 240 && tributary_common::names::valid_topic_name(name)
+}
+
+impl From<tributary_common::fs::WriteError> for GroupError {
+    fn from(e: tributary_common::fs::WriteError) -> GroupError {
+        GroupError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GroupError {
@@ -209,16 +218,7 @@ impl Groups {
         };
         let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
         let path = self.dir.join(format!("{group}.json"));
-        let tmp = self.dir.join(format!("{group}.json.tmp"));
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(&bytes).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("fsync", &tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync directory", &self.dir))
+        Ok(tributary_common::fs::write_atomic(&path, &bytes)?)
     }
 }
 

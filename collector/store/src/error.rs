@@ -64,6 +64,16 @@ pub enum Error {
     Locked { path: PathBuf },
 }
 
+impl From<tributary_common::fs::WriteError> for Error {
+    fn from(e: tributary_common::fs::WriteError) -> Error {
+        Error::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl Error {
     /// Wrap an `io::Error` with the operation and the file it concerns.
     pub(crate) fn io(

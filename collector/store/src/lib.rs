@@ -78,7 +78,7 @@ mod walk;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -418,19 +418,13 @@ fn write_topic_meta(dir: &Path, cfg: &TopicConfig) -> Result<(), Error> {
         partitions: cfg.partitions,
         segment_bytes: cfg.segment_bytes,
     };
-    let tmp = dir.join("topic.json.tmp");
     let path = dir.join("topic.json");
     let mut bytes = serde_json::to_vec(&meta).map_err(|source| Error::TopicMeta {
         path: path.clone(),
         source,
     })?;
     bytes.push(b'\n');
-    let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(Error::io("write", &tmp))?;
-    fs::rename(&tmp, &path).map_err(Error::io("rename", &tmp))?;
-    segment::sync_dir(dir)
+    Ok(tributary_common::fs::write_atomic(&path, &bytes)?)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@
 //! roll right after. A snapshot that fails any check is ignored (with a warning) and
 //! the segments are scanned instead.
 
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use crate::error::Error;
@@ -117,22 +117,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Write the snapshot for `offset` into `dir` atomically (temp file, fsync,
-/// rename). The caller fsyncs the directory.
+/// Write the snapshot for `offset` into `dir`, atomically and durably.
 pub(crate) fn write(dir: &Path, offset: u64, sources: &Sources) -> Result<(), Error> {
     let path = segment::sources_path(dir, offset);
-    let tmp = path.with_extension("sources.tmp");
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&encode(sources, offset))?;
-            f.sync_all()
-        })
-        .map_err(Error::io("write", &tmp));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, &path).map_err(Error::io("rename", &tmp))
+    Ok(tributary_common::fs::write_atomic(
+        &path,
+        &encode(sources, offset),
+    )?)
 }
 
 /// Read the snapshot for `offset`: `Ok(Err(reason))` when it is missing or fails a check.
