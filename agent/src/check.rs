@@ -136,7 +136,11 @@ pub async fn connect(config: &AgentConfig, r: &mut Report) {
                     c.addr, c.server_name
                 ));
             }
-            Err(e) => r.error(format!("output.collectors[{i}] {}: {e}", c.addr)),
+            Err(e) => r.error(format!(
+                "output.collectors[{i}] {}: {}",
+                c.addr,
+                tributary_common::error::report(&e)
+            )),
         }
     }
 }

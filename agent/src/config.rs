@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tributary_common::codec::Compression;
 use tributary_common::config::{self, ByteSize, ConfigError, HumanDuration};
+use tributary_common::error::report;
 use tributary_common::names::valid_topic_name;
 use tributary_common::tls;
 
@@ -406,7 +407,7 @@ impl AgentConfigFile {
             _ => return Err(value_err(path, "output.tls", "cert and key go together")),
         };
         let tls = tls::client_config(&out.tls.ca, client_cert)
-            .map_err(|e| value_err(path, "output.tls", e.to_string()))?;
+            .map_err(|e| value_err(path, "output.tls", report(&e)))?;
         let batch = out.batch;
         if batch.max_bytes.0 < 1024 || batch.max_bytes.0 > MAX_BATCH_BYTES {
             return Err(value_err(
@@ -486,7 +487,7 @@ fn resolve_syslog(
     let tls = match (&input.tls, wants_tls) {
         (Some(t), true) => Some(
             tls::server_config(&t.cert, &t.key, None)
-                .map_err(|e| value_err(path, key("tls"), e.to_string()))?,
+                .map_err(|e| value_err(path, key("tls"), report(&e)))?,
         ),
         (None, false) => None,
         (None, true) => {

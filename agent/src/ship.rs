@@ -30,6 +30,7 @@ use crate::batch::{Batch, Position};
 use crate::config::CollectorAddr;
 use crate::spool::Spool;
 use crate::stats::AgentStats;
+use tributary_common::error::report;
 use tributary_common::tls::ClientFiles;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,9 +159,9 @@ impl Shipper {
                     let wait = backoff(st.failures);
                     if e.is_setup_problem() {
                         // Retrying will not fix it until the files or the collector change.
-                        tracing::error!(collector = %target.addr, retry_in_ms = wait.as_millis() as u64, "cannot connect: {e}");
+                        tracing::error!(collector = %target.addr, retry_in_ms = wait.as_millis() as u64, "cannot connect: {}", report(&e));
                     } else {
-                        tracing::warn!(collector = %target.addr, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach collector");
+                        tracing::warn!(collector = %target.addr, error = %report(&e), retry_in_ms = wait.as_millis() as u64, "cannot reach collector");
                     }
                     self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                     // While waiting, keep taking batches into the spool so files keep
@@ -436,27 +437,43 @@ impl Shipper {
     }
 }
 
-/// Why a connection to a collector could not be set up.
+/// Why a connection to a collector could not be set up. Each variant keeps the
+/// underlying error as its `source`; log it with
+/// [`report`](tributary_common::error::report).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
     #[error("bad server name `{0}`: set output.tls.server_name")]
     ServerName(String),
     /// A certificate or TLS setup problem, said in terms of the config: retrying
     /// does not fix it.
-    #[error("{0}")]
-    Setup(String),
-    #[error("TLS: {0}")]
-    Tls(std::io::Error),
+    #[error("{hint}")]
+    Setup {
+        hint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS")]
+    Tls(#[source] std::io::Error),
     #[error("TLS handshake timed out after {0:?}")]
     TlsTimeout(Duration),
     #[error("collector refused us: {message} ({code:?})")]
     Refused { code: ErrorCode, message: String },
-    #[error("{0}")]
-    Handshake(String),
+    #[error(
+        "collector speaks protocol version {0}, this agent {PROTOCOL_VERSION}: upgrade the older one"
+    )]
+    Version(u16),
+    #[error("unexpected {0} frame during the handshake")]
+    UnexpectedFrame(&'static str),
+    #[error("bad frame during the handshake")]
+    Frame(#[source] WireError),
+    #[error("collector closed the connection during the handshake")]
+    Closed,
+    #[error("no answer to HELLO within {0:?}")]
+    NoWelcome(Duration),
 }
 
 impl ConnectError {
@@ -465,7 +482,8 @@ impl ConnectError {
     pub fn is_setup_problem(&self) -> bool {
         matches!(
             self,
-            ConnectError::Setup(_)
+            ConnectError::Setup { .. }
+                | ConnectError::Version(_)
                 | ConnectError::ServerName(_)
                 | ConnectError::Refused {
                     code: ErrorCode::UnsupportedVersion,
@@ -488,7 +506,7 @@ pub async fn connect(
         files,
         &target.server_name,
     ) {
-        Some(why) => ConnectError::Setup(why),
+        Some(hint) => ConnectError::Setup { hint, source: e },
         None => ConnectError::Tls(e),
     };
     let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr))
@@ -516,7 +534,7 @@ pub async fn connect(
     match writer.send(hello).await {
         Ok(()) => {}
         Err(WireError::Io(e)) => return Err(explain(e)),
-        Err(e) => return Err(ConnectError::Handshake(format!("hello: {e}"))),
+        Err(e) => return Err(ConnectError::Frame(e)),
     }
     // With TLS 1.3 the collector checks our certificate after the handshake looks
     // done on our side: its refusal arrives here, as the answer to HELLO.
@@ -524,23 +542,15 @@ pub async fn connect(
         Ok(Some(Ok(Frame::Welcome { version, .. }))) if version == PROTOCOL_VERSION => {
             Ok((reader, writer))
         }
-        Ok(Some(Ok(Frame::Welcome { version, .. }))) => Err(ConnectError::Handshake(format!(
-            "collector speaks protocol version {version}, this agent {PROTOCOL_VERSION}: upgrade the older one"
-        ))),
+        Ok(Some(Ok(Frame::Welcome { version, .. }))) => Err(ConnectError::Version(version)),
         Ok(Some(Ok(Frame::Error { code, message }))) => {
             Err(ConnectError::Refused { code, message })
         }
-        Ok(Some(Ok(other))) => Err(ConnectError::Handshake(format!(
-            "unexpected frame during the handshake: {other:?}"
-        ))),
+        Ok(Some(Ok(other))) => Err(ConnectError::UnexpectedFrame(other.name())),
         Ok(Some(Err(WireError::Io(e)))) => Err(explain(e)),
-        Ok(Some(Err(e))) => Err(ConnectError::Handshake(format!("handshake: {e}"))),
-        Ok(None) => Err(ConnectError::Handshake(
-            "collector closed the connection during the handshake".into(),
-        )),
-        Err(_) => Err(ConnectError::Handshake(format!(
-            "no answer to HELLO within {CONNECT_TIMEOUT:?}"
-        ))),
+        Ok(Some(Err(e))) => Err(ConnectError::Frame(e)),
+        Ok(None) => Err(ConnectError::Closed),
+        Err(_) => Err(ConnectError::NoWelcome(CONNECT_TIMEOUT)),
     }
 }
 

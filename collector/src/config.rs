@@ -333,7 +333,7 @@ impl CollectorConfigFile {
         let api_listen = parse_addr(path, "api.listen", &self.api.listen)?;
         let t = &self.ingest.tls;
         let tls = tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
-            .map_err(|e| value_err(path, "ingest.tls", e.to_string()))?;
+            .map_err(|e| value_err(path, "ingest.tls", tributary_common::error::report(&e)))?;
         let idle_timeout = self
             .ingest
             .idle_timeout

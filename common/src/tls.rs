@@ -11,14 +11,46 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum TlsError {
-    #[error("{}: cannot read certificates: {reason}", path.display())]
-    Certs { path: PathBuf, reason: String },
+    #[error("{}: cannot read certificates", path.display())]
+    Certs {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
     #[error("{}: no certificate found (expected PEM `BEGIN CERTIFICATE`)", path.display())]
     NoCerts { path: PathBuf },
-    #[error("{}: cannot read private key: {reason}", path.display())]
-    Key { path: PathBuf, reason: String },
-    #[error("{}: {reason}", path.display())]
-    Config { path: PathBuf, reason: String },
+    #[error("{}: cannot read private key", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{}: not a usable CA certificate", path.display())]
+    Ca {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{}: cannot verify client certificates with it", path.display())]
+    ClientVerifier {
+        path: PathBuf,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("{}: key does not match certificate {}", key.display(), cert.display())]
+    KeyMismatch {
+        key: PathBuf,
+        cert: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The TLS library refused its own defaults (protocol versions): a build problem.
+    #[error("TLS setup for {}", path.display())]
+    Setup {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -28,14 +60,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Load every certificate of a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::Certs {
+        .map_err(|source| TlsError::Certs {
             path: path.into(),
-            reason: e.to_string(),
+            source,
         })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Certs {
+        .map_err(|source| TlsError::Certs {
             path: path.into(),
-            reason: e.to_string(),
+            source,
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCerts { path: path.into() });
@@ -45,18 +77,18 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// Load the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Key {
         path: path.into(),
-        reason: e.to_string(),
+        source,
     })
 }
 
 fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(ca)? {
-        roots.add(cert).map_err(|e| TlsError::Config {
+        roots.add(cert).map_err(|source| TlsError::Ca {
             path: ca.into(),
-            reason: format!("not a usable CA certificate: {e}"),
+            source,
         })?;
     }
     Ok(roots)
@@ -73,29 +105,31 @@ pub fn server_config(
     let key_der = load_key(key)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config {
+        .map_err(|source| TlsError::Setup {
             path: cert.into(),
-            reason: e.to_string(),
+            source,
         })?;
     let builder = match client_ca {
         Some(ca) => {
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
                     .build()
-                    .map_err(|e| TlsError::Config {
+                    .map_err(|source| TlsError::ClientVerifier {
                         path: ca.into(),
-                        reason: e.to_string(),
+                        source,
                     })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder
-        .with_single_cert(chain, key_der)
-        .map_err(|e| TlsError::Config {
-            path: key.into(),
-            reason: format!("key does not match certificate {}: {e}", cert.display()),
-        })?;
+    let config =
+        builder
+            .with_single_cert(chain, key_der)
+            .map_err(|source| TlsError::KeyMismatch {
+                key: key.into(),
+                cert: cert.into(),
+                source,
+            })?;
     Ok(Arc::new(config))
 }
 
@@ -106,17 +140,18 @@ pub fn client_config(
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config {
+        .map_err(|source| TlsError::Setup {
             path: ca.into(),
-            reason: e.to_string(),
+            source,
         })?
         .with_root_certificates(roots(ca)?);
     let config = match client_cert {
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| TlsError::Config {
-                path: key.into(),
-                reason: format!("key does not match certificate {}: {e}", cert.display()),
+            .map_err(|source| TlsError::KeyMismatch {
+                key: key.into(),
+                cert: cert.into(),
+                source,
             })?,
         None => builder.with_no_client_auth(),
     };
@@ -273,6 +308,24 @@ pub fn server_failure(e: &std::io::Error, cert: &Path, client_ca: Option<&Path>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_keep_their_cause_and_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("agent.key");
+        let e = load_key(&missing).unwrap_err();
+        assert!(matches!(e, TlsError::Key { .. }));
+        let line = crate::error::report(&e);
+        assert!(
+            line.contains("agent.key: cannot read private key: "),
+            "{line}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not pem\n").unwrap();
+        let e = load_certs(&empty).unwrap_err();
+        assert!(crate::error::report(&e).contains("ca.pem: no certificate found"));
+    }
 
     #[test]
     fn common_name_of_a_der_name() {

@@ -26,10 +26,13 @@ use tributary_common::wire::{
 };
 
 pub mod budget;
+pub mod error;
 
 use crate::metrics::Metrics;
 use crate::storage::{Appended, Storage, StorageError};
 use budget::{MemoryBudget, PeerBudget, Reserved};
+pub use error::ConnectionError;
+use tributary_common::error::report;
 use tributary_common::limits::PerIp;
 
 /// TLS and HELLO must complete within this: shorter than an agent's connect
@@ -142,9 +145,9 @@ impl Ingest {
             tracker.spawn(async move {
                 this.metrics.connections_total.inc();
                 this.metrics.connections_active.inc();
-                if let Err(reason) = this.connection(acceptor, tcp, peer, shutdown).await {
-                    if reason.starts_with("TLS handshake") || reason.starts_with("no HELLO") {
-                        // What a flood of bad clients produces: not one line each.
+                if let Err(e) = this.connection(acceptor, tcp, peer, shutdown).await {
+                    let reason = report(&e);
+                    if e.is_handshake_noise() {
                         tributary_common::ratelimit::warn(
                             "ingest_handshake",
                             format_args!("agent connection from {peer} closed: {reason}"),
@@ -168,24 +171,21 @@ impl Ingest {
         tcp: TcpStream,
         peer: SocketAddr,
         shutdown: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConnectionError> {
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 self.metrics.error("tls_handshake");
-                let why = tributary_common::tls::server_failure(
+                let hint = tributary_common::tls::server_failure(
                     &e,
                     &self.tls_cert_path,
                     self.tls_client_ca_path.as_deref(),
                 );
-                return Err(match why {
-                    Some(why) => format!("TLS handshake failed: {why}"),
-                    None => format!("TLS handshake failed: {e}"),
-                });
+                return Err(ConnectionError::Handshake { hint, source: e });
             }
             Err(_) => {
                 self.metrics.error("tls_handshake");
-                return Err("TLS handshake timed out".into());
+                return Err(ConnectionError::HandshakeTimeout);
             }
         };
         // The certificate's names (mutual TLS): who this agent proved to be.
@@ -215,22 +215,23 @@ impl Ingest {
             }))) => {
                 if version != PROTOCOL_VERSION {
                     self.metrics.error("version");
-                    let msg = format!(
-                        "protocol version {version} not supported; this collector speaks {PROTOCOL_VERSION}"
-                    );
+                    let e = ConnectionError::UnsupportedVersion(version);
                     let _ = writer
                         .send(Frame::Error {
                             code: ErrorCode::UnsupportedVersion,
-                            message: msg.clone(),
+                            message: e.to_string(),
                         })
                         .await;
-                    return Err(msg);
+                    return Err(e);
                 }
                 (host, agent)
             }
             Ok(Some(Ok(other))) => {
                 self.metrics.error("malformed_frame");
-                return Err(format!("expected HELLO, got {}", frame_name(&other)));
+                return Err(ConnectionError::UnexpectedFrame {
+                    expected: "HELLO",
+                    got: other.name(),
+                });
             }
             Ok(Some(Err(e))) => {
                 self.metrics.error("malformed_frame");
@@ -240,12 +241,12 @@ impl Ingest {
                         message: e.to_string(),
                     })
                     .await;
-                return Err(format!("handshake: {e}"));
+                return Err(ConnectionError::Frame(e));
             }
             Ok(None) => return Ok(()),
             Err(_) => {
                 self.metrics.error("timeout");
-                return Err("no HELLO within the handshake timeout".into());
+                return Err(ConnectionError::NoHello);
             }
         };
         writer
@@ -255,7 +256,7 @@ impl Ingest {
                 max_batch_bytes: self.max_batch_bytes as u32,
             })
             .await
-            .map_err(|e| format!("welcome: {e}"))?;
+            .map_err(ConnectionError::Send)?;
         tracing::info!(
             %host,
             certificate = %if identity.is_empty() { "-" } else { identity.as_str() },
@@ -268,9 +269,7 @@ impl Ingest {
         let acker = tokio::spawn(acknowledge(self.clone(), writer, ack_rx));
         let result = self.read_loop(&mut reader, &ack_tx, &shutdown).await;
         drop(ack_tx);
-        let ack_result = acker
-            .await
-            .unwrap_or_else(|e| Err(format!("acknowledger failed: {e}")));
+        let ack_result = acker.await.unwrap_or_else(|e| Err(e.into()));
         result.and(ack_result)
     }
 
@@ -279,7 +278,7 @@ impl Ingest {
         reader: &mut FrameReader<R>,
         ack_tx: &mpsc::Sender<Pending>,
         shutdown: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConnectionError> {
         let mut batches = 0u64;
         loop {
             // Until its first batch a connection gets a short idle timeout.
@@ -312,16 +311,19 @@ impl Ingest {
                 Ok(Some(Err(e))) => {
                     self.metrics.error("malformed_frame");
                     let _ = ack_tx.send(Pending::Fatal(e.code(), e.to_string())).await;
-                    return Err(format!("bad frame: {e}"));
+                    return Err(ConnectionError::Frame(e));
                 }
                 Ok(Some(Ok((Frame::Batch(b), held)))) => (b, held),
                 Ok(Some(Ok((other, _)))) => {
                     self.metrics.error("malformed_frame");
-                    let msg = format!("unexpected {} frame", frame_name(&other));
+                    let e = ConnectionError::UnexpectedFrame {
+                        expected: "BATCH",
+                        got: other.name(),
+                    };
                     let _ = ack_tx
-                        .send(Pending::Fatal(ErrorCode::MalformedFrame, msg.clone()))
+                        .send(Pending::Fatal(ErrorCode::MalformedFrame, e.to_string()))
                         .await;
-                    return Err(msg);
+                    return Err(e);
                 }
             };
             batches += 1;
@@ -332,10 +334,9 @@ impl Ingest {
                         return Ok(());
                     }
                 }
-                Err(fatal) => {
-                    let reason = fatal.message.clone();
-                    let _ = ack_tx.send(fatal.into_pending()).await;
-                    return Err(reason);
+                Err(Fatal { code, error }) => {
+                    let _ = ack_tx.send(Pending::Fatal(code, report(&error))).await;
+                    return Err(error);
                 }
             }
         }
@@ -354,7 +355,7 @@ impl Ingest {
         // Decompression and validation are CPU work: keep them off the runtime threads.
         let opened = tokio::task::spawn_blocking(move || batch.open(limit))
             .await
-            .map_err(|e| Fatal::new(ErrorCode::Unknown, format!("batch task failed: {e}")))?;
+            .map_err(|e| Fatal::new(ErrorCode::Unknown, e.into()))?;
         let (payload, summary) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -365,7 +366,10 @@ impl Ingest {
                     _ => "bad_payload",
                 };
                 self.metrics.error(kind);
-                return Err(Fatal::new(e.code(), format!("batch {seq} refused: {e}")));
+                return Err(Fatal::new(
+                    e.code(),
+                    ConnectionError::Refused { seq, source: e },
+                ));
             }
         };
         let bytes = payload.len() as u64;
@@ -395,15 +399,15 @@ impl Ingest {
             }
             // Retried by the agent (its data waits in its spool) until the topic may be
             // created: an operator raises the cap or adds the topic.
-            Err(StorageError::TopicRefused(why)) => {
+            Err(e @ StorageError::TopicRefused(_)) => {
                 self.metrics.error("topic_refused");
                 tributary_common::ratelimit::warn(
                     "ingest_topic_refused",
-                    format_args!("batch refused: {why}"),
+                    format_args!("batch refused: {e}"),
                 );
                 Err(Fatal::new(
                     ErrorCode::Storage,
-                    format!("batch {seq} not stored: {why}"),
+                    ConnectionError::NotStored { seq, source: e },
                 ))
             }
             // Not the sender's fault, but later batches must not be stored before this
@@ -412,27 +416,25 @@ impl Ingest {
             // from this batch on.
             Err(e) => {
                 self.metrics.error("storage");
-                tracing::error!(error = %e, topic = %topic, "append failed");
+                tracing::error!(error = %report(&e), topic = %topic, "append failed");
                 Err(Fatal::new(
                     ErrorCode::Storage,
-                    format!("batch {seq} not stored: {e}"),
+                    ConnectionError::NotStored { seq, source: e },
                 ))
             }
         }
     }
 }
 
+/// A batch that ends the connection: the code for the agent, and why.
 struct Fatal {
     code: ErrorCode,
-    message: String,
+    error: ConnectionError,
 }
 
 impl Fatal {
-    fn new(code: ErrorCode, message: String) -> Self {
-        Fatal { code, message }
-    }
-    fn into_pending(self) -> Pending {
-        Pending::Fatal(self.code, self.message)
+    fn new(code: ErrorCode, error: ConnectionError) -> Self {
+        Fatal { code, error }
     }
 }
 
@@ -452,7 +454,7 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
     ingest: Arc<Ingest>,
     mut writer: FramedWrite<W, FrameCodec>,
     mut rx: mpsc::Receiver<Pending>,
-) -> Result<(), String> {
+) -> Result<(), ConnectionError> {
     while let Some(p) = rx.recv().await {
         let frame = match p {
             Pending::Stored {
@@ -475,13 +477,13 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
                 }
                 Err(e) => {
                     ingest.metrics.error("fsync");
-                    tracing::error!(error = %e, "fsync failed; batch not acknowledged");
+                    tracing::error!(error = %report(&e), "fsync failed; batch not acknowledged");
                     // As for a failed append: nothing after it may be acknowledged.
                     let _ = tokio::time::timeout(
                         Duration::from_secs(5),
                         writer.send(Frame::Error {
                             code: ErrorCode::Storage,
-                            message: format!("batch {seq} not stored: {e}"),
+                            message: report(&ConnectionError::NotStored { seq, source: e }),
                         }),
                     )
                     .await;
@@ -501,8 +503,8 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
         // A stalled agent must not hold this task forever.
         match tokio::time::timeout(IDLE_TIMEOUT, writer.send(frame)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("writing acknowledgement: {e}")),
-            Err(_) => return Err("agent does not read acknowledgements".into()),
+            Ok(Err(e)) => return Err(ConnectionError::Send(e)),
+            Err(_) => return Err(ConnectionError::AckStalled),
         }
     }
     Ok(())
@@ -575,16 +577,5 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 format!("a frame was not complete within {FRAME_READ_TIMEOUT:?}"),
             ))),
         }
-    }
-}
-
-fn frame_name(f: &Frame) -> &'static str {
-    match f {
-        Frame::Hello { .. } => "HELLO",
-        Frame::Welcome { .. } => "WELCOME",
-        Frame::Batch(_) => "BATCH",
-        Frame::Ack { .. } => "ACK",
-        Frame::Reject { .. } => "REJECT",
-        Frame::Error { .. } => "ERROR",
     }
 }

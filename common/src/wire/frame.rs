@@ -180,6 +180,20 @@ pub enum Frame {
     },
 }
 
+impl Frame {
+    /// The frame type as the protocol documentation spells it, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "HELLO",
+            Frame::Welcome { .. } => "WELCOME",
+            Frame::Batch(_) => "BATCH",
+            Frame::Ack { .. } => "ACK",
+            Frame::Reject { .. } => "REJECT",
+            Frame::Error { .. } => "ERROR",
+        }
+    }
+}
+
 /// Framing errors: the connection cannot continue after any of them.
 #[derive(Debug, Error)]
 pub enum WireError {
