@@ -6,6 +6,9 @@
 //! next connection. Connection failures rotate through `collectors` with
 //! exponential backoff and jitter; meanwhile batches go to the disk spool (see
 //! `spool`). Every read from the collector has a timeout.
+//!
+//! [`order`] decides what leaves next (in flight → spool → held → new);
+//! [`connect`] sets up one connection.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,18 +16,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::ServerName;
-use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
-use tributary_common::wire::{
-    DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, WireError,
-};
+use tributary_common::wire::{ErrorCode, Frame, WireError};
+
+pub mod connect;
+pub mod order;
+
+pub use connect::{ConnectError, Reader, Writer, connect};
+use order::{Next, Queues, Take};
 
 use crate::batch::{Batch, Position};
 use crate::config::CollectorAddr;
@@ -33,15 +34,11 @@ use crate::stats::AgentStats;
 use tributary_common::error::report;
 use tributary_common::tls::ClientFiles;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an in-flight batch may wait for its acknowledgement before the
 /// connection is considered dead and the batch is sent again elsewhere.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-pub type Reader = FramedRead<ReadHalf<TlsStream<TcpStream>>, FrameCodec>;
-pub type Writer = FramedWrite<WriteHalf<TlsStream<TcpStream>>, FrameCodec>;
 
 /// Settings of the shipping stage.
 pub struct Shipper {
@@ -94,23 +91,15 @@ struct State {
 }
 
 impl State {
-    fn done(&self) -> bool {
-        self.input_closed
-            && self.pending.is_empty()
-            && self.spool.is_empty()
-            && self.held.is_empty()
-    }
-
-    /// Whether to take a new batch from the batcher: into the window when nothing
-    /// older waits in the spool, else behind the spool while it has room.
-    fn wants_batch(&self, window: usize) -> bool {
-        !self.input_closed
-            && self.held.is_empty()
-            && if self.spool.is_empty() {
-                self.pending.len() < window
-            } else {
-                self.spool.has_room()
-            }
+    /// The queues' sizes, for the send order.
+    fn queues(&self) -> Queues {
+        Queues {
+            in_flight: self.pending.len(),
+            spooled: self.spool.len(),
+            spool_has_room: self.spool.has_room(),
+            held: self.held.len(),
+            input_closed: self.input_closed,
+        }
     }
 }
 
@@ -137,7 +126,7 @@ impl Shipper {
             .spool_bytes
             .store(st.spool.bytes(), Ordering::Relaxed);
         loop {
-            if st.done() {
+            if st.queues().done() {
                 return;
             }
             if st.drain_deadline.is_none() && shutdown.is_cancelled() {
@@ -175,7 +164,7 @@ impl Shipper {
                                 self.give_up(&st);
                                 return;
                             }
-                            b = rx.recv(), if !st.input_closed && st.held.is_empty() && st.spool.has_room() => match b {
+                            b = rx.recv(), if st.queues().take_offline() => match b {
                                 Some(b) => self.spool_batch(&mut st, b),
                                 None => st.input_closed = true,
                             },
@@ -284,34 +273,33 @@ impl Shipper {
         }
         let mut ack_deadline = Instant::now() + ACK_TIMEOUT;
         loop {
-            if st.done() {
-                return Outcome::Done;
-            }
-            // The spool goes out before anything newer, then what it could not take.
-            if st.pending.len() < self.window && (!st.spool.is_empty() || !st.held.is_empty()) {
-                let next = if st.spool.is_empty() {
-                    st.held.pop_front().map(|b| (None, b))
-                } else {
-                    match st.spool.next_unsent() {
-                        Ok(next) => next.map(|(id, b)| (Some(id), b)),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot read the spool; retrying after a reconnect");
+            let take = match st.queues().next(self.window) {
+                Next::Done => return Outcome::Done,
+                Next::Wait { take } => take,
+                older @ (Next::SendSpooled | Next::SendHeld) => {
+                    let next = if older == Next::SendHeld {
+                        st.held.pop_front().map(|b| (None, b))
+                    } else {
+                        match st.spool.next_unsent() {
+                            Ok(next) => next.map(|(id, b)| (Some(id), b)),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot read the spool; retrying after a reconnect");
+                                return Outcome::Reconnect;
+                            }
+                        }
+                    };
+                    if let Some((spool_id, batch)) = next {
+                        if st.pending.is_empty() {
+                            ack_deadline = Instant::now() + ACK_TIMEOUT;
+                        }
+                        if let Err(e) = self.send_new(writer, st, batch, spool_id).await {
+                            tracing::warn!(error = %e, "sending to collector failed");
                             return Outcome::Reconnect;
                         }
                     }
-                };
-                if let Some((spool_id, batch)) = next {
-                    if st.pending.is_empty() {
-                        ack_deadline = Instant::now() + ACK_TIMEOUT;
-                    }
-                    if let Err(e) = self.send_new(writer, st, batch, spool_id).await {
-                        tracing::warn!(error = %e, "sending to collector failed");
-                        return Outcome::Reconnect;
-                    }
+                    continue;
                 }
-                continue;
-            }
-            let wants = st.wants_batch(self.window);
+            };
             tokio::select! {
                 biased;
                 frame = reader.next() => {
@@ -383,9 +371,9 @@ impl Shipper {
                         }
                     }
                 }
-                batch = rx.recv(), if wants => {
+                batch = rx.recv(), if take.is_some() => {
                     match batch {
-                        Some(batch) if st.spool.is_empty() => {
+                        Some(batch) if take == Some(Take::Send) => {
                             if st.pending.is_empty() {
                                 ack_deadline = Instant::now() + ACK_TIMEOUT;
                             }
@@ -434,123 +422,6 @@ impl Shipper {
             .fetch_add(p.batch.frame.payload.len() as u64, Ordering::Relaxed);
         st.pending.push_back(p);
         result
-    }
-}
-
-/// Why a connection to a collector could not be set up. Each variant keeps the
-/// underlying error as its `source`; log it with
-/// [`report`](tributary_common::error::report).
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("cannot connect")]
-    Connect(#[source] std::io::Error),
-    #[error("connect timed out after {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("bad server name `{0}`: set output.tls.server_name")]
-    ServerName(String),
-    /// A certificate or TLS setup problem, said in terms of the config: retrying
-    /// does not fix it.
-    #[error("{hint}")]
-    Setup {
-        hint: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("TLS")]
-    Tls(#[source] std::io::Error),
-    #[error("TLS handshake timed out after {0:?}")]
-    TlsTimeout(Duration),
-    #[error("collector refused us: {message} ({code:?})")]
-    Refused { code: ErrorCode, message: String },
-    #[error(
-        "collector speaks protocol version {0}, this agent {PROTOCOL_VERSION}: upgrade the older one"
-    )]
-    Version(u16),
-    #[error("unexpected {0} frame during the handshake")]
-    UnexpectedFrame(&'static str),
-    #[error("bad frame during the handshake")]
-    Frame(#[source] WireError),
-    #[error("collector closed the connection during the handshake")]
-    Closed,
-    #[error("no answer to HELLO within {0:?}")]
-    NoWelcome(Duration),
-}
-
-impl ConnectError {
-    /// Whether the configuration (certificates, names, versions) is at fault rather
-    /// than the network.
-    pub fn is_setup_problem(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Setup { .. }
-                | ConnectError::Version(_)
-                | ConnectError::ServerName(_)
-                | ConnectError::Refused {
-                    code: ErrorCode::UnsupportedVersion,
-                    ..
-                }
-        )
-    }
-}
-
-/// TCP connect, TLS handshake and HELLO/WELCOME with one collector. Certificate
-/// problems come back as [`ConnectError::Setup`] naming the file or key to fix.
-pub async fn connect(
-    target: &CollectorAddr,
-    tls: &Arc<rustls::ClientConfig>,
-    files: &ClientFiles,
-    host: &str,
-) -> Result<(Reader, Writer), ConnectError> {
-    let explain = |e: std::io::Error| match tributary_common::tls::client_failure(
-        &e,
-        files,
-        &target.server_name,
-    ) {
-        Some(hint) => ConnectError::Setup { hint, source: e },
-        None => ConnectError::Tls(e),
-    };
-    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr))
-        .await
-        .map_err(|_| ConnectError::ConnectTimeout(CONNECT_TIMEOUT))?
-        .map_err(ConnectError::Connect)?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(target.server_name.clone())
-        .map_err(|_| ConnectError::ServerName(target.server_name.clone()))?;
-    let tls = timeout(
-        CONNECT_TIMEOUT,
-        TlsConnector::from(tls.clone()).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| ConnectError::TlsTimeout(CONNECT_TIMEOUT))?
-    .map_err(explain)?;
-    let (r, w) = tokio::io::split(tls);
-    let mut reader = FramedRead::new(r, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
-    let mut writer = FramedWrite::new(w, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
-    let hello = Frame::Hello {
-        version: PROTOCOL_VERSION,
-        host: host.to_owned(),
-        agent: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    match writer.send(hello).await {
-        Ok(()) => {}
-        Err(WireError::Io(e)) => return Err(explain(e)),
-        Err(e) => return Err(ConnectError::Frame(e)),
-    }
-    // With TLS 1.3 the collector checks our certificate after the handshake looks
-    // done on our side: its refusal arrives here, as the answer to HELLO.
-    match timeout(CONNECT_TIMEOUT, reader.next()).await {
-        Ok(Some(Ok(Frame::Welcome { version, .. }))) if version == PROTOCOL_VERSION => {
-            Ok((reader, writer))
-        }
-        Ok(Some(Ok(Frame::Welcome { version, .. }))) => Err(ConnectError::Version(version)),
-        Ok(Some(Ok(Frame::Error { code, message }))) => {
-            Err(ConnectError::Refused { code, message })
-        }
-        Ok(Some(Ok(other))) => Err(ConnectError::UnexpectedFrame(other.name())),
-        Ok(Some(Err(WireError::Io(e)))) => Err(explain(e)),
-        Ok(Some(Err(e))) => Err(ConnectError::Frame(e)),
-        Ok(None) => Err(ConnectError::Closed),
-        Err(_) => Err(ConnectError::NoWelcome(CONNECT_TIMEOUT)),
     }
 }
 
