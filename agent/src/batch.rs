@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tributary_common::codec::Compression;
 use tributary_common::wire::BatchFrame;
 
-use crate::input::file::Chunk;
+use crate::input::Chunk;
 use crate::stats::AgentStats;
 
 /// How far a batch got in one source: what the checkpoint advances to once the

@@ -31,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{BatchLimits, Batcher};
 use crate::checkpoint::Checkpoints;
+use crate::checkpoint::Marks;
 use crate::config::{AgentConfig, ReadFrom};
-use crate::input::file::{FileInput, FileInputSettings, Marks};
+use crate::input::file::{FileInput, FileInputSettings};
 use crate::input::syslog::SyslogInput;
 use crate::ship::Shipper;
 use crate::spool::Spool;

@@ -1,4 +1,7 @@
 //! Inputs: where records enter the agent.
 
+mod chunk;
 pub mod file;
+
+pub use chunk::Chunk;
 pub mod syslog;

@@ -8,7 +8,7 @@
 //! `spool`). Every read from the collector has a timeout.
 //!
 //! [`order`] decides what leaves next (in flight → spool → held → new);
-//! [`connect`] sets up one connection.
+//! [`connect()`] sets up one connection.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -31,7 +31,6 @@ mod anchor;
 mod discover;
 mod fingerprint;
 mod gz;
-mod marks;
 mod reader;
 mod watch;
 
@@ -57,9 +56,10 @@ pub use self::anchor::Anchor;
 use self::discover::{PathFilter, ScanOutcome, Scanner};
 pub use self::discover::{Preview, preview};
 pub(crate) use self::fingerprint::FileKey;
-pub use self::marks::{CopyOf, Lineage, Marks, Registration, RegistrationInfo};
 use self::reader::{ExitReason, Follow, ReaderExit, TailConfig};
 use self::watch::{Hub, Target, Watch, WatchSpec, watch_specs};
+use crate::checkpoint::{CopyOf, FileMark, Lineage, Marks, RegistrationInfo, ResumePoint};
+pub use crate::input::Chunk;
 
 /// Event-triggered rescans are at most this frequent (a burst of events is one scan).
 const MIN_RESCAN_GAP: Duration = Duration::from_millis(100);
@@ -98,74 +98,6 @@ pub struct FileInputSettings {
     pub marks: Arc<Marks>,
     /// The agent's counters (files open).
     pub stats: Arc<crate::stats::AgentStats>,
-}
-
-/// What identifies a file version across restarts: device, inode, birth time,
-/// first-bytes fingerprint and truncation generation. A checkpoint stores it with the
-/// offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileMark {
-    pub dev: u64,
-    pub ino: u64,
-    /// Birth time in nanoseconds since the epoch; 0 when the filesystem has none.
-    #[serde(default)]
-    pub btime: i64,
-    pub fp_len: u16,
-    pub fp_hash: u64,
-    pub generation: u32,
-}
-
-impl FileMark {
-    fn key(&self) -> FileKey {
-        FileKey {
-            dev: self.dev,
-            ino: self.ino,
-            btime: self.btime,
-        }
-    }
-}
-
-/// A file to continue at `offset`, if it still has the identity `mark` and the bytes
-/// before `offset` still hash to `end_hash` (0: not known, not checked).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResumePoint {
-    pub mark: FileMark,
-    pub offset: u64,
-    pub end_hash: u64,
-    /// The identity its records carry when it continues another file's content.
-    pub lineage: Option<Lineage>,
-    /// Decompressed size of a compressed file (read to its end once `offset` is there).
-    pub total: Option<u64>,
-    /// (base, CRC32C of the bytes from base to `offset`), when known.
-    pub crc: Option<(u64, u32)>,
-    /// The anchor registered past `offset` (see `checkpoint::Entry::proof`).
-    pub proof: Option<Anchor>,
-}
-
-/// A run of complete records from one file, already encoded as one record block
-/// (`tributary_common::record::BlockWriter`): the unit that moves through the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
-    pub topic: Arc<str>,
-    /// Exactly one encoded block. Its header carries the records' identity (the
-    /// file's lineage, see [`Lineage`]), which for a copy is not `source_id`.
-    pub payload: Vec<u8>,
-    pub records: u32,
-    /// The file version's identity (device, inode, first-bytes fingerprint,
-    /// generation): what its checkpoint is kept under.
-    pub source_id: u64,
-    /// The file's own path.
-    pub path: Arc<str>,
-    /// Byte offset in the file of the first record.
-    pub start_offset: u64,
-    /// Byte offset just past the last consumed byte (newline included).
-    pub end_offset: u64,
-    /// Hash of the bytes just before `end_offset` (see `fingerprint::end_hash_of`);
-    /// 0 for sources without offsets.
-    pub end_hash: u64,
-    /// CRC32C of the bytes from `crc_base` to `end_offset` (see `anchor`).
-    pub crc_base: u64,
-    pub crc: u32,
 }
 
 /// Why a file input cannot start or stopped.

@@ -15,7 +15,7 @@ use tributary_common::names::severity_name;
 use tributary_common::record::{BlockWriter, FLAG_TRUNCATED};
 
 use super::parse::{Parsed, SdElement, facility_name, unescape};
-use crate::input::file::Chunk;
+use crate::input::Chunk;
 
 /// Where a message came from: the sender's IP (the host when the message names
 /// none) and the record source (`syslog+udp://IP`).

@@ -27,7 +27,7 @@ use super::encode::{ChunkBuilder, Peer};
 use super::framing::{Framer, trim_trailer};
 use super::parse::parse;
 use super::{FLUSH_INTERVAL, Shared, TLS_HANDSHAKE_TIMEOUT, Transport};
-use crate::input::file::Chunk;
+use crate::input::Chunk;
 
 /// Receive buffer asked of the kernel for UDP sockets (capped by `net.core.rmem_max`).
 const UDP_RCVBUF: usize = 8 << 20;

@@ -44,7 +44,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SyslogInputConfig;
-use crate::input::file::Chunk;
+use crate::input::Chunk;
 use crate::stats::AgentStats;
 
 pub use self::parse::{Parsed, TimeZone, parse};

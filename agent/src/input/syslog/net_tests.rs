@@ -18,7 +18,7 @@ use tributary_common::record::{self, FLAG_TRUNCATED};
 
 use super::{Listen, SyslogInput, SyslogInputError, TimeZone, Transport};
 use crate::config::{AgentConfig, AgentConfigFile, SyslogInputConfig};
-use crate::input::file::Chunk;
+use crate::input::Chunk;
 use crate::stats::AgentStats;
 
 fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -3,7 +3,7 @@
 //! that recognizes a copy.
 //!
 //! Two identities travel with a file's records:
-//! - the **version** id (`source_id` of a [`Chunk`](super::Chunk) and of a
+//! - the **version** id (`source_id` of a [`Chunk`](crate::input::Chunk) and of a
 //!   checkpoint entry): one file on disk in one truncation generation, what a
 //!   checkpoint is kept for;
 //! - the **lineage** ([`Lineage`]): the source id and path the records carry, which
@@ -28,17 +28,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::anchor::Anchor;
-use super::fingerprint::FileKey;
-use super::{FileMark, ResumePoint};
-
-/// The identity records carry: the collector's deduplication key (with the host)
-/// and the path shown as their `source`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Lineage {
-    pub sid: u64,
-    pub path: Arc<str>,
-}
+use super::{FileMark, Lineage, ResumePoint};
+use crate::input::file::{Anchor, FileKey};
 
 /// A file version to make durable in the saved checkpoints before its records are
 /// sent: a new truncation generation (at offset 0), or a file recognized as a copy
@@ -259,7 +250,7 @@ impl Marks {
 
     /// The anchors a file at `path` whose first line fingerprints to `fp` and which
     /// holds `size` bytes may reproduce, to be checked in one pass over it (see
-    /// [`Verifier`](super::anchor::Verifier)). Candidates are versions in the same
+    /// `Verifier` (see `input::file::anchor`)). Candidates are versions in the same
     /// directory whose file name starts like the new one's and whose records are not
     /// attributed to this very path (a file created under the old name by a
     /// rename-and-create rotation is new content, whatever it starts with).

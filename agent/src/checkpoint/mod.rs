@@ -26,6 +26,14 @@
 //! The file is written by programs, so its schema is versioned and tolerant: unknown
 //! fields are ignored, and a file that does not parse is set aside with a warning
 //! (the agent then re-reads from its `read_from` rule; the collector deduplicates).
+//!
+//! The file inputs see checkpoints only through the [`registry`] ([`Marks`]): they
+//! record the versions they read, ask it for copies and resume points, and register
+//! new generations and copies, which [`run`] makes durable before their records
+//! leave. [`identity`] holds the types both sides speak.
+
+pub mod identity;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,8 +44,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+pub use identity::{FileMark, Lineage, ResumePoint};
+pub use registry::{CopyOf, Marks, Registration, RegistrationInfo};
+
 use crate::batch::Position;
-use crate::input::file::{Anchor, FileMark, Lineage, Marks, Registration, ResumePoint};
+use crate::input::file::Anchor;
 
 const FILE_NAME: &str = "checkpoints.json";
 /// Entries of files not seen for this long are forgotten.
