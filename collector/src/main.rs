@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tributary_collector::client::ApiClient;
-use tributary_collector::client::commands::{self as cli, ConsumeArgs, Output};
+use tributary_collector::client::commands::{self as cli, ApiArg, ConsumeArgs, Output, QueryArgs};
 use tributary_collector::config::CollectorConfig;
 use tributary_collector::server::Collector;
+use tributary_collector::setup::certs::CertsArgs;
 
 /// Tributary collector: stores logs shipped by agents in partitioned topics and serves them.
 #[derive(Parser)]
@@ -44,22 +44,7 @@ enum Command {
         api_port: u16,
     },
     /// Write a CA, a collector certificate and an agent certificate (PEM) into a directory.
-    Certs {
-        /// Output directory.
-        #[arg(long, default_value = "certs")]
-        out: PathBuf,
-        /// Names and addresses the collector certificate is valid for (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        hosts: Vec<String>,
-        /// Issue one more agent certificate, `<NAME>.pem`/`.key`, from the CA already
-        /// in --out (one certificate per host).
-        #[arg(long, value_name = "NAME", conflicts_with = "hosts")]
-        agent: Option<String>,
-        /// Replace a CA that --out already holds (every existing certificate stops
-        /// working).
-        #[arg(long)]
-        force: bool,
-    },
+    Certs(CertsArgs),
     /// List topics and their partitions.
     Topics {
         #[command(flatten)]
@@ -71,67 +56,15 @@ enum Command {
     Consume {
         #[command(flatten)]
         api: ApiArg,
-        #[arg(long)]
-        topic: String,
-        /// Partition to read; default: all partitions.
-        #[arg(long)]
-        partition: Option<u32>,
-        /// earliest, latest or an offset number.
-        #[arg(long, default_value = "earliest")]
-        offset: String,
-        /// Stop after this many records.
-        #[arg(long)]
-        max: Option<u64>,
-        /// Keep waiting for new records.
-        #[arg(long)]
-        follow: bool,
-        /// Consumer group: start at its committed offsets (--offset where it has
-        /// none) and commit what was printed.
-        #[arg(long)]
-        group: Option<String>,
-        #[arg(long, value_enum, default_value_t = Output::Json)]
-        output: Output,
+        #[command(flatten)]
+        args: ConsumeArgs,
     },
     /// Search a topic: records matching every filter, across partitions by time.
     Query {
         #[command(flatten)]
         api: ApiArg,
-        #[arg(long)]
-        topic: String,
-        /// From: a duration back from now (15m, 2h, 7d; also -15m), a date or
-        /// date and time (2026-12-04, 2026-12-04T10:00: local time unless it has Z or
-        /// +hh:mm), or epoch ms.
-        #[arg(long, allow_hyphen_values = true)]
-        since: Option<String>,
-        /// Until (inclusive), same forms as --since.
-        #[arg(long, allow_hyphen_values = true)]
-        until: Option<String>,
-        /// Exact host.
-        #[arg(long)]
-        host: Option<String>,
-        /// Glob over the source (file path or syslog+udp://IP).
-        #[arg(long)]
-        source: Option<String>,
-        /// This severity or more severe (syslog names: emerg … debug).
-        #[arg(long)]
-        severity: Option<String>,
-        /// Substring of the message.
-        #[arg(long, visible_alias = "contains")]
-        grep: Option<String>,
-        /// Regular expression over the message.
-        #[arg(long)]
-        regex: Option<String>,
-        /// At most this many records (1-10000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// asc | desc by timestamp.
-        #[arg(long, default_value = "asc")]
-        order: String,
-        /// Then keep printing matching records as they arrive.
-        #[arg(long)]
-        follow: bool,
-        #[arg(long, value_enum, default_value_t = Output::Json)]
-        output: Output,
+        #[command(flatten)]
+        args: QueryArgs,
     },
     /// Consumer groups: committed offsets, end offsets and lag.
     Groups {
@@ -142,17 +75,6 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Json)]
         output: Output,
     },
-}
-
-#[derive(clap::Args)]
-struct ApiArg {
-    /// Collector API base URL.
-    #[arg(
-        long = "api",
-        env = "TRIBUTARY_API",
-        default_value = "http://127.0.0.1:7401"
-    )]
-    url: String,
 }
 
 fn main() -> ExitCode {
@@ -233,97 +155,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             tributary_collector::setup::quickstart::run(options, signal_token()).await?;
         }
-        Command::Certs {
-            out,
-            hosts,
-            agent: Some(name),
-            ..
-        } => {
-            debug_assert!(hosts.is_empty());
-            let (cert, key) = tributary_collector::setup::certs::issue_agent(&out, &name)?;
-            println!("wrote {}, {}", cert.display(), key.display());
-        }
-        Command::Certs {
-            out, hosts, force, ..
-        } => {
-            let existing = tributary_collector::setup::certs::CertFiles::in_dir(&out).ca;
-            if existing.exists() && !force {
-                anyhow::bail!(
-                    "{} already exists: use --agent NAME to issue an agent certificate from this CA, or --force to replace the CA and every certificate",
-                    existing.display()
-                );
-            }
-            let files = tributary_collector::setup::certs::generate(&out, &hosts)?;
-            println!(
-                "wrote {}, {}, {}, {}, {}, {}",
-                files.ca.display(),
-                files.ca_key.display(),
-                files.collector_cert.display(),
-                files.collector_key.display(),
-                files.agent_cert.display(),
-                files.agent_key.display()
-            );
+        Command::Certs(args) => {
+            let written = tributary_collector::setup::certs::run(&args)?;
+            let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+            println!("wrote {}", names.join(", "));
         }
         Command::Topics { api, output } => {
-            cli::topics(&ApiClient::new(&api.url)?, output).await?;
+            cli::topics(&api.client()?, output).await?;
         }
-        Command::Consume {
-            api,
-            topic,
-            partition,
-            offset,
-            max,
-            follow,
-            group,
-            output,
-        } => {
-            let args = ConsumeArgs {
-                topic,
-                partition,
-                offset,
-                max,
-                follow,
-                output,
-                group,
-            };
-            cli::consume(&ApiClient::new(&api.url)?, &args).await?;
-        }
-        Command::Query {
-            api,
-            topic,
-            since,
-            until,
-            host,
-            source,
-            severity,
-            grep,
-            regex,
-            limit,
-            order,
-            follow,
-            output,
-        } => {
-            let params = tributary_collector::api::query::QueryParams {
-                topic: Some(topic),
-                since,
-                until,
-                host,
-                source,
-                severity,
-                contains: grep,
-                regex,
-                limit: Some(limit.to_string()),
-                order: Some(order),
-            };
-            let args = cli::QueryArgs {
-                params,
-                follow,
-                output,
-            };
-            cli::query(&ApiClient::new(&api.url)?, &args).await?;
-        }
+        Command::Consume { api, args } => cli::consume(&api.client()?, &args).await?,
+        Command::Query { api, args } => cli::query(&api.client()?, &args).await?,
         Command::Groups { api, group, output } => {
-            cli::groups(&ApiClient::new(&api.url)?, group.as_deref(), output).await?;
+            cli::groups(&api.client()?, group.as_deref(), output).await?;
         }
     }
     Ok(())

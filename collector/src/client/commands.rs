@@ -32,6 +32,24 @@ pub enum CliError {
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `--api`: where the collector's HTTP API is (every client command).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArg {
+    /// Collector API base URL.
+    #[arg(
+        long = "api",
+        env = "TRIBUTARY_API",
+        default_value = "http://127.0.0.1:7401"
+    )]
+    pub url: String,
+}
+
+impl ApiArg {
+    pub fn client(&self) -> Result<ApiClient, ClientError> {
+        ApiClient::new(&self.url)
+    }
+}
+
 /// Print one record in the chosen format.
 pub fn print_record(out: &mut impl Write, record: &Value, format: Output) -> std::io::Result<()> {
     match format {
@@ -137,15 +155,27 @@ pub async fn topics(api: &ApiClient, format: Output) -> Result<(), CliError> {
 }
 
 /// Options of `tributary consume`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ConsumeArgs {
+    #[arg(long)]
     pub topic: String,
+    /// Partition to read; default: all partitions.
+    #[arg(long)]
     pub partition: Option<u32>,
+    /// earliest, latest or an offset number.
+    #[arg(long, default_value = "earliest")]
     pub offset: String,
+    /// Stop after this many records.
+    #[arg(long)]
     pub max: Option<u64>,
+    /// Keep waiting for new records.
+    #[arg(long)]
     pub follow: bool,
+    #[arg(long, value_enum, default_value_t = Output::Json)]
     pub output: Output,
-    /// Start at this consumer group's committed offsets and commit what was printed.
+    /// Consumer group: start at its committed offsets (--offset where it has
+    /// none) and commit what was printed.
+    #[arg(long)]
     pub group: Option<String>,
 }
 
@@ -404,18 +434,78 @@ pub async fn groups(api: &ApiClient, group: Option<&str>, format: Output) -> Res
     out.flush().map_err(CliError::Output)
 }
 
+/// The filters of `tributary query`: the API's [`QueryParams`] as flags.
+///
+/// [`QueryParams`]: crate::api::query::QueryParams
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryFlags {
+    #[arg(long)]
+    pub topic: String,
+    /// From: a duration back from now (15m, 2h, 7d; also -15m), a date or
+    /// date and time (2026-12-04, 2026-12-04T10:00: local time unless it has Z or
+    /// +hh:mm), or epoch ms.
+    #[arg(long, allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Until (inclusive), same forms as --since.
+    #[arg(long, allow_hyphen_values = true)]
+    pub until: Option<String>,
+    /// Exact host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Glob over the source (file path or syslog+udp://IP).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// This severity or more severe (syslog names: emerg … debug).
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Substring of the message.
+    #[arg(long, visible_alias = "contains")]
+    pub grep: Option<String>,
+    /// Regular expression over the message.
+    #[arg(long)]
+    pub regex: Option<String>,
+    /// At most this many records (1-10000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// asc | desc by timestamp.
+    #[arg(long, default_value = "asc")]
+    pub order: String,
+}
+
+impl QueryFlags {
+    pub fn params(&self) -> crate::api::query::QueryParams {
+        crate::api::query::QueryParams {
+            topic: Some(self.topic.clone()),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            host: self.host.clone(),
+            source: self.source.clone(),
+            severity: self.severity.clone(),
+            contains: self.grep.clone(),
+            regex: self.regex.clone(),
+            limit: Some(self.limit.to_string()),
+            order: Some(self.order.clone()),
+        }
+    }
+}
+
 /// Options of `tributary query`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {
-    pub params: crate::api::query::QueryParams,
+    #[command(flatten)]
+    pub filter: QueryFlags,
+    /// Then keep printing matching records as they arrive.
+    #[arg(long)]
     pub follow: bool,
+    #[arg(long, value_enum, default_value_t = Output::Json)]
     pub output: Output,
 }
 
 /// `tributary query`: one `/v1/query`, then with `--follow` the records that arrive
 /// later, filtered here with the same [`Filter`](crate::api::query::Filter).
 pub async fn query(api: &ApiClient, args: &QueryArgs) -> Result<(), CliError> {
-    let p = &args.params;
+    let params = args.filter.params();
+    let p = &params;
     if args.follow && (p.order.as_deref() == Some("desc") || p.until.is_some()) {
         return Err(CliError::Usage(
             "--follow prints new records as they arrive: it goes with --order asc and no --until"

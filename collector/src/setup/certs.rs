@@ -31,6 +31,53 @@ pub enum CertError {
     BadKey { path: PathBuf, source: rcgen::Error },
     #[error("invalid agent name {0:?}: use 1-64 characters from [A-Za-z0-9._-]")]
     BadName(String),
+    #[error(
+        "{} already exists: use --agent NAME to issue an agent certificate from this CA, or --force to replace the CA and every certificate",
+        .0.display()
+    )]
+    CaExists(PathBuf),
+}
+
+/// `tributary certs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CertsArgs {
+    /// Output directory.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Names and addresses the collector certificate is valid for (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Issue one more agent certificate, `<NAME>.pem`/`.key`, from the CA already
+    /// in --out (one certificate per host).
+    #[arg(long, value_name = "NAME", conflicts_with = "hosts")]
+    pub agent: Option<String>,
+    /// Replace a CA that --out already holds (every existing certificate stops
+    /// working).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Run `tributary certs`: an agent certificate from the existing CA with
+/// `--agent`, else a new CA with collector and agent certificates (refused over an
+/// existing CA without `--force`). Returns the files written.
+pub fn run(args: &CertsArgs) -> Result<Vec<PathBuf>, CertError> {
+    if let Some(name) = &args.agent {
+        let (cert, key) = issue_agent(&args.out, name)?;
+        return Ok(vec![cert, key]);
+    }
+    let existing = CertFiles::in_dir(&args.out).ca;
+    if existing.exists() && !args.force {
+        return Err(CertError::CaExists(existing));
+    }
+    let f = generate(&args.out, &args.hosts)?;
+    Ok(vec![
+        f.ca,
+        f.ca_key,
+        f.collector_cert,
+        f.collector_key,
+        f.agent_cert,
+        f.agent_key,
+    ])
 }
 
 /// Paths of the files [`generate`] writes.
