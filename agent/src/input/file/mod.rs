@@ -38,6 +38,8 @@ mod watch;
 mod tests;
 #[cfg(test)]
 mod tests_copies;
+#[cfg(test)]
+mod tests_input;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
