@@ -146,7 +146,14 @@ impl TopicReader {
     }
 }
 
-/// Read-only view of one partition.
+/// Read-only view of one partition. It has no way to append:
+///
+/// ```compile_fail
+/// # use tributary_collector::storage::PartitionReader;
+/// fn write(p: &PartitionReader, payload: &[u8]) {
+///     p.append(payload, &Default::default());
+/// }
+/// ```
 #[derive(Clone)]
 pub struct PartitionReader(Arc<Partition>);
 
