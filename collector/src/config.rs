@@ -29,6 +29,36 @@ pub struct CollectorConfigFile {
     /// How the collector enforces the topics' `retention` settings.
     #[serde(default)]
     pub retention: RetentionRunFile,
+    /// The Kafka-compatible listener; absent = off.
+    pub kafka: Option<KafkaFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaFile {
+    /// Default `127.0.0.1:9092`.
+    #[serde(default = "default_kafka_listen")]
+    pub listen: String,
+    /// `host:port` that Metadata and FindCoordinator tell clients to connect to;
+    /// default: the listen address (`127.0.0.1` when it listens on every interface).
+    pub advertised: Option<String>,
+    /// TLS for Kafka clients (`security.protocol=SSL`); absent = plaintext.
+    pub tls: Option<IngestTlsFile>,
+    /// Codec of the batches Fetch answers carry: `lz4` (default), `gzip` or `none`.
+    #[serde(default)]
+    pub compression: crate::kafka::FetchCompression,
+    /// Kafka connections served at once; default 512.
+    pub max_connections: Option<usize>,
+    /// A connection without a request for this long is closed; default 10m.
+    pub idle_timeout: Option<HumanDuration>,
+    /// Largest request accepted; default 8MiB.
+    pub max_request_bytes: Option<ByteSize>,
+    /// Most record bytes in one Fetch answer, whatever the client asks; default 8MiB.
+    pub max_fetch_bytes: Option<ByteSize>,
+}
+
+fn default_kafka_listen() -> String {
+    "127.0.0.1:9092".into()
 }
 
 fn default_data_dir() -> PathBuf {
@@ -237,6 +267,8 @@ pub struct CollectorConfig {
     pub fsync_interval: Duration,
     /// How often retention runs.
     pub retention_check_interval: Duration,
+    /// The Kafka-compatible listener, when configured.
+    pub kafka: Option<crate::kafka::KafkaSettings>,
 }
 
 impl CollectorConfig {
@@ -320,6 +352,83 @@ fn merge(
         ));
     }
     Ok(s)
+}
+
+/// `kafka:` → its settings, every value checked.
+fn resolve_kafka(path: &str, k: &KafkaFile) -> Result<crate::kafka::KafkaSettings, ConfigError> {
+    use crate::kafka as kf;
+    let listen = parse_addr(path, "kafka.listen", &k.listen)?;
+    let (advertised_host, advertised_port) = match &k.advertised {
+        Some(a) => {
+            let (host, port) = a.rsplit_once(':').ok_or_else(|| {
+                value_err(path, "kafka.advertised", format!("`{a}` is not host:port"))
+            })?;
+            let port: u16 = port.parse().map_err(|_| {
+                value_err(path, "kafka.advertised", format!("`{port}` is not a port"))
+            })?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() || port == 0 {
+                return Err(value_err(
+                    path,
+                    "kafka.advertised",
+                    format!("`{a}` is not host:port"),
+                ));
+            }
+            (host.to_owned(), port)
+        }
+        None if listen.ip().is_unspecified() => ("127.0.0.1".to_owned(), listen.port()),
+        None => (listen.ip().to_string(), listen.port()),
+    };
+    let tls = match &k.tls {
+        Some(t) => Some(
+            tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+                .map_err(|e| value_err(path, "kafka.tls", tributary_common::error::report(&e)))?,
+        ),
+        None => None,
+    };
+    let max_connections = k.max_connections.unwrap_or(kf::DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(value_err(
+            path,
+            "kafka.max_connections",
+            "must be at least 1",
+        ));
+    }
+    let idle_timeout = k.idle_timeout.map_or(kf::DEFAULT_IDLE_TIMEOUT, |d| d.0);
+    if idle_timeout < Duration::from_secs(1) {
+        return Err(value_err(path, "kafka.idle_timeout", "must be at least 1s"));
+    }
+    let max_request_bytes = k
+        .max_request_bytes
+        .map_or(kf::DEFAULT_MAX_REQUEST_BYTES as u64, |b| b.0);
+    if !((64 << 10)..=(256 << 20)).contains(&max_request_bytes) {
+        return Err(value_err(
+            path,
+            "kafka.max_request_bytes",
+            "must be between 64KiB and 256MiB",
+        ));
+    }
+    let max_fetch_bytes = k
+        .max_fetch_bytes
+        .map_or(kf::DEFAULT_MAX_FETCH_BYTES as u64, |b| b.0);
+    if !((64 << 10)..=(256 << 20)).contains(&max_fetch_bytes) {
+        return Err(value_err(
+            path,
+            "kafka.max_fetch_bytes",
+            "must be between 64KiB and 256MiB",
+        ));
+    }
+    Ok(kf::KafkaSettings {
+        listen,
+        advertised_host,
+        advertised_port,
+        tls,
+        compression: k.compression,
+        max_connections,
+        idle_timeout,
+        max_request_bytes: max_request_bytes as usize,
+        max_fetch_bytes: max_fetch_bytes as usize,
+    })
 }
 
 fn parse_addr(path: &str, key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
@@ -459,7 +568,12 @@ impl CollectorConfigFile {
                 "must be at least 1ms",
             ));
         }
+        let kafka = match &self.kafka {
+            Some(k) => Some(resolve_kafka(path, k)?),
+            None => None,
+        };
         Ok(CollectorConfig {
+            kafka,
             data_dir: self.data_dir,
             log_level: self.log_level,
             ingest_listen,

@@ -9,8 +9,8 @@
 //! offset, long-poll, query, groups) → client/ (the CLI)
 //! ```
 //!
-//! Front doors, each a folder: [`ingest`] (agents), [`api`] (HTTP); the Kafka
-//! protocol goes in `kafka/` and the web console in `console/`. Behind them:
+//! Front doors, each a folder: [`ingest`] (agents), [`api`] (HTTP), [`kafka`] (the
+//! Kafka protocol); the web console goes in `console/`. Behind them:
 //! - [`storage`]: the only place tokio meets the synchronous store. Ingest holds
 //!   [`storage::Storage`], the one handle that appends; every other front door gets a
 //!   [`storage::StoreReader`], which can read and commit group offsets but not write
@@ -20,12 +20,16 @@
 //!   two-stage (file → resolved); [`server`]: binds and runs it all.
 //! - [`client`]: the client subcommands and their HTTP client.
 //! - [`setup`]: certificates, quickstart, `serve --check-config`.
+//! - [`alloc`]: the global allocator that keeps hostile counts in decoders from
+//!   aborting the process.
 
+pub mod alloc;
 pub mod api;
 pub mod client;
 pub mod config;
 pub mod descriptors;
 pub mod ingest;
+pub mod kafka;
 pub mod metrics;
 pub mod retention;
 pub mod server;

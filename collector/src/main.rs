@@ -10,6 +10,10 @@ use tributary_collector::config::CollectorConfig;
 use tributary_collector::server::Collector;
 use tributary_collector::setup::certs::CertsArgs;
 
+/// Untrusted decoders may ask for absurd reservations: see `alloc`.
+#[global_allocator]
+static ALLOCATOR: tributary_collector::alloc::Allocator = tributary_collector::alloc::Allocator;
+
 /// Tributary collector: stores logs shipped by agents in partitioned topics and serves them.
 #[derive(Parser)]
 #[command(name = "tributary", version, about)]
@@ -42,6 +46,9 @@ enum Command {
         /// HTTP API port on 127.0.0.1.
         #[arg(long, default_value_t = 7401)]
         api_port: u16,
+        /// Kafka-compatible listener port on 127.0.0.1.
+        #[arg(long, default_value_t = 9092)]
+        kafka_port: u16,
     },
     /// Write a CA, a collector certificate and an agent certificate (PEM) into a directory.
     Certs(CertsArgs),
@@ -146,12 +153,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             dir,
             ingest_port,
             api_port,
+            kafka_port,
         } => {
             tributary_common::telemetry::init(Some("info"));
             let options = tributary_collector::setup::quickstart::Options {
                 dir,
                 ingest_port,
                 api_port,
+                kafka_port,
             };
             tributary_collector::setup::quickstart::run(options, signal_token()).await?;
         }

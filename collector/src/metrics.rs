@@ -24,6 +24,7 @@ pub struct Metrics {
     pub connections_active: Gauge,
     pub errors: Family<ErrorLabels, Counter>,
     pub http_requests: Counter,
+    pub kafka_requests: Counter,
     pub retention_segments: Counter,
     pub retention_bytes: Counter,
     /// Partitions that cannot take writes now (set when `/healthz` or `/metrics`
@@ -57,6 +58,7 @@ impl Metrics {
             connections_active: Gauge::default(),
             errors: Family::default(),
             http_requests: Counter::default(),
+            kafka_requests: Counter::default(),
             retention_segments: Counter::default(),
             retention_bytes: Counter::default(),
             partitions_unwritable: Gauge::default(),
@@ -115,6 +117,11 @@ impl Metrics {
             "http_requests",
             "HTTP API requests",
             m.http_requests.clone(),
+        );
+        registry.register(
+            "kafka_requests",
+            "Kafka protocol requests",
+            m.kafka_requests.clone(),
         );
         registry.register(
             "retention_deleted_segments",

@@ -52,10 +52,10 @@ fn store_hint(e: &StorageError) -> &'static str {
 
 /// What to do about an address that cannot be bound.
 fn bind_hint(e: &std::io::Error, what: &str) -> String {
-    let key = if what == "api" {
-        "api.listen"
-    } else {
-        "ingest.listen"
+    let key = match what {
+        "api" => "api.listen",
+        "kafka" => "kafka.listen",
+        _ => "ingest.listen",
     };
     match e.kind() {
         std::io::ErrorKind::AddrInUse => format!(
@@ -78,6 +78,7 @@ pub struct Collector {
     metrics: Arc<Metrics>,
     ingest: TcpListener,
     api: TcpListener,
+    kafka: Option<TcpListener>,
 }
 
 impl Collector {
@@ -108,7 +109,22 @@ impl Collector {
                 what: "api",
                 source,
             })?;
+        let kafka = match &config.kafka {
+            Some(k) => {
+                Some(
+                    TcpListener::bind(k.listen)
+                        .await
+                        .map_err(|source| ServeError::Bind {
+                            addr: k.listen,
+                            what: "kafka",
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         Ok(Collector {
+            kafka,
             config,
             storage: Arc::new(storage),
             metrics: Arc::new(Metrics::new()),
@@ -125,6 +141,11 @@ impl Collector {
 
     pub fn api_addr(&self) -> SocketAddr {
         self.api.local_addr().unwrap_or(self.config.api_listen)
+    }
+
+    /// The Kafka listener's address, when one is configured.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serve until `shutdown`; then finish in-flight batches and flush.
@@ -155,6 +176,23 @@ impl Collector {
             self.metrics.clone(),
             shutdown.clone(),
         ));
+        let kafka = match (self.kafka, &self.config.kafka) {
+            (Some(listener), Some(settings)) => {
+                tracing::info!(
+                    kafka = %settings.listen,
+                    advertised = %format!("{}:{}", settings.advertised_host, settings.advertised_port),
+                    tls = settings.tls.is_some(),
+                    "Kafka listener on"
+                );
+                let broker = std::sync::Arc::new(crate::kafka::Broker {
+                    settings: settings.clone(),
+                    store: self.storage.reader(),
+                    metrics: self.metrics.clone(),
+                });
+                Some(tokio::spawn(broker.run(listener, shutdown.clone())))
+            }
+            _ => None,
+        };
         let mut ingest = Ingest::new(
             self.config.tls.clone(),
             self.storage.clone(),
@@ -168,6 +206,9 @@ impl Collector {
         ingest.max_connections_per_ip = self.config.max_connections_per_ip;
         ingest.run(self.ingest, shutdown.clone()).await;
         let api_result = api.await;
+        if let Some(k) = kafka {
+            let _ = k.await;
+        }
         let _ = flusher.await;
         let _ = retention.await;
         self.storage.flush_all().await;

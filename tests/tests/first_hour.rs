@@ -169,7 +169,7 @@ fn demo_records(dir: &Path, api_port: u16) -> Vec<String> {
 
 /// Start quickstart in `dir`, wait until the collector holds `n` demo records, then
 /// Ctrl-C (SIGINT). Returns its output.
-fn quickstart_until(dir: &Path, ingest: u16, api: u16, n: u64) -> String {
+fn quickstart_until(dir: &Path, (ingest, api, kafka): (u16, u16, u16), n: u64) -> String {
     let log = dir.with_extension(format!("{n}.log"));
     let mut qs = Proc::spawn(
         "quickstart",
@@ -182,6 +182,8 @@ fn quickstart_until(dir: &Path, ingest: u16, api: u16, n: u64) -> String {
             &ingest.to_string(),
             "--api-port",
             &api.to_string(),
+            "--kafka-port",
+            &kafka.to_string(),
         ],
         log,
     );
@@ -221,10 +223,10 @@ fn quickstart_until(dir: &Path, ingest: u16, api: u16, n: u64) -> String {
 fn quickstart_ctrl_c_leaves_nothing_unacknowledged_and_warns_nothing() {
     let env = Env::new();
     let dir = env.path().join("qs");
-    let (ingest, api) = (free_port(), free_port());
+    let (ingest, api, kafka) = (free_port(), free_port(), free_port());
     let mut stored = 0;
     for (round, n) in [(1, 6u64), (2, 14)] {
-        let text = quickstart_until(&dir, ingest, api, n);
+        let text = quickstart_until(&dir, (ingest, api, kafka), n);
         for bad in [" WARN ", " ERROR ", "unacknowledged", "Connection refused"] {
             assert!(!text.contains(bad), "round {round}: `{bad}` in:\n{text}");
         }

@@ -31,6 +31,8 @@ pub struct Options {
     /// Ingest and API ports on 127.0.0.1 (0: any free port).
     pub ingest_port: u16,
     pub api_port: u16,
+    /// Kafka-compatible listener port on 127.0.0.1 (0: any free port).
+    pub kafka_port: u16,
 }
 
 /// The system logs quickstart tails besides the demo file.
@@ -53,6 +55,7 @@ fn free_port(port: u16, flag: &str) -> anyhow::Result<u16> {
 pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
     let ingest_port = free_port(options.ingest_port, "--ingest-port")?;
     let api_port = free_port(options.api_port, "--api-port")?;
+    let kafka_port = free_port(options.kafka_port, "--kafka-port")?;
     let data = abs(&options.dir);
     std::fs::create_dir_all(data.join("demo"))
         .map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
@@ -72,6 +75,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
              data_dir: {store}\n\
              ingest:\n  listen: 127.0.0.1:{ingest_port}\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n\
              api:\n  listen: 127.0.0.1:{api_port}\n\
+             kafka:\n  listen: 127.0.0.1:{kafka_port}\n\
              topics:\n  default: {{partitions: 4}}\n  demo: {{partitions: 1}}\n\
              durability:\n  fsync: always\n",
             store = data.join("collector").display(),
@@ -142,7 +146,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     };
     println!(
         "\nTributary quickstart is running.\n\
-         \x20 collector: ingest 127.0.0.1:{ingest_port} (TLS, mutual), API {api}, data in {data}/collector\n\
+         \x20 collector: ingest 127.0.0.1:{ingest_port} (TLS, mutual), API {api}, Kafka 127.0.0.1:{kafka_port}, data in {data}/collector\n\
          \x20 agent:     tails {demo} (topic `demo`, a line every 0.5 s)\n\
          \x20            and {system_line}\n\
          \x20 configs:   {cy} and {ay}\n\n\
@@ -153,7 +157,8 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
          \x20 {cli} query --topic demo --since 5m --grep /api/ --output text\n\
          \x20 {cli} consume --topic demo --group mine --max 5; {cli} groups mine --output text\n\
          \x20 curl '{api}/v1/topics/demo/partitions/0/records?offset=earliest&max=5'\n\
-         \x20 curl {api}/metrics\n\n\
+         \x20 curl {api}/metrics\n\
+         \x20 kcat -b 127.0.0.1:{kafka_port} -C -t demo -o beginning -e -f '%p/%o %T %k: %s\\n'\n\n\
          Press Ctrl-C to stop.\n",
         data = data.display(),
         demo = demo_log.display(),

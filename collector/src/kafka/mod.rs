@@ -1,0 +1,359 @@
+//! The Kafka-compatible front door (`kafka.listen`): any Kafka consumer reads the
+//! topics by offset, by time and by consumer group.
+//!
+//! One broker (node id 0) leads every partition. Per connection, requests are read
+//! one at a time (a size prefix, at most `kafka.max_request_bytes`, all of it within
+//! a timeout) and answered in order, as Kafka clients expect. The codecs are the
+//! `kafka-protocol` crate's; what each API does is in its own module:
+//! [`versions`] (ApiVersions and the supported ranges), [`metadata`], [`fetch`]
+//! (Fetch and ListOffsets, through a [`StoreReader`]), [`groups`] (FindCoordinator
+//! and committed offsets, the same store as the HTTP API's groups), [`records`]
+//! (stored records → v2 batches).
+//!
+//! A malformed request closes only its connection, with a log line naming the
+//! peer; an unknown API key or an unsupported version is answered with
+//! `UNSUPPORTED_VERSION` and the connection closed. Decoding never aborts on a
+//! hostile count: see [`crate::alloc`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+use crate::storage::StoreReader;
+
+pub mod fetch;
+pub mod groups;
+pub mod metadata;
+pub mod records;
+pub mod versions;
+
+pub use records::FetchCompression;
+
+/// Kafka's error codes this broker answers with.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+}
+
+/// A request's bytes must all arrive within this once its size was read.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// An answer must be taken by the client within this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// TLS handshakes must complete within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `kafka:` in collector.yaml, resolved.
+#[derive(Clone)]
+pub struct KafkaSettings {
+    pub listen: SocketAddr,
+    /// What Metadata tells clients to connect to.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub compression: FetchCompression,
+    pub max_connections: usize,
+    /// A connection without a request for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_request_bytes: usize,
+    /// Most bytes of records in one Fetch answer, whatever the client asks.
+    pub max_fetch_bytes: usize,
+}
+
+/// Defaults of the `kafka:` settings.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
+pub const DEFAULT_MAX_FETCH_BYTES: usize = 8 << 20;
+
+/// Shared by every connection.
+pub struct Broker {
+    pub settings: KafkaSettings,
+    pub store: StoreReader,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a connection was closed by the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("TLS handshake failed")]
+    Handshake(#[source] std::io::Error),
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    #[error("request of {size} bytes is over kafka.max_request_bytes ({limit})")]
+    TooLarge { size: i64, limit: usize },
+    #[error("request of {0} bytes is too short for a request header")]
+    TooShort(i64),
+    #[error("request not complete within {REQUEST_READ_TIMEOUT:?}")]
+    SlowRequest,
+    #[error("unsupported API key {key} version {version}")]
+    Unsupported { key: i16, version: i16 },
+    #[error("malformed {api:?} v{version} request")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error("cannot encode the {api:?} v{version} answer")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error("the client does not read its answers")]
+    WriteTimeout,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Broker {
+    /// Accept connections until `shutdown`; then let the open ones finish the
+    /// request they are on.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let limit = Arc::new(Semaphore::new(self.settings.max_connections));
+        let tracker = TaskTracker::new();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => { backoff = Duration::from_millis(10); x }
+                    Err(e) => {
+                        tributary_common::ratelimit::warn("kafka_accept", format_args!("Kafka listener cannot accept a connection: {e}"));
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let broker = self.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(e) = broker.connection(tcp, peer, shutdown).await {
+                    let reason = tributary_common::error::report(&e);
+                    tributary_common::ratelimit::warn(
+                        "kafka_connection",
+                        format_args!("Kafka connection from {peer} closed: {reason}"),
+                    );
+                }
+                drop(permit);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn connection(
+        self: &Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<(), KafkaError> {
+        match &self.settings.tls {
+            None => self.serve(tcp, peer, shutdown).await,
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| KafkaError::HandshakeTimeout)?
+                    .map_err(KafkaError::Handshake)?;
+                self.serve(stream, peer, shutdown).await
+            }
+        }
+    }
+
+    /// Read requests and answer them in order until the client hangs up, idles,
+    /// breaks the protocol, or the collector shuts down.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<(), KafkaError> {
+        loop {
+            let mut size = [0u8; 4];
+            let read = tokio::select! {
+                r = tokio::time::timeout(self.settings.idle_timeout, stream.read_exact(&mut size)) => r,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            match read {
+                Err(_) => return Ok(()), // idle
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(_)) => {}
+            }
+            let size = i64::from(i32::from_be_bytes(size));
+            if size < 8 {
+                return Err(KafkaError::TooShort(size));
+            }
+            let limit = self.settings.max_request_bytes;
+            if size as u64 > limit as u64 {
+                return Err(KafkaError::TooLarge { size, limit });
+            }
+            let mut body = vec![0u8; size as usize];
+            tokio::time::timeout(REQUEST_READ_TIMEOUT, stream.read_exact(&mut body))
+                .await
+                .map_err(|_| KafkaError::SlowRequest)??;
+            let (answer, close) = self.handle(Bytes::from(body), peer).await?;
+            tokio::time::timeout(WRITE_TIMEOUT, async {
+                stream.write_all(&answer).await?;
+                stream.flush().await
+            })
+            .await
+            .map_err(|_| KafkaError::WriteTimeout)??;
+            if let Some(e) = close {
+                return Err(e);
+            }
+        }
+    }
+
+    /// One request → its framed answer, and the reason to close afterwards if any.
+    async fn handle(
+        &self,
+        mut body: Bytes,
+        peer: SocketAddr,
+    ) -> Result<(BytesMut, Option<KafkaError>), KafkaError> {
+        let key = i16::from_be_bytes([body[0], body[1]]);
+        let version = i16::from_be_bytes([body[2], body[3]]);
+        let correlation = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+        self.metrics.kafka_requests.inc();
+        let api = match ApiKey::try_from(key) {
+            Ok(api) if versions::supports(api, version) => api,
+            Ok(ApiKey::ApiVersions) => {
+                // Newer than we speak: a v0-shaped answer with the ranges, so the
+                // client retries with a version we do.
+                let answer = versions::unsupported_answer(correlation)?;
+                return Ok((answer, None));
+            }
+            _ => {
+                let unsupported = KafkaError::Unsupported { key, version };
+                return Ok((versions::error_only(correlation), Some(unsupported)));
+            }
+        };
+        let header_version = api.request_header_version(version);
+        let header = RequestHeader::decode(&mut body, header_version).map_err(|source| {
+            KafkaError::Malformed {
+                api,
+                version,
+                source,
+            }
+        })?;
+        let client = header
+            .client_id
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default();
+        let ctx = Request {
+            api,
+            version,
+            correlation,
+            client: &client,
+            peer,
+        };
+        let answer = match api {
+            ApiKey::ApiVersions => versions::answer(&ctx),
+            ApiKey::Metadata => self.decode_and(&ctx, &mut body, metadata::answer).await,
+            ApiKey::ListOffsets => self.decode_and(&ctx, &mut body, fetch::list_offsets).await,
+            ApiKey::Fetch => self.decode_and(&ctx, &mut body, fetch::fetch).await,
+            ApiKey::FindCoordinator => {
+                self.decode_and(&ctx, &mut body, groups::find_coordinator)
+                    .await
+            }
+            ApiKey::OffsetCommit => {
+                self.decode_and(&ctx, &mut body, groups::offset_commit)
+                    .await
+            }
+            ApiKey::OffsetFetch => self.decode_and(&ctx, &mut body, groups::offset_fetch).await,
+            _ => {
+                let unsupported = KafkaError::Unsupported { key, version };
+                return Ok((versions::error_only(correlation), Some(unsupported)));
+            }
+        }?;
+        Ok((answer, None))
+    }
+
+    /// Decode the body as `Req`, run `f`, encode its answer.
+    async fn decode_and<'a, Req, Resp, F, Fut>(
+        &'a self,
+        ctx: &'a Request<'a>,
+        body: &mut Bytes,
+        f: F,
+    ) -> Result<BytesMut, KafkaError>
+    where
+        Req: Decodable,
+        Resp: Encodable + HeaderVersion,
+        F: FnOnce(&'a Broker, &'a Request<'a>, Req) -> Fut,
+        Fut: std::future::Future<Output = Resp>,
+    {
+        let req = Req::decode(body, ctx.version).map_err(|source| KafkaError::Malformed {
+            api: ctx.api,
+            version: ctx.version,
+            source,
+        })?;
+        let resp = f(self, ctx, req).await;
+        frame(ctx, &resp)
+    }
+}
+
+/// What every handler may need to know about the request it answers.
+pub struct Request<'a> {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation: i32,
+    pub client: &'a str,
+    pub peer: SocketAddr,
+}
+
+/// Size prefix, response header (of the version the API uses for `ctx.version`)
+/// and body.
+pub fn frame<R: Encodable + HeaderVersion>(
+    ctx: &Request<'_>,
+    body: &R,
+) -> Result<BytesMut, KafkaError> {
+    let mut out = BytesMut::with_capacity(64);
+    out.extend_from_slice(&[0; 4]);
+    let header = ResponseHeader::default().with_correlation_id(ctx.correlation);
+    let encode = |out: &mut BytesMut| -> anyhow::Result<()> {
+        header.encode(out, R::header_version(ctx.version))?;
+        body.encode(out, ctx.version)
+    };
+    encode(&mut out).map_err(|source| KafkaError::Encode {
+        api: ctx.api,
+        version: ctx.version,
+        source,
+    })?;
+    let len = i32::try_from(out.len() - 4).map_err(|_| KafkaError::Encode {
+        api: ctx.api,
+        version: ctx.version,
+        source: anyhow::anyhow!("answer over 2 GiB"),
+    })?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}

@@ -1,0 +1,387 @@
+//! The Kafka-compatible listener against real Kafka clients: Debian's `kcat`
+//! (librdkafka) lists and reads what a real agent shipped, by offset and by time,
+//! and hostile bytes on the Kafka port close only their own connection.
+//!
+//! Skips (visibly) when `kcat` is not installed; `.ci/run` installs it.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tributary_e2e::{Collector, Env, append_lines, free_port};
+
+fn kcat_available() -> bool {
+    let ok = Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: kcat is not installed (apt-get install kcat)");
+    }
+    ok
+}
+
+/// Run kcat with `args` (bounded in time); (status ok, stdout, stderr).
+fn kcat(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("kcat")
+        .args(args)
+        .output()
+        .expect("run kcat");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn start(env: &Env, kafka: u16, topics: &str) -> Collector {
+    env.start_collector(&format!(
+        "kafka:\n  listen: 127.0.0.1:{kafka}\n  compression: lz4\ntopics:\n{topics}retention:\n  check_interval_ms: 100ms\n"
+    ))
+}
+
+/// One record as kcat prints it with `FORMAT`.
+const FORMAT: &str = "%p\t%o\t%T\t%k\t%h\t%s\n";
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Seen {
+    partition: u32,
+    offset: u64,
+    timestamp_ms: i64,
+    key: String,
+    headers: BTreeMap<String, String>,
+    message: String,
+}
+
+fn parse(out: &str) -> Vec<Seen> {
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(6, '\t').collect();
+            assert_eq!(f.len(), 6, "kcat line {l:?}");
+            let headers = f[4]
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            Seen {
+                partition: f[0].parse().unwrap(),
+                offset: f[1].parse().unwrap(),
+                timestamp_ms: f[2].parse().unwrap(),
+                key: f[3].to_owned(),
+                headers,
+                message: f[5].to_owned(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn kcat_lists_topics_and_reads_every_shipped_line_once_by_offset_and_by_time() {
+    if !kcat_available() {
+        return;
+    }
+    let env = Env::new();
+    let kport = free_port();
+    let broker = format!("127.0.0.1:{kport}");
+    let collector = start(&env, kport, "  logs: {partitions: 3}\n");
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let files = ["a.log", "b.log", "c.log", "d.log"];
+    for f in files {
+        append_lines(
+            &logs.join(f),
+            (0..3_000).map(|i| format!("{f} line {i:05} GET /api/items/{} 200", i * 31 % 977)),
+        );
+    }
+    let yaml = format!(
+        "host: kafka-e2e\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: logs\n    include: [\"{logs}/*.log\"]\n    read_from: beginning\n    fields: {{env: test, build: 7}}\n{out}",
+        data = env.path().join("agent-data").display(),
+        logs = logs.display(),
+        out = env.output_yaml(&collector, "lz4"),
+    );
+    let agent = env.start_agent("agent", &yaml);
+    let total = 4 * 3_000;
+    collector.wait_for_count("logs", total, Duration::from_secs(60), &agent);
+
+    // -L: one broker, the topic with its three partitions led by it.
+    let (ok, meta, err) = kcat(&["-b", &broker, "-L"]);
+    assert!(ok, "kcat -L: {err}");
+    assert!(meta.contains(&format!("broker 0 at {broker}")), "{meta}");
+    assert!(meta.contains("topic \"logs\" with 3 partitions"), "{meta}");
+    for p in 0..3 {
+        assert!(meta.contains(&format!("partition {p}, leader 0")), "{meta}");
+    }
+
+    // -C -e: every record once, as the HTTP API has it.
+    let (ok, out, err) = kcat(&[
+        "-b",
+        &broker,
+        "-C",
+        "-t",
+        "logs",
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        FORMAT,
+    ]);
+    assert!(ok, "kcat -C: {err}");
+    let mut seen = parse(&out);
+    seen.sort();
+    let http = collector.read_all("logs");
+    assert_eq!(seen.len(), http.len(), "every record exactly once");
+    let mut expected: Vec<Seen> = http
+        .iter()
+        .map(|r| {
+            let mut headers = BTreeMap::new();
+            headers.insert("host".to_owned(), r.host.clone());
+            headers.insert("source".to_owned(), r.source.clone());
+            for (k, v) in &r.fields {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                headers.insert(k.clone(), v);
+            }
+            Seen {
+                partition: r.partition,
+                offset: r.offset,
+                timestamp_ms: tributary_common::timefmt::parse_ms(
+                    r.json["timestamp"].as_str().unwrap(),
+                )
+                .unwrap(),
+                key: r.source.clone(),
+                headers,
+                message: r.message.clone(),
+            }
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(seen[0].headers["host"], "kafka-e2e");
+    assert_eq!(seen[0].headers["env"], "test");
+    assert_eq!(seen[0].headers["build"], "7");
+
+    // -o s@TS: each partition starts at the offset the time index gives.
+    let mut by_partition: BTreeMap<u32, Vec<&tributary_e2e::Rec>> = BTreeMap::new();
+    for r in &http {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    for (p, records) in by_partition {
+        let mid = records[records.len() / 2];
+        let ts =
+            tributary_common::timefmt::parse_ms(mid.json["timestamp"].as_str().unwrap()).unwrap();
+        let lookup = collector
+            .get(&format!(
+                "/v1/topics/logs/partitions/{p}/offset?timestamp={ts}"
+            ))
+            .unwrap();
+        let (ok, out, err) = kcat(&[
+            "-b",
+            &broker,
+            "-C",
+            "-t",
+            "logs",
+            "-p",
+            &p.to_string(),
+            "-o",
+            &format!("s@{ts}"),
+            "-c",
+            "1",
+            "-q",
+            "-f",
+            "%o %T\n",
+        ]);
+        assert!(ok, "kcat -o s@: {err}");
+        let (offset, stamp) = out.trim().split_once(' ').unwrap();
+        assert_eq!(
+            offset.parse::<u64>().ok(),
+            lookup["offset"].as_u64(),
+            "p{p}"
+        );
+        assert!(stamp.parse::<i64>().unwrap() >= ts);
+    }
+    // A topic that does not exist is an error, not a hang.
+    let (ok, _, err) = kcat(&["-b", &broker, "-C", "-t", "nosuch", "-o", "beginning", "-e"]);
+    assert!(!ok && err.contains("Unknown topic or partition"), "{err}");
+}
+
+#[test]
+fn reading_below_the_retention_start_gets_the_clients_out_of_range_handling() {
+    if !kcat_available() {
+        return;
+    }
+    let env = Env::new();
+    let kport = free_port();
+    let broker = format!("127.0.0.1:{kport}");
+    let collector = start(
+        &env,
+        kport,
+        "  small: {partitions: 1, segment_bytes: 64KiB, retention: {max_bytes: 64KiB}}\n",
+    );
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let yaml = format!(
+        "data_dir: {data}\ninputs:\n  - type: file\n    topic: small\n    include: [\"{logs}/*.log\"]\n    read_from: beginning\n{out}",
+        data = env.path().join("agent-data").display(),
+        logs = logs.display(),
+        out = env.output_yaml(&collector, "none"),
+    );
+    let agent = env.start_agent("agent", &yaml);
+    // Six batches of ~40 KiB: segments roll between batches, so there are several.
+    for round in 0..6u64 {
+        append_lines(
+            &logs.join("a.log"),
+            (0..700)
+                .map(|i| format!("round {round} line {i:05} with some padding to fill segments")),
+        );
+        collector.wait_for_count("small", 700 * (round + 1), Duration::from_secs(60), &agent);
+    }
+    // Retention deletes the oldest segments.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let start = loop {
+        let v = collector.get("/v1/topics").unwrap();
+        let start = v[0]["partitions"][0]["start_offset"].as_u64().unwrap();
+        if start > 0 {
+            break start;
+        }
+        assert!(Instant::now() < deadline, "retention never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // With auto.offset.reset=error the client reports the range error...
+    let (ok, _, err) = kcat(&[
+        "-b",
+        &broker,
+        "-C",
+        "-t",
+        "small",
+        "-o",
+        "0",
+        "-e",
+        "-X",
+        "auto.offset.reset=error",
+    ]);
+    assert!(!ok || err.contains("out of range"), "{err}");
+    assert!(err.to_lowercase().contains("out of range"), "{err}");
+    // ...and with `earliest` it resets to the first stored offset.
+    let (ok, out, err) = kcat(&[
+        "-b",
+        &broker,
+        "-C",
+        "-t",
+        "small",
+        "-o",
+        "0",
+        "-c",
+        "1",
+        "-q",
+        "-X",
+        "auto.offset.reset=earliest",
+        "-f",
+        "%o\n",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.trim().parse::<u64>().unwrap() >= start, "{out}");
+}
+
+/// Write `bytes` on a fresh connection and read until the broker closes it
+/// (bounded): what it answered.
+fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// A framed request: size, api key, version, correlation id 7, client id "t", body.
+fn request(key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::new();
+    r.extend_from_slice(&key.to_be_bytes());
+    r.extend_from_slice(&version.to_be_bytes());
+    r.extend_from_slice(&7i32.to_be_bytes());
+    r.extend_from_slice(&1i16.to_be_bytes());
+    r.push(b't');
+    r.extend_from_slice(body);
+    let mut framed = (r.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&r);
+    framed
+}
+
+#[test]
+fn hostile_requests_close_only_their_connection() {
+    let env = Env::new();
+    let kport = free_port();
+    let collector = start(&env, kport, "  default: {partitions: 1}\n");
+    // A well-behaved connection held open across the abuse.
+    let mut good = TcpStream::connect(("127.0.0.1", kport)).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let ask_metadata = |s: &mut TcpStream| {
+        // Metadata v1 with a null topic list (every topic).
+        s.write_all(&request(3, 1, &(-1i32).to_be_bytes())).unwrap();
+        let mut size = [0u8; 4];
+        s.read_exact(&mut size).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        s.read_exact(&mut body).unwrap();
+        assert_eq!(&body[..4], &7i32.to_be_bytes(), "correlation id");
+    };
+    ask_metadata(&mut good);
+
+    let mut random = vec![0u8; 4096];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for b in random.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    // Unknown API key: UNSUPPORTED_VERSION (35) for correlation 7, then closed.
+    let answer = exchange(kport, &request(999, 0, b""));
+    assert_eq!(answer.len(), 10, "{answer:?}");
+    assert_eq!(&answer[4..8], &7i32.to_be_bytes());
+    assert_eq!(&answer[8..10], &35i16.to_be_bytes());
+    // Metadata v13 (newer than offered): the same.
+    let answer = exchange(kport, &request(3, 13, &[0]));
+    assert_eq!(&answer[8..10], &35i16.to_be_bytes());
+    // Metadata v0 declaring 2^31-1 topics in a 20-byte request: closed, not a crash.
+    assert!(exchange(kport, &request(3, 0, &i32::MAX.to_be_bytes())).is_empty());
+    // Fetch v4 declaring 2^31-1 topics.
+    let mut fetch = Vec::new();
+    for v in [-1i32, 500, 1, 1 << 20] {
+        fetch.extend_from_slice(&v.to_be_bytes());
+    }
+    fetch.push(0);
+    fetch.extend_from_slice(&i32::MAX.to_be_bytes());
+    assert!(exchange(kport, &request(1, 4, &fetch)).is_empty());
+    // A huge declared size, a negative one, random bytes, a truncated request.
+    assert!(exchange(kport, &0x7fff_ffffi32.to_be_bytes()).is_empty());
+    assert!(exchange(kport, &(-5i32).to_be_bytes()).is_empty());
+    assert!(exchange(kport, &random).is_empty());
+    let truncated = request(3, 1, &(-1i32).to_be_bytes());
+    assert!(exchange(kport, &truncated[..truncated.len() - 3]).is_empty());
+
+    // Still serving: the held connection and new ones.
+    ask_metadata(&mut good);
+    let mut fresh = TcpStream::connect(("127.0.0.1", kport)).unwrap();
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    ask_metadata(&mut fresh);
+    collector.wait_healthy(Duration::from_secs(5));
+    let log = std::fs::read_to_string(
+        env.path()
+            .join(format!("collector-{}.log", collector.ingest_port)),
+    )
+    .unwrap();
+    assert!(log.contains("Kafka connection from 127.0.0.1"), "{log}");
+    assert!(log.contains("unsupported API key 999"), "{log}");
+}
