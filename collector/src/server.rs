@@ -187,6 +187,8 @@ impl Collector {
                 let broker = std::sync::Arc::new(crate::kafka::Broker {
                     settings: settings.clone(),
                     store: self.storage.reader(),
+                    writer: self.storage.clone(),
+                    producers: Default::default(),
                     metrics: self.metrics.clone(),
                 });
                 Some(tokio::spawn(broker.run(listener, shutdown.clone())))

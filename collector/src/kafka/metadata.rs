@@ -20,20 +20,25 @@ pub async fn answer(broker: &Broker, ctx: &Request<'_>, req: MetadataRequest) ->
         // v0 has no null: an empty list means every topic.
         Some(t) => t.is_empty() && ctx.version == 0,
     };
+    // Producers (and consumers that allow it) may create a topic by asking for
+    // it, within the collector's topic rules (topics.auto_create, max_topics).
+    let create = ctx.version < 4 || req.allow_auto_topic_creation;
     let topics: Vec<MetadataResponseTopic> = if all {
         broker.store.topics().iter().map(described).collect()
     } else {
-        req.topics
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| {
-                let name = t.name.map(|n| n.0.as_str().to_owned()).unwrap_or_default();
-                match broker.store.topic(&name) {
-                    Some(topic) => described(&topic),
-                    None => missing(name),
-                }
-            })
-            .collect()
+        let mut out = Vec::new();
+        for t in req.topics.unwrap_or_default() {
+            let name = t.name.map(|n| n.0.as_str().to_owned()).unwrap_or_default();
+            let mut found = broker.store.topic(&name);
+            if found.is_none() && create && broker.writer.create_topic(&name).await.is_ok() {
+                found = broker.store.topic(&name);
+            }
+            out.push(match found {
+                Some(topic) => described(&topic),
+                None => missing(name),
+            });
+        }
+        out
     };
     let s = &broker.settings;
     MetadataResponse::default()

@@ -34,6 +34,7 @@ use crate::storage::StoreReader;
 pub mod fetch;
 pub mod groups;
 pub mod metadata;
+pub mod produce;
 pub mod records;
 pub mod versions;
 
@@ -86,7 +87,11 @@ pub const DEFAULT_MAX_FETCH_BYTES: usize = 8 << 20;
 /// Shared by every connection.
 pub struct Broker {
     pub settings: KafkaSettings,
+    /// What consumers read through.
     pub store: StoreReader,
+    /// Produce appends (and Metadata creates topics) through this, like ingest.
+    pub writer: Arc<crate::storage::Storage>,
+    pub producers: produce::Producers,
     pub metrics: Arc<Metrics>,
 }
 
@@ -222,6 +227,10 @@ impl Broker {
                 .await
                 .map_err(|_| KafkaError::SlowRequest)??;
             let (answer, close) = self.handle(Bytes::from(body), peer).await?;
+            // Empty: a Produce with acks=0, which Kafka never answers.
+            if answer.is_empty() {
+                continue;
+            }
             tokio::time::timeout(WRITE_TIMEOUT, async {
                 stream.write_all(&answer).await?;
                 stream.flush().await
@@ -291,6 +300,25 @@ impl Broker {
                     .await
             }
             ApiKey::OffsetFetch => self.decode_and(&ctx, &mut body, groups::offset_fetch).await,
+            ApiKey::InitProducerId => {
+                self.decode_and(&ctx, &mut body, produce::init_producer_id)
+                    .await
+            }
+            ApiKey::Produce => {
+                let req = kafka_protocol::messages::ProduceRequest::decode(&mut body, version)
+                    .map_err(|source| KafkaError::Malformed {
+                        api,
+                        version,
+                        source,
+                    })?;
+                let silent = req.acks == 0;
+                let resp = produce::produce(self, &ctx, req).await;
+                if silent {
+                    Ok(BytesMut::new())
+                } else {
+                    frame(&ctx, &resp)
+                }
+            }
             _ => {
                 let unsupported = KafkaError::Unsupported { key, version };
                 return Ok((versions::error_only(correlation), Some(unsupported)));

@@ -38,6 +38,9 @@ pub enum StorageError {
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Groups(#[from] groups::GroupError),
+    /// The topic exists with fewer partitions.
+    #[error("no partition {0} in this topic")]
+    UnknownPartition(u32),
 }
 
 /// Where one batch landed: each touched partition and the end offset it reached.
@@ -128,27 +131,9 @@ impl Storage {
         summary: PayloadSummary,
         now_ms: i64,
     ) -> Result<Appended, StorageError> {
-        if !tributary_common::names::valid_topic_name(topic) {
-            return Err(StorageError::InvalidTopic(topic.to_owned()));
-        }
+        self.admit_topic(topic)?;
         let store = self.store.clone();
         let settings = self.config.topic_settings(topic);
-        if self.store.topic(topic).is_none() {
-            let configured = self.config.topics.contains_key(topic);
-            if !self.config.auto_create && !configured {
-                return Err(StorageError::TopicRefused(format!(
-                    "topic `{topic}` does not exist and topics.auto_create is off: add it under topics: in collector.yaml"
-                )));
-            }
-            let n = self.store.topics().len();
-            if n >= self.config.max_topics {
-                return Err(StorageError::TopicRefused(format!(
-                    "topic `{topic}` would be topic {} of at most {} (topics.max_topics): raise it or ship to an existing topic",
-                    n + 1,
-                    self.config.max_topics
-                )));
-            }
-        }
         let topic = topic.to_owned();
         let skew_ms = i64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
         let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
@@ -162,23 +147,94 @@ impl Storage {
                         )));
                     }
                 };
-            let t = match store.topic(&topic) {
-                Some(t) => t,
-                None => {
-                    let t = store.create_topic(
-                        &topic,
-                        TopicConfig {
-                            partitions: settings.partitions,
-                            segment_bytes: settings.segment_bytes,
-                        },
-                    )?;
-                    t.set_segment_age(settings.segment_age);
-                    t
-                }
-            };
+            let t = open_topic(&store, &topic, settings)?;
             let mut a = append_blocking(&t, &payload, &summary, now_ms)?;
             a.retimed = retimed;
             Ok(a)
+        })
+        .await??;
+        if self.config.fsync == FsyncMode::Interval {
+            self.bump();
+        }
+        Ok(appended)
+    }
+
+    /// Whether `topic` may be written: a valid name, and an existing topic or one
+    /// that may be created now (configured, or `topics.auto_create` within
+    /// `topics.max_topics`).
+    fn admit_topic(&self, topic: &str) -> Result<(), StorageError> {
+        if !tributary_common::names::valid_topic_name(topic) {
+            return Err(StorageError::InvalidTopic(topic.to_owned()));
+        }
+        if self.store.topic(topic).is_some() {
+            return Ok(());
+        }
+        let configured = self.config.topics.contains_key(topic);
+        if !self.config.auto_create && !configured {
+            return Err(StorageError::TopicRefused(format!(
+                "topic `{topic}` does not exist and topics.auto_create is off: add it under topics: in collector.yaml"
+            )));
+        }
+        let n = self.store.topics().len();
+        if n >= self.config.max_topics {
+            return Err(StorageError::TopicRefused(format!(
+                "topic `{topic}` would be topic {} of at most {} (topics.max_topics): raise it or ship to an existing topic",
+                n + 1,
+                self.config.max_topics
+            )));
+        }
+        Ok(())
+    }
+
+    /// Create `topic` if it does not exist and may be created (see `append`).
+    pub async fn create_topic(&self, topic: &str) -> Result<(), StorageError> {
+        self.admit_topic(topic)?;
+        let store = self.store.clone();
+        let settings = self.config.topic_settings(topic);
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || open_topic(&store, &topic, settings).map(drop))
+            .await??;
+        Ok(())
+    }
+
+    /// Append a validated payload to one partition of `topic`, chosen by the
+    /// sender (Kafka producers pick their partition), creating the topic on first
+    /// use. `UnknownPartition` when the topic has fewer partitions.
+    pub async fn append_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        payload: Vec<u8>,
+        summary: PayloadSummary,
+    ) -> Result<Appended, StorageError> {
+        self.admit_topic(topic)?;
+        let store = self.store.clone();
+        let settings = self.config.topic_settings(topic);
+        let topic = topic.to_owned();
+        let now_ms = tributary_common::timefmt::now_ms();
+        let skew_ms = i64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
+        let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
+            let (payload, summary, retimed) =
+                match crate::storage::clock::sanitize(&payload, &summary, now_ms, skew_ms) {
+                    Ok(Some((p, s, n))) => (p, s, u64::from(n)),
+                    Ok(None) => (payload, summary, 0),
+                    Err(e) => {
+                        return Err(StorageError::Internal(format!(
+                            "payload changed after validation: {e}"
+                        )));
+                    }
+                };
+            let t = open_topic(&store, &topic, settings)?;
+            let part = t
+                .partition(partition)
+                .ok_or(StorageError::UnknownPartition(partition))?;
+            let r = part.append_at(&payload, &summary, now_ms)?;
+            Ok(Appended {
+                parts: vec![(part.clone(), r.next_offset)],
+                records: u64::from(r.appended),
+                duplicates: u64::from(r.duplicates),
+                retimed,
+            })
         })
         .await??;
         if self.config.fsync == FsyncMode::Interval {
@@ -233,6 +289,26 @@ impl Storage {
             tracing::error!(error = %e, "final fsync failed");
         }
     }
+}
+
+/// `topic`, created with its configured settings if it does not exist yet.
+fn open_topic(
+    store: &Store,
+    topic: &str,
+    settings: crate::config::TopicSettings,
+) -> Result<Arc<Topic>, StorageError> {
+    if let Some(t) = store.topic(topic) {
+        return Ok(t);
+    }
+    let t = store.create_topic(
+        topic,
+        TopicConfig {
+            partitions: settings.partitions,
+            segment_bytes: settings.segment_bytes,
+        },
+    )?;
+    t.set_segment_age(settings.segment_age);
+    Ok(t)
 }
 
 fn sync_all(store: &Store) -> Result<(), tributary_store::Error> {
