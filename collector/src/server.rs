@@ -189,6 +189,7 @@ impl Collector {
                     store: self.storage.reader(),
                     writer: self.storage.clone(),
                     producers: Default::default(),
+                    coordinator: Default::default(),
                     metrics: self.metrics.clone(),
                 });
                 Some(tokio::spawn(broker.run(listener, shutdown.clone())))

@@ -91,8 +91,13 @@ pub async fn offset_commit(
         }
         answers.push((t.name.clone(), parts));
     }
+    let member = req.member_id.as_str();
     let failed = if !valid_group_name(&group) {
         Some(code::INVALID_GROUP_ID)
+    } else if let Some(e) =
+        super::coordinator::check_commit(broker, &group, member, req.generation_id_or_member_epoch)
+    {
+        Some(e)
     } else if commits.is_empty() {
         None
     } else {

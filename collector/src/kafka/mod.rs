@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::metrics::Metrics;
 use crate::storage::StoreReader;
 
+pub mod coordinator;
 pub mod fetch;
 pub mod groups;
 pub mod metadata;
@@ -92,6 +93,8 @@ pub struct Broker {
     /// Produce appends (and Metadata creates topics) through this, like ingest.
     pub writer: Arc<crate::storage::Storage>,
     pub producers: produce::Producers,
+    /// Consumer-group membership.
+    pub coordinator: coordinator::Coordinator,
     pub metrics: Arc<Metrics>,
 }
 
@@ -136,6 +139,20 @@ impl Broker {
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
         let tracker = TaskTracker::new();
+        // Sessions expire even in groups nobody talks to.
+        let ticker = {
+            let broker = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => broker.coordinator.tick(),
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            })
+        };
         let mut backoff = Duration::from_millis(10);
         loop {
             let permit = tokio::select! {
@@ -173,6 +190,7 @@ impl Broker {
         }
         tracker.close();
         tracker.wait().await;
+        let _ = ticker.await;
     }
 
     async fn connection(
@@ -300,6 +318,30 @@ impl Broker {
                     .await
             }
             ApiKey::OffsetFetch => self.decode_and(&ctx, &mut body, groups::offset_fetch).await,
+            ApiKey::JoinGroup => {
+                self.decode_and(&ctx, &mut body, coordinator::join_group)
+                    .await
+            }
+            ApiKey::SyncGroup => {
+                self.decode_and(&ctx, &mut body, coordinator::sync_group)
+                    .await
+            }
+            ApiKey::Heartbeat => {
+                self.decode_and(&ctx, &mut body, coordinator::heartbeat)
+                    .await
+            }
+            ApiKey::LeaveGroup => {
+                self.decode_and(&ctx, &mut body, coordinator::leave_group)
+                    .await
+            }
+            ApiKey::ListGroups => {
+                self.decode_and(&ctx, &mut body, coordinator::list_groups)
+                    .await
+            }
+            ApiKey::DescribeGroups => {
+                self.decode_and(&ctx, &mut body, coordinator::describe_groups)
+                    .await
+            }
             ApiKey::InitProducerId => {
                 self.decode_and(&ctx, &mut body, produce::init_producer_id)
                     .await

@@ -1,0 +1,185 @@
+//! kafka-python and confluent-kafka (PyPI) against a real collector fed by a real
+//! agent: a consumer group of two splits the partitions and consumes every record
+//! once, one leaves and the other takes over, the group resumes at its committed
+//! offsets after a collector SIGKILL, offsets_for_times, idempotent producers
+//! (gzip, lz4, acks=all) whose records read back over HTTP; committed offsets show
+//! in `/v1/groups`.
+//!
+//! The clients run from the virtualenv `.ci/run` creates under the target
+//! directory (`target/pyenv`, or `TRIBUTARY_PYTHON`); without it the test skips
+//! visibly.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tributary_e2e::{Env, append_lines, bin_dir, free_port};
+
+fn python() -> Option<PathBuf> {
+    let py = std::env::var_os("TRIBUTARY_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| bin_dir().parent().map(|t| t.join("pyenv/bin/python")))?;
+    let ok = Command::new(&py)
+        .args(["-c", "import kafka, confluent_kafka, lz4"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: no Python with kafka-python, confluent-kafka and lz4 at {} (.ci/run creates it)",
+            py.display()
+        );
+        return None;
+    }
+    Some(py)
+}
+
+/// Run one step of tests/python/kafka_clients.py; its JSON answer.
+fn step(py: &PathBuf, bootstrap: &str, args: &[&str]) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/kafka_clients.py");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(py)
+        .arg(&script)
+        .arg(bootstrap)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed:\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}\n{stderr}"))
+}
+
+#[test]
+fn python_clients_consume_in_groups_resume_after_a_crash_and_produce() {
+    let Some(py) = python() else {
+        return;
+    };
+    let env = Env::new();
+    let (ingest, api, kport) = (free_port(), free_port(), free_port());
+    let bootstrap = format!("127.0.0.1:{kport}");
+    let extra =
+        format!("kafka:\n  listen: 127.0.0.1:{kport}\ntopics:\n  logs: {{partitions: 4}}\n");
+    let mut collector = env.start_collector_on(ingest, api, &extra);
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let files = ["a.log", "b.log", "c.log", "d.log", "e.log", "f.log"];
+    for f in files {
+        append_lines(
+            &logs.join(f),
+            (0..1_000).map(|i| format!("{f} first {i:05}")),
+        );
+    }
+    let yaml = format!(
+        "host: py-e2e\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: logs\n    include: [\"{logs}/*.log\"]\n    read_from: beginning\n{out}",
+        data = env.path().join("agent-data").display(),
+        logs = logs.display(),
+        out = env.output_yaml(&collector, "lz4"),
+    );
+    let agent = env.start_agent("agent", &yaml);
+    let first = 6 * 1_000u64;
+    collector.wait_for_count("logs", first, Duration::from_secs(60), &agent);
+
+    // Two consumers split the partitions, every record once; one leaves, the
+    // other takes over every partition.
+    let g = step(
+        &py,
+        &bootstrap,
+        &["group", "logs", "py", &first.to_string()],
+    );
+    assert_eq!(g["distinct"], first, "{g}");
+    assert_eq!(g["duplicates"], 0, "{g}");
+    assert_eq!(g["partitions"], serde_json::json!([0, 1, 2, 3]), "{g}");
+    assert_eq!(g["takeover"], g["partitions"], "{g}");
+    let split = g["split"].as_object().unwrap();
+    assert_eq!(split.len(), 2, "{g}");
+    // The committed offsets are the HTTP groups' store: no lag left.
+    let groups = collector.get("/v1/groups/py/offsets").unwrap();
+    let lag: u64 = groups["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["lag"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lag, 0, "{groups}");
+
+    // SIGKILL the collector, restart it; new lines arrive; the group resumes at its
+    // committed offsets: exactly the new lines.
+    collector.proc.kill();
+    collector = env.start_collector_on(ingest, api, &extra);
+    for f in files {
+        append_lines(
+            &logs.join(f),
+            (0..200).map(|i| format!("{f} second {i:05}")),
+        );
+    }
+    let second = 6 * 200u64;
+    collector.wait_for_count("logs", first + second, Duration::from_secs(60), &agent);
+    let r = step(
+        &py,
+        &bootstrap,
+        &["resume", "logs", "py", &second.to_string()],
+    );
+    assert_eq!(r["distinct"], second, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+
+    // offsets_for_times finds each record's offset by its timestamp; a time past
+    // every record has none.
+    let t = step(&py, &bootstrap, &["times", "logs"]);
+    let t = t.as_object().unwrap();
+    assert!(!t.is_empty());
+    for (p, v) in t {
+        assert!(
+            v["found"].as_u64().unwrap() <= v["offset"].as_u64().unwrap(),
+            "partition {p}: {v}"
+        );
+        assert_eq!(v["found_timestamp"], v["timestamp"], "partition {p}: {v}");
+        assert!(
+            v["beyond"].is_null() || v["beyond"] == -1,
+            "partition {p}: {v}"
+        );
+    }
+
+    // Idempotent producers, gzip and lz4, acks=all: every record acknowledged and
+    // stored once, readable over HTTP.
+    let p = step(&py, &bootstrap, &["produce", "py-out", "500"]);
+    assert_eq!(p["acknowledged"], 1_000, "{p}");
+    let stored = collector.read_all("py-out");
+    assert_eq!(stored.len(), 1_000);
+    for codec in ["gzip", "lz4"] {
+        let mut messages: Vec<&str> = stored
+            .iter()
+            .filter(|r| r.fields.get("codec").and_then(Value::as_str) == Some(codec))
+            .map(|r| r.message.as_str())
+            .collect();
+        messages.sort();
+        let expected: Vec<String> = (0..500).map(|i| format!("{codec} record {i:05}")).collect();
+        assert_eq!(messages, expected, "{codec}");
+    }
+    assert!(stored.iter().all(|r| r.host == "py-host"));
+    assert!(stored.iter().all(|r| r.source.starts_with("kafka://py-")));
+
+    // confluent-kafka: a consumer group over lz4 fetches, an idempotent producer.
+    let c = step(
+        &py,
+        &bootstrap,
+        &[
+            "confluent",
+            "logs",
+            "ck",
+            &(first + second).to_string(),
+            "ck-out",
+            "300",
+        ],
+    );
+    assert_eq!(c["consumed"], first + second, "{c}");
+    assert_eq!(c["acknowledged"], 300, "{c}");
+    let ck = collector.read_all("ck-out");
+    assert_eq!(ck.len(), 300);
+    assert!(
+        ck.iter()
+            .all(|r| r.host == "ck-host" && r.source == "kafka://ck")
+    );
+}
