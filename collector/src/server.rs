@@ -168,7 +168,11 @@ impl Collector {
             self.metrics.clone(),
             shutdown.clone(),
         ));
-        let router = crate::api::router(self.storage.reader(), self.metrics.clone());
+        let router = crate::api::router_with_produce(
+            self.storage.reader(),
+            self.storage.clone(),
+            self.metrics.clone(),
+        );
         let api = tokio::spawn(crate::api::server::serve(
             self.api,
             router,

@@ -20,6 +20,7 @@ use crate::storage::groups::GroupError;
 use crate::storage::{PartitionReader, ReadError, StoreReader};
 
 pub mod params;
+pub mod produce;
 pub mod query;
 pub mod server;
 
@@ -36,7 +37,25 @@ struct Api {
 
 /// Build the router. The API reads through `store`: it cannot append records.
 pub fn router(store: StoreReader, metrics: Arc<Metrics>) -> Router {
-    Router::new()
+    build(store, None, metrics)
+}
+
+/// [`router`] plus `POST /v1/topics/{topic}/records` ([`produce`]), the one route
+/// that appends, through `writer`.
+pub fn router_with_produce(
+    store: StoreReader,
+    writer: Arc<crate::storage::Storage>,
+    metrics: Arc<Metrics>,
+) -> Router {
+    build(store, Some(writer), metrics)
+}
+
+fn build(
+    store: StoreReader,
+    writer: Option<Arc<crate::storage::Storage>>,
+    metrics: Arc<Metrics>,
+) -> Router {
+    let reads = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v1/topics", get(topics))
@@ -54,9 +73,16 @@ pub fn router(store: StoreReader, metrics: Arc<Metrics>) -> Router {
             "/v1/groups/{group}/offsets",
             get(group_offsets).post(commit_offsets),
         )
-        .fallback(not_found)
+        .with_state(Api {
+            store,
+            metrics: metrics.clone(),
+        });
+    let all = match writer {
+        Some(w) => reads.merge(produce::routes(w, metrics)),
+        None => reads,
+    };
+    all.fallback(not_found)
         .method_not_allowed_fallback(server::method_not_allowed)
-        .with_state(Api { store, metrics })
         .pipe(server::harden)
 }
 

@@ -153,8 +153,13 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let service =
-            TowerToHyperService::new(router.clone().into_service::<hyper::body::Incoming>());
+        // Handlers that need the client's address (HTTP producers) find it here.
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(super::produce::Peer(peer)))
+                .into_service::<hyper::body::Incoming>(),
+        );
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
