@@ -13,7 +13,12 @@ use tributary_e2e::{Collector, Env};
 fn post(c: &Collector, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     let started = std::time::Instant::now();
     let r = post_inner(c, path, headers, body);
-    eprintln!("POST {path} ({} bytes): {} in {:?}", body.len(), r.0, started.elapsed());
+    eprintln!(
+        "POST {path} ({} bytes): {} in {:?}",
+        body.len(),
+        r.0,
+        started.elapsed()
+    );
     r
 }
 

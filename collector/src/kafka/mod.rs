@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Encodable, HeaderVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -37,9 +37,11 @@ pub mod groups;
 pub mod metadata;
 pub mod produce;
 pub mod records;
+pub mod request;
 pub mod versions;
 
 pub use records::FetchCompression;
+use request::{Body, Decoded};
 
 /// Kafka's error codes this broker answers with.
 pub mod code {
@@ -261,42 +263,36 @@ impl Broker {
         }
     }
 
-    /// One request → its framed answer, and the reason to close afterwards if any.
+    /// One request → its framed answer (empty: none is sent), and the reason to
+    /// close afterwards if any.
     async fn handle(
         &self,
-        mut body: Bytes,
+        body: Bytes,
         peer: SocketAddr,
     ) -> Result<(BytesMut, Option<KafkaError>), KafkaError> {
-        let key = i16::from_be_bytes([body[0], body[1]]);
-        let version = i16::from_be_bytes([body[2], body[3]]);
-        let correlation = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
         self.metrics.kafka_requests.inc();
-        let api = match ApiKey::try_from(key) {
-            Ok(api) if versions::supports(api, version) => api,
-            Ok(ApiKey::ApiVersions) => {
-                // Newer than we speak: a v0-shaped answer with the ranges, so the
-                // client retries with a version we do.
-                let answer = versions::unsupported_answer(correlation)?;
-                return Ok((answer, None));
+        let (api, version, correlation, client, body) = match request::decode(body)? {
+            Decoded::Request {
+                api,
+                version,
+                correlation,
+                client,
+                body,
+            } => (api, version, correlation, client, body),
+            // Newer than we speak: a v0-shaped answer with the ranges, so the client
+            // retries with a version we do.
+            Decoded::NewerApiVersions { correlation } => {
+                return Ok((versions::unsupported_answer(correlation)?, None));
             }
-            _ => {
+            Decoded::Unsupported {
+                key,
+                version,
+                correlation,
+            } => {
                 let unsupported = KafkaError::Unsupported { key, version };
                 return Ok((versions::error_only(correlation), Some(unsupported)));
             }
         };
-        let header_version = api.request_header_version(version);
-        let header = RequestHeader::decode(&mut body, header_version).map_err(|source| {
-            KafkaError::Malformed {
-                api,
-                version,
-                source,
-            }
-        })?;
-        let client = header
-            .client_id
-            .as_ref()
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default();
         let ctx = Request {
             api,
             version,
@@ -304,91 +300,34 @@ impl Broker {
             client: &client,
             peer,
         };
-        let answer = match api {
-            ApiKey::ApiVersions => versions::answer(&ctx),
-            ApiKey::Metadata => self.decode_and(&ctx, &mut body, metadata::answer).await,
-            ApiKey::ListOffsets => self.decode_and(&ctx, &mut body, fetch::list_offsets).await,
-            ApiKey::Fetch => self.decode_and(&ctx, &mut body, fetch::fetch).await,
-            ApiKey::FindCoordinator => {
-                self.decode_and(&ctx, &mut body, groups::find_coordinator)
-                    .await
-            }
-            ApiKey::OffsetCommit => {
-                self.decode_and(&ctx, &mut body, groups::offset_commit)
-                    .await
-            }
-            ApiKey::OffsetFetch => self.decode_and(&ctx, &mut body, groups::offset_fetch).await,
-            ApiKey::JoinGroup => {
-                self.decode_and(&ctx, &mut body, coordinator::join_group)
-                    .await
-            }
-            ApiKey::SyncGroup => {
-                self.decode_and(&ctx, &mut body, coordinator::sync_group)
-                    .await
-            }
-            ApiKey::Heartbeat => {
-                self.decode_and(&ctx, &mut body, coordinator::heartbeat)
-                    .await
-            }
-            ApiKey::LeaveGroup => {
-                self.decode_and(&ctx, &mut body, coordinator::leave_group)
-                    .await
-            }
-            ApiKey::ListGroups => {
-                self.decode_and(&ctx, &mut body, coordinator::list_groups)
-                    .await
-            }
-            ApiKey::DescribeGroups => {
-                self.decode_and(&ctx, &mut body, coordinator::describe_groups)
-                    .await
-            }
-            ApiKey::InitProducerId => {
-                self.decode_and(&ctx, &mut body, produce::init_producer_id)
-                    .await
-            }
-            ApiKey::Produce => {
-                let req = kafka_protocol::messages::ProduceRequest::decode(&mut body, version)
-                    .map_err(|source| KafkaError::Malformed {
-                        api,
-                        version,
-                        source,
-                    })?;
-                let silent = req.acks == 0;
-                let resp = produce::produce(self, &ctx, req).await;
+        let c = &ctx;
+        let answer = match *body {
+            Body::ApiVersions => versions::answer(c)?,
+            Body::Metadata(r) => frame(c, &metadata::answer(self, c, r).await)?,
+            Body::ListOffsets(r) => frame(c, &fetch::list_offsets(self, c, r).await)?,
+            Body::Fetch(r) => frame(c, &fetch::fetch(self, c, r).await)?,
+            Body::Produce(r) => {
+                let silent = r.acks == 0;
+                let resp = produce::produce(self, c, r).await;
+                // acks=0: Kafka sends no answer.
                 if silent {
-                    Ok(BytesMut::new())
+                    BytesMut::new()
                 } else {
-                    frame(&ctx, &resp)
+                    frame(c, &resp)?
                 }
             }
-            _ => {
-                let unsupported = KafkaError::Unsupported { key, version };
-                return Ok((versions::error_only(correlation), Some(unsupported)));
-            }
-        }?;
+            Body::InitProducerId(r) => frame(c, &produce::init_producer_id(self, c, r).await)?,
+            Body::FindCoordinator(r) => frame(c, &groups::find_coordinator(self, c, r).await)?,
+            Body::OffsetCommit(r) => frame(c, &groups::offset_commit(self, c, r).await)?,
+            Body::OffsetFetch(r) => frame(c, &groups::offset_fetch(self, c, r).await)?,
+            Body::JoinGroup(r) => frame(c, &coordinator::join_group(self, c, r).await)?,
+            Body::SyncGroup(r) => frame(c, &coordinator::sync_group(self, c, r).await)?,
+            Body::Heartbeat(r) => frame(c, &coordinator::heartbeat(self, c, r).await)?,
+            Body::LeaveGroup(r) => frame(c, &coordinator::leave_group(self, c, r).await)?,
+            Body::ListGroups(r) => frame(c, &coordinator::list_groups(self, c, r).await)?,
+            Body::DescribeGroups(r) => frame(c, &coordinator::describe_groups(self, c, r).await)?,
+        };
         Ok((answer, None))
-    }
-
-    /// Decode the body as `Req`, run `f`, encode its answer.
-    async fn decode_and<'a, Req, Resp, F, Fut>(
-        &'a self,
-        ctx: &'a Request<'a>,
-        body: &mut Bytes,
-        f: F,
-    ) -> Result<BytesMut, KafkaError>
-    where
-        Req: Decodable,
-        Resp: Encodable + HeaderVersion,
-        F: FnOnce(&'a Broker, &'a Request<'a>, Req) -> Fut,
-        Fut: std::future::Future<Output = Resp>,
-    {
-        let req = Req::decode(body, ctx.version).map_err(|source| KafkaError::Malformed {
-            api: ctx.api,
-            version: ctx.version,
-            source,
-        })?;
-        let resp = f(self, ctx, req).await;
-        frame(ctx, &resp)
     }
 }
 

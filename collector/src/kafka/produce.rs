@@ -180,7 +180,7 @@ fn decompress(data: &mut Bytes, codec: Compression) -> anyhow::Result<Bytes> {
 }
 
 /// The batches of one partition's records, decoded and checked.
-fn decode_batches(mut data: Bytes) -> Result<Vec<Vec<Record>>, String> {
+pub fn decode_batches(mut data: Bytes) -> Result<Vec<Vec<Record>>, String> {
     let mut batches = Vec::new();
     while !data.is_empty() {
         let set = RecordBatchDecoder::decode_with_custom_compression(&mut data, Some(decompress))
