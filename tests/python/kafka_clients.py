@@ -15,8 +15,9 @@ Steps:
                                records each, acks=all.
   confluent TOPIC GROUP EXPECTED OUT N
                                confluent-kafka: a consumer group reads EXPECTED
-                               records of TOPIC (lz4 fetches), then an idempotent
-                               producer with acks=all writes N records to OUT.
+                               records of TOPIC (lz4 fetches), then idempotent
+                               producers with acks=all write N records to OUT,
+                               lz4 then zstd.
 """
 
 import json
@@ -222,25 +223,26 @@ def confluent(bootstrap, topic, group_id, expected, out, n):
     c.commit(asynchronous=False)
     c.close()
     acked = []
-    p = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "client.id": "ck",
-            "enable.idempotence": True,
-            "acks": "all",
-            "compression.type": "lz4",
-        }
-    )
-    for i in range(n):
-        p.produce(
-            out,
-            key=f"k{i}".encode(),
-            value=f"confluent record {i:05}".encode(),
-            headers={"host": b"ck-host"},
-            on_delivery=lambda err, msg: acked.append(err is None),
+    for codec in ("lz4", "zstd"):
+        p = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "client.id": "ck",
+                "enable.idempotence": True,
+                "acks": "all",
+                "compression.type": codec,
+            }
         )
-        p.poll(0)
-    p.flush(DEADLINE)
+        for i in range(n):
+            p.produce(
+                out,
+                key=f"k{i}".encode(),
+                value=f"confluent {codec} record {i:05}".encode(),
+                headers={"host": b"ck-host"},
+                on_delivery=lambda err, msg: acked.append(err is None),
+            )
+            p.poll(0)
+        p.flush(DEADLINE)
     return {"consumed": len(seen), "errors": errors[:5], "acknowledged": sum(acked)}
 
 

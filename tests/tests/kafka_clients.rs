@@ -2,7 +2,7 @@
 //! agent: a consumer group of two splits the partitions and consumes every record
 //! once, one leaves and the other takes over, the group resumes at its committed
 //! offsets after a collector SIGKILL, offsets_for_times, idempotent producers
-//! (gzip, lz4, acks=all) whose records read back over HTTP; committed offsets show
+//! (gzip, lz4, zstd, acks=all) whose records read back over HTTP; committed offsets show
 //! in `/v1/groups`.
 //!
 //! The clients run from the virtualenv `.ci/run` creates under the target
@@ -175,11 +175,23 @@ fn python_clients_consume_in_groups_resume_after_a_crash_and_produce() {
         ],
     );
     assert_eq!(c["consumed"], first + second, "{c}");
-    assert_eq!(c["acknowledged"], 300, "{c}");
+    assert_eq!(c["acknowledged"], 600, "{c}");
     let ck = collector.read_all("ck-out");
-    assert_eq!(ck.len(), 300);
+    assert_eq!(ck.len(), 600);
     assert!(
         ck.iter()
             .all(|r| r.host == "ck-host" && r.source == "kafka://ck")
     );
+    for codec in ["lz4", "zstd"] {
+        let mut messages: Vec<&str> = ck
+            .iter()
+            .filter(|r| r.message.starts_with(&format!("confluent {codec} ")))
+            .map(|r| r.message.as_str())
+            .collect();
+        messages.sort();
+        let expected: Vec<String> = (0..300)
+            .map(|i| format!("confluent {codec} record {i:05}"))
+            .collect();
+        assert_eq!(messages, expected, "{codec}");
+    }
 }

@@ -4,7 +4,7 @@
 //! arrival time when it has none), host = its `host` header if present, else the
 //! client's address, source = `kafka://CLIENT_ID`, message = its value, and its
 //! key (as `key`) and other headers as fields. A partition's batches are checked
-//! (CRC32C, decompression within [`MAX_DECOMPRESSED`]), appended to the partition
+//! (CRC32C, decompression of none, gzip, lz4 or zstd within [`MAX_DECOMPRESSED`]), appended to the partition
 //! the producer chose, and acknowledged only once durable, like agents' batches;
 //! `acks=0` gets no answer, as in Kafka.
 //!
@@ -36,6 +36,8 @@ use crate::storage::StorageError;
 
 /// Most bytes one batch may decompress to.
 pub const MAX_DECOMPRESSED: usize = 64 << 20;
+/// Largest zstd window accepted (what producers use at any level is far smaller).
+const ZSTD_WINDOW: u64 = 8 << 20;
 /// Batches remembered per producer and partition (Kafka's in-flight limit with
 /// idempotence).
 const REMEMBERED: usize = 5;
@@ -171,7 +173,21 @@ fn decompress(data: &mut Bytes, codec: Compression) -> anyhow::Result<Bytes> {
                 .take(limit)
                 .read_to_end(&mut out)?;
         }
-        other => anyhow::bail!("{other:?} compression is not accepted (none, gzip, lz4)"),
+        Compression::Zstd => {
+            // Frame after frame; each with a window of at most ZSTD_WINDOW.
+            let mut input: &[u8] = &data[..];
+            while !input.is_empty() && out.len() <= MAX_DECOMPRESSED {
+                let left = limit - out.len() as u64;
+                ruzstd::decoding::StreamingDecoder::new_with_max_window_size(
+                    &mut input,
+                    ZSTD_WINDOW,
+                )
+                .map_err(|e| anyhow::anyhow!("zstd: {e}"))?
+                .take(left)
+                .read_to_end(&mut out)?;
+            }
+        }
+        other => anyhow::bail!("{other:?} compression is not accepted (none, gzip, lz4, zstd)"),
     }
     if out.len() > MAX_DECOMPRESSED {
         anyhow::bail!("a batch decompresses to more than {MAX_DECOMPRESSED} bytes");
