@@ -385,3 +385,80 @@ fn hostile_requests_close_only_their_connection() {
     assert!(log.contains("Kafka connection from 127.0.0.1"), "{log}");
     assert!(log.contains("unsupported API key 999"), "{log}");
 }
+
+#[test]
+fn the_kafka_listener_speaks_tls_with_mutual_certificates() {
+    if !kcat_available() {
+        return;
+    }
+    let env = Env::new();
+    let kport = free_port();
+    let broker = format!("127.0.0.1:{kport}");
+    let c = &env.certs;
+    let collector = env.start_collector(&format!(
+        "kafka:\n  listen: {broker}\n  tls:\n    cert: {}\n    key: {}\n    client_ca: {}\ntopics:\n  secure: {{partitions: 1}}\n",
+        c.collector_cert.display(),
+        c.collector_key.display(),
+        c.ca.display(),
+    ));
+    let ca = format!("ssl.ca.location={}", c.ca.display());
+    let cert = format!("ssl.certificate.location={}", c.agent_cert.display());
+    let key = format!("ssl.key.location={}", c.agent_key.display());
+    let tls = [
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        &ca,
+        "-X",
+        &cert,
+        "-X",
+        &key,
+    ];
+    // Produce and read back over TLS with a client certificate.
+    let mut produce = Command::new("timeout")
+        .args(["60", "kcat", "-b", &broker, "-P", "-t", "secure"])
+        .args(tls)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"over tls 1\nover tls 2\n")
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+    let mut args = vec![
+        "-b",
+        &broker,
+        "-C",
+        "-t",
+        "secure",
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        "%s\n",
+    ];
+    args.extend(tls);
+    let (ok, out, err) = kcat(&args);
+    assert!(ok, "{err}");
+    assert_eq!(out, "over tls 1\nover tls 2\n");
+    assert_eq!(collector.count("secure"), 2);
+    // Without a client certificate, and in plaintext, nothing gets through.
+    let (ok, _, err) = kcat(&[
+        "-b",
+        &broker,
+        "-L",
+        "-m",
+        "5",
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        &ca,
+    ]);
+    assert!(!ok, "no client certificate must not be served: {err}");
+    let (ok, _, _) = kcat(&["-b", &broker, "-L", "-m", "5"]);
+    assert!(!ok, "plaintext must not be served");
+}
