@@ -13,6 +13,8 @@ Steps:
                                offsets of every partition.
   produce TOPIC N              kafka-python: idempotent producers, gzip and lz4, N
                                records each, acks=all.
+  groups GROUP                 kafka-python admin: ListGroups, and DescribeGroups of
+                               GROUP.
   confluent TOPIC GROUP EXPECTED OUT N
                                confluent-kafka: a consumer group reads EXPECTED
                                records of TOPIC (lz4 fetches), then idempotent
@@ -246,6 +248,21 @@ def confluent(bootstrap, topic, group_id, expected, out, n):
     return {"consumed": len(seen), "errors": errors[:5], "acknowledged": sum(acked)}
 
 
+def groups(bootstrap, describe):
+    from kafka import KafkaAdminClient
+
+    a = KafkaAdminClient(bootstrap_servers=bootstrap)
+    listed = sorted(
+        g["group_id"] if isinstance(g, dict) else g[0] for g in a.list_groups()
+    )
+    described = {
+        group: {"state": d.get("group_state"), "members": len(d.get("members") or [])}
+        for group, d in a.describe_groups([describe]).items()
+    }
+    a.close()
+    return {"listed": listed, "described": described}
+
+
 def main():
     bootstrap, step, *args = sys.argv[1:]
     if step == "group":
@@ -256,6 +273,8 @@ def main():
         result = times(bootstrap, args[0])
     elif step == "produce":
         result = produce(bootstrap, args[0], int(args[1]))
+    elif step == "groups":
+        result = groups(bootstrap, args[0])
     elif step == "confluent":
         result = confluent(bootstrap, args[0], args[1], int(args[2]), args[3], int(args[4]))
     else:

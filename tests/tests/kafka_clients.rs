@@ -194,4 +194,19 @@ fn python_clients_consume_in_groups_resume_after_a_crash_and_produce() {
             .collect();
         assert_eq!(messages, expected, "{codec}");
     }
+    // ListGroups shows the groups committed over Kafka; DescribeGroups their state.
+    let g = step(&py, &bootstrap, &["groups", "py"]);
+    let listed: Vec<&str> = g["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(listed.contains(&"py") && listed.contains(&"ck"), "{g}");
+    assert_eq!(g["described"]["py"]["state"], "Empty", "{g}");
+    assert_eq!(g["described"]["py"]["members"], 0, "{g}");
+    // Every answer could be encoded at the version each client asked for.
+    let log = std::fs::read_to_string(env.path().join(format!("collector-{ingest}.log"))).unwrap();
+    assert!(!log.contains("cannot encode"), "{log}");
+    assert!(!log.contains("malformed"), "{log}");
 }

@@ -499,6 +499,12 @@ pub async fn leave_group(
     } else {
         UNKNOWN_MEMBER_ID
     };
+    // v0-2 have no member list (the encoder refuses one).
+    let answers = if ctx.version >= 3 {
+        answers
+    } else {
+        Vec::new()
+    };
     LeaveGroupResponse::default()
         .with_error_code(error)
         .with_members(answers)
