@@ -207,6 +207,39 @@ fn kcat_lists_topics_and_reads_every_shipped_line_once_by_offset_and_by_time() {
         );
         assert!(stamp.parse::<i64>().unwrap() >= ts);
     }
+    // A balanced consumer group (librdkafka's own group protocol versions): every
+    // record once, committed.
+    let (ok, out, err) = kcat(&[
+        "-b",
+        &broker,
+        "-G",
+        "kcat-group",
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        "%p %o\n",
+        "-X",
+        "enable.auto.commit=false",
+        "logs",
+    ]);
+    assert!(ok, "kcat -G: {err}");
+    let mut group_seen: Vec<&str> = out.lines().collect();
+    group_seen.sort();
+    group_seen.dedup();
+    assert_eq!(
+        group_seen.len(),
+        http.len(),
+        "kcat -G read every record once"
+    );
+    let log = std::fs::read_to_string(
+        env.path()
+            .join(format!("collector-{}.log", collector.ingest_port)),
+    )
+    .unwrap();
+    assert!(!log.contains("cannot encode"), "{log}");
+    assert!(!log.contains("malformed"), "{log}");
     // A topic that does not exist is an error, not a hang.
     let (ok, _, err) = kcat(&["-b", &broker, "-C", "-t", "nosuch", "-o", "beginning", "-e"]);
     assert!(!ok && err.contains("Unknown topic or partition"), "{err}");
