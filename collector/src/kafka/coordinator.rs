@@ -48,9 +48,13 @@ const GROUP_MAX_SIZE_REACHED: i16 = 81;
 /// Session timeouts accepted (Kafka's broker defaults).
 const MIN_SESSION: Duration = Duration::from_secs(1);
 const MAX_SESSION: Duration = Duration::from_secs(1800);
-/// Most members per group, and most groups with members at once.
+/// Most members per group, members in all groups, and groups with members at
+/// once; most bytes of protocol metadata one member may register. Together they
+/// bound what group membership can hold, whatever clients send.
 const MAX_MEMBERS: usize = 1000;
+const MAX_MEMBERS_TOTAL: usize = 20_000;
 const MAX_ACTIVE_GROUPS: usize = 10_000;
+const MAX_METADATA_BYTES: usize = 16 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -258,13 +262,22 @@ pub async fn join_group(
         if !groups.contains_key(&group_id) && groups.len() >= MAX_ACTIVE_GROUPS {
             return fail(GROUP_MAX_SIZE_REACHED);
         }
+        let total: usize = groups.values().map(|g| g.members.len()).sum();
+        let metadata: usize = req
+            .protocols
+            .iter()
+            .map(|p| p.name.len() + p.metadata.len())
+            .sum();
+        if metadata > MAX_METADATA_BYTES {
+            return fail(INCONSISTENT_GROUP_PROTOCOL);
+        }
         let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
         let mut member_id = req.member_id.as_str().to_owned();
         if !member_id.is_empty() && !g.members.contains_key(&member_id) {
             return fail(UNKNOWN_MEMBER_ID);
         }
         if member_id.is_empty() {
-            if g.members.len() >= MAX_MEMBERS {
+            if g.members.len() >= MAX_MEMBERS || total >= MAX_MEMBERS_TOTAL {
                 return fail(GROUP_MAX_SIZE_REACHED);
             }
             let n = coordinator
@@ -603,4 +616,89 @@ pub fn check_commit(broker: &Broker, group: &str, member: &str, generation: i32)
         return Some(REBALANCE_IN_PROGRESS);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(session_ms: u64, joined: bool, protocols: &[&str]) -> Member {
+        Member {
+            client_id: "c".into(),
+            client_host: "127.0.0.1".into(),
+            session: Duration::from_millis(session_ms),
+            rebalance: Duration::from_millis(session_ms),
+            protocols: protocols
+                .iter()
+                .map(|p| ((*p).to_owned(), Bytes::from_static(b"md")))
+                .collect(),
+            last_seen: Instant::now(),
+            joined,
+            awaiting: joined,
+            assignment: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn a_rebalance_completes_when_everyone_rejoined_with_a_common_protocol() {
+        let mut g = Group::new();
+        g.members
+            .insert("a".into(), member(10_000, true, &["range", "roundrobin"]));
+        g.prepare();
+        g.members
+            .insert("b".into(), member(10_000, true, &["roundrobin"]));
+        let now = Instant::now();
+        g.try_complete(now);
+        assert_eq!(g.state, State::CompletingRebalance);
+        assert_eq!(g.generation, 1);
+        assert_eq!(g.leader.as_deref(), Some("a"));
+        assert_eq!(
+            g.protocol.as_deref(),
+            Some("roundrobin"),
+            "the one both speak"
+        );
+    }
+
+    #[test]
+    fn members_that_do_not_rejoin_are_dropped_at_the_deadline() {
+        let mut g = Group::new();
+        g.members
+            .insert("a".into(), member(10_000, false, &["range"]));
+        g.members
+            .insert("b".into(), member(10_000, false, &["range"]));
+        g.prepare();
+        if let Some(m) = g.members.get_mut("b") {
+            m.joined = true;
+        }
+        let now = Instant::now();
+        g.try_complete(now);
+        assert_eq!(g.state, State::PreparingRebalance, "waits for `a`");
+        g.try_complete(g.deadline + Duration::from_millis(1));
+        assert_eq!(g.state, State::CompletingRebalance);
+        assert!(g.members.contains_key("b") && !g.members.contains_key("a"));
+        assert_eq!(g.leader.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn an_expired_session_starts_a_rebalance_and_the_last_one_empties_the_group() {
+        let mut g = Group::new();
+        g.members
+            .insert("a".into(), member(1_000, true, &["range"]));
+        g.members
+            .insert("b".into(), member(60_000, true, &["range"]));
+        g.prepare();
+        g.try_complete(Instant::now());
+        g.state = State::Stable;
+        for m in g.members.values_mut() {
+            m.awaiting = false;
+        }
+        let later = Instant::now() + Duration::from_secs(2);
+        g.expire(later);
+        assert!(!g.members.contains_key("a"), "a's 1 s session expired");
+        // `b` alone: the new rebalance waits for it to rejoin.
+        assert_eq!(g.state, State::PreparingRebalance);
+        g.members.clear();
+        g.expire(later);
+        assert_eq!(g.state, State::Empty);
+    }
 }
