@@ -240,6 +240,42 @@ fn kcat_lists_topics_and_reads_every_shipped_line_once_by_offset_and_by_time() {
     .unwrap();
     assert!(!log.contains("cannot encode"), "{log}");
     assert!(!log.contains("malformed"), "{log}");
+    // Long-poll: a consumer waiting at the end gets a new line as it arrives.
+    let a_log = http
+        .iter()
+        .find(|r| r.source.ends_with("/a.log"))
+        .expect("a.log records");
+    let p = a_log.partition;
+    let end = collector.end_offsets("logs")[&p];
+    let waiting = Command::new("timeout")
+        .args([
+            "30",
+            "kcat",
+            "-b",
+            &broker,
+            "-C",
+            "-t",
+            "logs",
+            "-p",
+            &p.to_string(),
+        ])
+        .args(["-o", &end.to_string(), "-c", "1", "-q", "-f", "%o %s\n"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let appended = Instant::now();
+    append_lines(&logs.join("a.log"), ["a.log the newest line".to_string()]);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{end} a.log the newest line")
+    );
+    assert!(
+        appended.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        appended.elapsed()
+    );
     // A topic that does not exist is an error, not a hang.
     let (ok, _, err) = kcat(&["-b", &broker, "-C", "-t", "nosuch", "-o", "beginning", "-e"]);
     assert!(!ok && err.contains("Unknown topic or partition"), "{err}");

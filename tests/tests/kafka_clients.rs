@@ -1,7 +1,8 @@
 //! kafka-python and confluent-kafka (PyPI) against a real collector fed by a real
 //! agent: a consumer group of two splits the partitions and consumes every record
 //! once, one leaves and the other takes over, the group resumes at its committed
-//! offsets after a collector SIGKILL, offsets_for_times, idempotent producers
+//! offsets after a collector SIGKILL and at offsets committed over HTTP,
+//! offsets_for_times, idempotent producers
 //! (gzip, lz4, zstd, acks=all) whose records read back over HTTP; committed offsets show
 //! in `/v1/groups`.
 //!
@@ -124,6 +125,26 @@ fn python_clients_consume_in_groups_resume_after_a_crash_and_produce() {
     );
     assert_eq!(r["distinct"], second, "{r}");
     assert_eq!(r["duplicates"], 0, "{r}");
+
+    // The other way round: offsets committed over HTTP are where a Kafka consumer
+    // of that group starts (five records before each partition's end).
+    let mut expected = 0u64;
+    for (p, end) in collector.end_offsets("logs") {
+        let offset = end.saturating_sub(5);
+        expected += end - offset;
+        tributary_e2e::block_on(collector.api.post_json(
+            "/v1/groups/from-http/offsets",
+            &serde_json::json!({"topic": "logs", "partition": p, "offset": offset}),
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    }
+    let r = step(
+        &py,
+        &bootstrap,
+        &["resume", "logs", "from-http", &expected.to_string()],
+    );
+    assert_eq!(r["distinct"], expected, "{r}");
 
     // offsets_for_times finds each record's offset by its timestamp; a time past
     // every record has none.
