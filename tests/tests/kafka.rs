@@ -276,6 +276,44 @@ fn kcat_lists_topics_and_reads_every_shipped_line_once_by_offset_and_by_time() {
         "{:?}",
         appended.elapsed()
     );
+    // Produce with acks=0 (no answer at all), 1 and all: stored once each.
+    for acks in ["0", "1", "all"] {
+        let mut produce = Command::new("timeout")
+            .args(["60", "kcat", "-b", &broker, "-P", "-t", "acks"])
+            .args(["-X", &format!("acks={acks}"), "-H", "host=producer"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        produce
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("acks {acks} one\nacks {acks} two\n").as_bytes())
+            .unwrap();
+        assert!(produce.wait().unwrap().success(), "acks={acks}");
+    }
+    assert_eq!(collector.settle("acks", 6, Duration::from_secs(10)), 6);
+    let mut produced: Vec<String> = collector
+        .read_all("acks")
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.host, "producer");
+            assert_eq!(r.source, "kafka://rdkafka");
+            r.message
+        })
+        .collect();
+    produced.sort();
+    assert_eq!(
+        produced,
+        [
+            "acks 0 one",
+            "acks 0 two",
+            "acks 1 one",
+            "acks 1 two",
+            "acks all one",
+            "acks all two"
+        ]
+    );
     // A topic that does not exist is an error, not a hang.
     let (ok, _, err) = kcat(&["-b", &broker, "-C", "-t", "nosuch", "-o", "beginning", "-e"]);
     assert!(!ok && err.contains("Unknown topic or partition"), "{err}");
