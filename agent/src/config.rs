@@ -71,6 +71,9 @@ pub struct InputFile {
     /// File inputs: close a file after this long without new data (reopened when
     /// it changes); default 1m. Keeps descriptors free when thousands of files match.
     pub close_inactive: Option<HumanDuration>,
+    /// File inputs: read a symlink whose target the globs do not match; default
+    /// false (a link is read only when its target also matches).
+    pub follow_symlinks: Option<bool>,
     /// Syslog listen addresses (`udp://…`, `tcp://…`, `tls://…`).
     #[serde(default)]
     pub listen: Vec<String>,
@@ -115,6 +118,7 @@ impl InputFile {
             ("read_from", self.read_from.is_some()),
             ("max_line_bytes", self.max_line_bytes.is_some()),
             ("close_inactive", self.close_inactive.is_some()),
+            ("follow_symlinks", self.follow_symlinks.is_some()),
         ]
         .into_iter()
         .find_map(|(k, set)| set.then_some(k))
@@ -224,6 +228,7 @@ pub struct FileInputConfig {
     pub fields_json: Arc<[u8]>,
     pub max_line_bytes: usize,
     pub close_inactive: Duration,
+    pub follow_symlinks: bool,
 }
 
 /// A resolved syslog input.
@@ -266,6 +271,9 @@ pub struct AgentConfig {
     pub linger: Duration,
     pub spool_max_bytes: u64,
     pub metrics_listen: Option<String>,
+    /// Files no input reads, whatever its globs: the config itself, TLS keys and
+    /// certificates (with `data_dir`, see `input::file::Guard`).
+    pub protected: Vec<PathBuf>,
 }
 
 impl AgentConfig {
@@ -297,6 +305,13 @@ impl AgentConfigFile {
         }
         let mut files = Vec::new();
         let mut syslog = Vec::new();
+        // The agent's own files, which no input reads whatever its globs match.
+        let mut protected = vec![PathBuf::from(path)];
+        for input in &self.inputs {
+            if let Some(t) = &input.tls {
+                protected.extend([t.cert.clone(), t.key.clone()]);
+            }
+        }
         for (i, input) in self.inputs.into_iter().enumerate() {
             let key = |k: &str| format!("inputs[{i}].{k}");
             if !valid_topic_name(&input.topic) {
@@ -354,6 +369,7 @@ impl AgentConfigFile {
                         close_inactive: input
                             .close_inactive
                             .map_or(Duration::from_secs(60), |d| d.0),
+                        follow_symlinks: input.follow_symlinks.unwrap_or(false),
                     });
                 }
                 InputType::Syslog => {
@@ -423,7 +439,11 @@ impl AgentConfigFile {
                 "must be at least 1",
             ));
         }
+        protected.push(out.tls.ca.clone());
+        protected.extend(out.tls.cert.iter().cloned());
+        protected.extend(out.tls.key.iter().cloned());
         Ok(AgentConfig {
+            protected,
             data_dir: self.data_dir,
             host,
             log_level: self.log_level,

@@ -33,7 +33,7 @@ use crate::batch::{BatchLimits, Batcher};
 use crate::checkpoint::Checkpoints;
 use crate::checkpoint::Marks;
 use crate::config::{AgentConfig, ReadFrom};
-use crate::input::file::{FileInput, FileInputSettings};
+use crate::input::file::{FileInput, FileInputSettings, Guard};
 use crate::input::syslog::SyslogInput;
 use crate::ship::Shipper;
 use crate::spool::Spool;
@@ -105,6 +105,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             resume: resume.clone(),
             marks: marks.clone(),
             stats: stats.clone(),
+            guard: Guard {
+                follow_symlinks: f.follow_symlinks,
+                files: config.protected.clone(),
+                dirs: vec![config.data_dir.clone(), config.data_dir.join("spool")],
+            },
         })
         .map_err(|source| AgentError::FileInput {
             topic: f.topic.to_string(),

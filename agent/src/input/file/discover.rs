@@ -34,11 +34,65 @@ const PATH_MATCH: MatchOptions = MatchOptions {
     require_literal_leading_dot: false,
 };
 
-/// Compiled include and exclude patterns.
+/// Compiled include and exclude patterns, and what is never read whatever they
+/// match.
 #[derive(Debug)]
 pub(crate) struct PathFilter {
     include: Vec<Pattern>,
     exclude: Vec<Pattern>,
+    guard: Guard,
+}
+
+/// What a file input refuses to read even when its globs match: symlinks to files
+/// the globs do not match (unless `follow_symlinks`), and the agent's own files.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// Read a symlink whatever its target.
+    pub follow_symlinks: bool,
+    /// Never read these files (the config, TLS keys and certificates).
+    pub files: Vec<PathBuf>,
+    /// Never read a file directly in these directories (`data_dir`, its spool).
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Identity of a file or directory for the guard's comparisons.
+fn dev_ino(path: &Path) -> Option<(u64, u64)> {
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Where a symlink finally points, resolved without following the directories on
+/// the way (so that a link beside its target stays in the watched directory);
+/// `None` for a dangling link or a loop.
+pub(crate) fn resolve_link(path: &Path) -> Option<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..16 {
+        let meta = fs::symlink_metadata(&p).ok()?;
+        if !meta.file_type().is_symlink() {
+            return Some(p);
+        }
+        let target = fs::read_link(&p).ok()?;
+        let joined = p
+            .parent()
+            .map_or_else(|| target.clone(), |d| d.join(&target));
+        p = normalize(&joined);
+    }
+    None
+}
+
+/// `.` and `..` removed lexically.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 impl PathFilter {
@@ -78,7 +132,16 @@ impl PathFilter {
             .iter()
             .map(|p| compile(p, p.contains('/')))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(PathFilter { include, exclude })
+        Ok(PathFilter {
+            include,
+            exclude,
+            guard: Guard::default(),
+        })
+    }
+
+    /// The same patterns with `guard` applied.
+    pub(crate) fn with_guard(self, guard: Guard) -> Self {
+        PathFilter { guard, ..self }
     }
 
     /// The absolute include patterns.
@@ -141,6 +204,9 @@ pub(crate) struct Scanner {
     last_path: HashMap<FileKey, PathBuf>,
     /// When "out of file descriptors" was last logged.
     fd_warned: Option<std::time::Instant>,
+    /// (device, inode) of the guard's files and directories, this scan.
+    protected_files: HashSet<(u64, u64)>,
+    protected_dirs: HashSet<(u64, u64)>,
 }
 
 impl Scanner {
@@ -161,6 +227,8 @@ impl Scanner {
             closed: HashMap::new(),
             last_path: HashMap::new(),
             fd_warned: None,
+            protected_files: HashSet::new(),
+            protected_dirs: HashSet::new(),
         }
     }
 
@@ -331,6 +399,20 @@ impl Scanner {
     fn discover(&mut self) -> Vec<Found> {
         let mut found = Vec::new();
         let filter = self.filter.clone();
+        // Identities of the agent's own files, taken afresh each scan (a renewed
+        // certificate is a new inode).
+        self.protected_files = filter
+            .guard
+            .files
+            .iter()
+            .filter_map(|p| dev_ino(p))
+            .collect();
+        self.protected_dirs = filter
+            .guard
+            .dirs
+            .iter()
+            .filter_map(|p| dev_ino(p))
+            .collect();
         for pattern in filter.include_patterns() {
             let before = found.len();
             self.expand(pattern, &filter, &mut found);
@@ -365,7 +447,34 @@ impl Scanner {
             if filter.is_excluded(&path) {
                 continue;
             }
+            // A symlink is read only when its target is a file the globs match too
+            // (or follow_symlinks is on): a link planted in a watched directory does
+            // not reach outside it.
+            let mut real = None;
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                match resolve_link(&path) {
+                    Some(target) if filter.guard.follow_symlinks || filter.matches(&target) => {
+                        real = Some(target);
+                    }
+                    _ => {
+                        self.note_once(
+                            &path,
+                            "symlink to a file the input's globs do not match; not read (set follow_symlinks: true to read it)",
+                        );
+                        continue;
+                    }
+                }
+            }
             match fs::metadata(&path) {
+                Ok(meta)
+                    if meta.is_file()
+                        && self.is_protected(&meta, real.as_deref().unwrap_or(&path)) =>
+                {
+                    self.note_once(
+                        &path,
+                        "the agent's own file (its config, a TLS key or certificate, or data_dir); never read",
+                    );
+                }
                 Ok(meta) if meta.is_file() => found.push(Found {
                     key: FileKey::of(&meta),
                     ctime: (meta.ctime(), meta.ctime_nsec()),
@@ -376,6 +485,27 @@ impl Scanner {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => self.warn_once(&path, &e, "cannot stat file; skipping it"),
             }
+        }
+    }
+
+    /// Whether the file `meta` (found at `real`, symlinks resolved) is one of the
+    /// agent's own.
+    fn is_protected(&self, meta: &fs::Metadata, real: &Path) -> bool {
+        if self.protected_files.contains(&(meta.dev(), meta.ino())) {
+            return true;
+        }
+        !self.protected_dirs.is_empty()
+            && real
+                .parent()
+                .and_then(dev_ino)
+                .is_some_and(|d| self.protected_dirs.contains(&d))
+    }
+
+    fn note_once(&mut self, path: &Path, what: &str) {
+        if self.warned.insert(path.to_path_buf()) {
+            warn!(path = %path.display(), "{what}");
+        } else {
+            debug!(path = %path.display(), "{what}");
         }
     }
 

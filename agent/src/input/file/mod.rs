@@ -55,8 +55,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 pub use self::anchor::Anchor;
+pub use self::discover::{Guard, Preview, preview};
 use self::discover::{PathFilter, ScanOutcome, Scanner};
-pub use self::discover::{Preview, preview};
 pub(crate) use self::fingerprint::FileKey;
 use self::reader::{ExitReason, Follow, ReaderExit, TailConfig};
 use self::watch::{Hub, Target, Watch, WatchSpec, watch_specs};
@@ -100,6 +100,8 @@ pub struct FileInputSettings {
     pub marks: Arc<Marks>,
     /// The agent's counters (files open).
     pub stats: Arc<crate::stats::AgentStats>,
+    /// Symlinks and the agent's own files: what is not read whatever the globs say.
+    pub guard: Guard,
 }
 
 /// Why a file input cannot start or stopped.
@@ -230,7 +232,10 @@ impl Readers {
 impl FileInput {
     /// Compile the globs; a bad pattern is an error naming it.
     pub fn new(settings: FileInputSettings) -> Result<Self, FileInputError> {
-        let filter = Arc::new(PathFilter::new(&settings.include, &settings.exclude)?);
+        let filter = Arc::new(
+            PathFilter::new(&settings.include, &settings.exclude)?
+                .with_guard(settings.guard.clone()),
+        );
         let specs = watch_specs(filter.include_patterns());
         Ok(FileInput {
             filter,

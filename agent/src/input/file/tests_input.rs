@@ -42,6 +42,7 @@ fn settings(include: &[PathBuf]) -> FileInputSettings {
         resume: Vec::new(),
         marks: Arc::default(),
         stats: Arc::default(),
+        guard: Guard::default(),
     }
 }
 
@@ -515,4 +516,60 @@ fn bad_glob_is_an_error_naming_it() {
     let s = settings(&[PathBuf::from("/var/log/[oops.log")]);
     let err = FileInput::new(s).unwrap_err();
     assert!(err.to_string().contains("[oops.log"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_out_of_the_globs_and_the_agents_own_files_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let secret = dir.path().join("secret");
+    let state = logs.join("state");
+    for d in [&logs, &secret, &state] {
+        fs::create_dir_all(d).unwrap();
+    }
+    append(&logs.join("a.log"), b"a one\na two\n");
+    append(&logs.join("data-2026.log"), b"data one\n");
+    append(&secret.join("shadow.txt"), b"root:secret\n");
+    append(&logs.join("agent.key"), b"PRIVATE KEY\n");
+    append(&state.join("checkpoints.log"), b"state\n");
+    // A planted link out of the globs, and a link to a file the globs match.
+    std::os::unix::fs::symlink("../secret/shadow.txt", logs.join("leak.log")).unwrap();
+    std::os::unix::fs::symlink("data-2026.log", logs.join("current.log")).unwrap();
+    // A link into the agent's data_dir.
+    std::os::unix::fs::symlink("state/checkpoints.log", logs.join("state.log")).unwrap();
+
+    let mut s = settings(&[logs.join("*.log"), logs.join("*.key"), state.join("*.log")]);
+    s.guard = Guard {
+        follow_symlinks: false,
+        files: vec![logs.join("agent.key")],
+        dirs: vec![state.clone()],
+    };
+    let mut run = start(s, 64);
+    run.lines_of(&logs.join("a.log"), 2).await;
+    // data-2026.log once, under one of its two names.
+    run.until(|g| g.iter().any(|r| r.msg == b"data one")).await;
+    // Absence can only be shown over time: several rescans (every 50 ms).
+    run.quiet_for(Duration::from_millis(500)).await;
+    let msgs: Vec<&[u8]> = run.got.iter().map(|r| r.msg.as_slice()).collect();
+    assert_eq!(
+        msgs.iter().filter(|m| **m == b"data one").count(),
+        1,
+        "{msgs:?}"
+    );
+    for never in [&b"root:secret"[..], b"PRIVATE KEY", b"state"] {
+        assert!(
+            !msgs.contains(&never),
+            "{:?} was read",
+            String::from_utf8_lossy(never)
+        );
+    }
+    run.stop().await;
+
+    // follow_symlinks: true reads the link whatever its target.
+    let mut s = settings(&[logs.join("leak.log")]);
+    s.guard.follow_symlinks = true;
+    let mut run = start(s, 64);
+    run.until(|g| g.iter().any(|r| r.msg == b"root:secret"))
+        .await;
+    run.stop().await;
 }
