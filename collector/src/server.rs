@@ -194,6 +194,7 @@ impl Collector {
                     writer: self.storage.clone(),
                     producers: Default::default(),
                     coordinator: Default::default(),
+                    shutdown: shutdown.clone(),
                     metrics: self.metrics.clone(),
                 });
                 Some(tokio::spawn(broker.run(listener, shutdown.clone())))

@@ -491,6 +491,50 @@ fn hostile_requests_close_only_their_connection() {
     .unwrap();
     assert!(log.contains("Kafka connection from 127.0.0.1"), "{log}");
     assert!(log.contains("unsupported API key 999"), "{log}");
+
+    // A Fetch long-polling an empty partition for 30 s does not hold up SIGTERM.
+    let mut waiting = TcpStream::connect(("127.0.0.1", kport)).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    // Metadata v1 naming the topic creates it (auto-creation before v4).
+    let mut meta = 1i32.to_be_bytes().to_vec();
+    meta.extend_from_slice(&4i16.to_be_bytes());
+    meta.extend_from_slice(b"idle");
+    waiting.write_all(&request(3, 1, &meta)).unwrap();
+    let mut size = [0u8; 4];
+    waiting.read_exact(&mut size).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    waiting.read_exact(&mut body).unwrap();
+    let mut fetch = Vec::new();
+    for v in [-1i32, 30_000, 1, 1 << 20] {
+        fetch.extend_from_slice(&v.to_be_bytes());
+    }
+    fetch.push(0);
+    fetch.extend_from_slice(&1i32.to_be_bytes());
+    fetch.extend_from_slice(&4i16.to_be_bytes());
+    fetch.extend_from_slice(b"idle");
+    fetch.extend_from_slice(&1i32.to_be_bytes());
+    fetch.extend_from_slice(&0i32.to_be_bytes());
+    fetch.extend_from_slice(&0i64.to_be_bytes());
+    fetch.extend_from_slice(&(1i32 << 20).to_be_bytes());
+    waiting.write_all(&request(1, 4, &fetch)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut collector = collector;
+    let stopped = Instant::now();
+    let status = collector.proc.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
+    // The waiting Fetch was answered (empty) at the shutdown, not dropped.
+    let mut size = [0u8; 4];
+    waiting.read_exact(&mut size).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    waiting.read_exact(&mut body).unwrap();
+    assert_eq!(&body[..4], &7i32.to_be_bytes());
 }
 
 #[test]

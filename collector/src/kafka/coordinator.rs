@@ -373,7 +373,10 @@ pub async fn join_group(
             }
             g.deadline
         };
-        let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, changed.changed()) => {}
+            _ = broker.shutdown.cancelled() => return fail(code::COORDINATOR_NOT_AVAILABLE),
+        }
     }
 }
 
@@ -431,10 +434,11 @@ pub async fn sync_group(
                     .with_assignment(m.assignment.clone());
             }
         }
-        if tokio::time::timeout_at(deadline, changed.changed())
-            .await
-            .is_err()
-        {
+        let woken = tokio::select! {
+            r = tokio::time::timeout_at(deadline, changed.changed()) => r.is_ok(),
+            _ = broker.shutdown.cancelled() => false,
+        };
+        if !woken {
             return SyncGroupResponse::default().with_error_code(REBALANCE_IN_PROGRESS);
         }
     }

@@ -124,7 +124,10 @@ pub async fn fetch(broker: &Broker, _ctx: &Request<'_>, req: FetchRequest) -> Fe
         if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline {
             return answer;
         }
-        StoreReader::wait_for_change(&mut changes, deadline - Instant::now()).await;
+        tokio::select! {
+            _ = StoreReader::wait_for_change(&mut changes, deadline - Instant::now()) => {}
+            _ = broker.shutdown.cancelled() => return answer,
+        }
     }
 }
 

@@ -98,6 +98,9 @@ pub struct Broker {
     /// Consumer-group membership.
     pub coordinator: coordinator::Coordinator,
     pub metrics: Arc<Metrics>,
+    /// Cancelled when the collector stops: requests that wait (Fetch long-polls,
+    /// JoinGroup and SyncGroup) answer at once instead of holding the shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// Why a connection was closed by the broker.
