@@ -317,6 +317,37 @@ fn certs_pass_openssl_and_the_example_configs_pass_check_config() {
         ok && text.replace(" = ", "=").contains("CN=web-07"),
         "{text}"
     );
+    // Sane lifetimes: a year by default, `--days` otherwise; the CA ten years.
+    let lasts = |cert: &str, secs: u64| {
+        let (ok, _) = openssl(&[
+            "x509",
+            "-noout",
+            "-checkend",
+            &secs.to_string(),
+            "-in",
+            &p(cert),
+        ]);
+        ok
+    };
+    let day = 86_400u64;
+    for cert in ["collector.pem", "agent.pem", "web-07.pem"] {
+        assert!(lasts(cert, 364 * day) && !lasts(cert, 366 * day), "{cert}");
+    }
+    assert!(lasts("ca.pem", 3_649 * day) && !lasts("ca.pem", 3_651 * day));
+    let (code, _, stderr) = run(
+        "tributary",
+        &[
+            "certs",
+            "--out",
+            dir.to_str().unwrap(),
+            "--agent",
+            "short",
+            "--days",
+            "30",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(lasts("short.pem", 29 * day) && !lasts("short.pem", 31 * day));
     let (code, _, stderr) = run("tributary", &["certs", "--out", dir.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(stderr.contains("already exists"), "{stderr}");

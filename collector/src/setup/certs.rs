@@ -55,6 +55,9 @@ pub struct CertsArgs {
     /// working).
     #[arg(long)]
     pub force: bool,
+    /// Days the collector and agent certificates are valid (the CA: 10 years).
+    #[arg(long, default_value_t = DEFAULT_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
 }
 
 /// Run `tributary certs`: an agent certificate from the existing CA with
@@ -62,14 +65,14 @@ pub struct CertsArgs {
 /// existing CA without `--force`). Returns the files written.
 pub fn run(args: &CertsArgs) -> Result<Vec<PathBuf>, CertError> {
     if let Some(name) = &args.agent {
-        let (cert, key) = issue_agent(&args.out, name)?;
+        let (cert, key) = issue_agent(&args.out, name, args.days)?;
         return Ok(vec![cert, key]);
     }
     let existing = CertFiles::in_dir(&args.out).ca;
     if existing.exists() && !args.force {
         return Err(CertError::CaExists(existing));
     }
-    let f = generate(&args.out, &args.hosts)?;
+    let f = generate_for(&args.out, &args.hosts, args.days)?;
     Ok(vec![
         f.ca,
         f.ca_key,
@@ -134,10 +137,28 @@ fn write(path: &Path, text: &str, private: bool) -> Result<(), CertError> {
     f.sync_all().map_err(err)
 }
 
-/// Generate a CA, a server certificate valid for `hosts` (DNS names or IP addresses;
-/// `localhost`, `127.0.0.1` and `::1` are always included) and an agent client
-/// certificate, and write them into `dir`.
+/// Days the collector and agent certificates are valid by default (`--days`); the
+/// CA lasts [`CA_DAYS`]. Renew with `tributary certs --agent NAME` from the same CA.
+pub const DEFAULT_DAYS: u32 = 365;
+pub const CA_DAYS: u32 = 3650;
+
+/// Valid from an hour ago (clocks differ a little) for `days` days.
+fn validity(p: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(i64::from(days));
+}
+
+/// [`generate_for`] with certificates valid for [`DEFAULT_DAYS`].
 pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
+    generate_for(dir, hosts, DEFAULT_DAYS)
+}
+
+/// Generate a CA (valid [`CA_DAYS`]), a server certificate valid for `hosts` (DNS
+/// names or IP addresses; `localhost`, `127.0.0.1` and `::1` are always included)
+/// and an agent client certificate, both valid `days` days, and write them into
+/// `dir`.
+pub fn generate_for(dir: &Path, hosts: &[String], days: u32) -> Result<CertFiles, CertError> {
     std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
         path: dir.to_owned(),
         source,
@@ -146,7 +167,9 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
 
     let ca_key = KeyPair::generate()?;
     let ca_key_pem = ca_key.serialize_pem();
-    let ca = CertifiedIssuer::self_signed(ca_params()?, ca_key)?;
+    let mut ca_p = ca_params()?;
+    validity(&mut ca_p, CA_DAYS.max(days));
+    let ca = CertifiedIssuer::self_signed(ca_p, ca_key)?;
 
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     for h in hosts {
@@ -160,11 +183,12 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
         .push(DnType::CommonName, "tributary-collector");
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut server, days);
     let server_key = KeyPair::generate()?;
     let server_cert = server.signed_by(&server_key, &ca)?;
 
     let agent_key = KeyPair::generate()?;
-    let agent_cert = agent_params("tributary-agent")?.signed_by(&agent_key, &ca)?;
+    let agent_cert = agent_params("tributary-agent", days)?.signed_by(&agent_key, &ca)?;
 
     write(&files.ca, &ca.pem(), false)?;
     write(&files.ca_key, &ca_key_pem, true)?;
@@ -190,8 +214,9 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(p)
 }
 
-fn agent_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
+fn agent_params(name: &str, days: u32) -> Result<CertificateParams, rcgen::Error> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
+    validity(&mut p, days);
     p.distinguished_name.push(DnType::CommonName, name);
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -200,8 +225,8 @@ fn agent_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
 
 /// Issue an agent client certificate named `name` (its common name) from the CA in
 /// `dir` (`ca.pem` + `ca.key` written by [`generate`]): writes `dir/<name>.pem` and
-/// `dir/<name>.key` and returns their paths.
-pub fn issue_agent(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), CertError> {
+/// `dir/<name>.key` and returns their paths. Valid `days` days.
+pub fn issue_agent(dir: &Path, name: &str, days: u32) -> Result<(PathBuf, PathBuf), CertError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name != "."
@@ -223,7 +248,7 @@ pub fn issue_agent(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), CertErr
     })?;
     let issuer = Issuer::new(ca_params()?, key);
     let agent_key = KeyPair::generate()?;
-    let cert = agent_params(name)?.signed_by(&agent_key, &issuer)?;
+    let cert = agent_params(name, days)?.signed_by(&agent_key, &issuer)?;
     let (cert_path, key_path) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
@@ -244,10 +269,10 @@ mod tests {
         tributary_common::tls::server_config(&f.collector_cert, &f.collector_key, Some(&f.ca))
             .unwrap();
         tributary_common::tls::client_config(&f.ca, Some((&f.agent_cert, &f.agent_key))).unwrap();
-        let (cert, key) = issue_agent(dir.path(), "web-07").unwrap();
+        let (cert, key) = issue_agent(dir.path(), "web-07", 30).unwrap();
         tributary_common::tls::client_config(&f.ca, Some((&cert, &key))).unwrap();
-        assert!(issue_agent(dir.path(), "../x").is_err());
-        assert!(issue_agent(dir.path(), "ca").is_err());
-        assert!(issue_agent(tempfile::tempdir().unwrap().path(), "web-08").is_err());
+        assert!(issue_agent(dir.path(), "../x", 30).is_err());
+        assert!(issue_agent(dir.path(), "ca", 30).is_err());
+        assert!(issue_agent(tempfile::tempdir().unwrap().path(), "web-08", 30).is_err());
     }
 }
