@@ -298,7 +298,7 @@ impl AgentConfigFile {
         let host: Arc<str> = match self.host {
             Some(h) if !h.trim().is_empty() => h.trim().into(),
             Some(_) => return Err(value_err(path, "host", "must not be empty")),
-            None => gethostname::gethostname().to_string_lossy().into(),
+            None => hostname().into(),
         };
         if self.inputs.is_empty() {
             return Err(value_err(path, "inputs", "at least one input is needed"));
@@ -667,4 +667,9 @@ mod example_tests {
         assert_eq!(f.output.compression, Compression::Lz4);
         assert_eq!(f.output.batch.max_bytes, ByteSize(1 << 20));
     }
+}
+
+/// This machine's host name: what `host:` defaults to.
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
 }

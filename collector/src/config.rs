@@ -86,6 +86,9 @@ pub struct IngestFile {
     /// arrival time (the original is kept in `fields.original_timestamp_ms`);
     /// default 365d.
     pub max_clock_skew: Option<HumanDuration>,
+    /// `enforce` (default with `tls.client_ca`): records' host must be one of the
+    /// agent certificate's names; `tag`: any host, the identity is recorded.
+    pub identity: Option<crate::ingest::identity::IdentityMode>,
 }
 
 fn default_ingest_listen() -> String {
@@ -249,6 +252,8 @@ pub struct CollectorConfig {
     /// `ingest.tls.cert` and `client_ca`, named in handshake failures.
     pub tls_cert_path: PathBuf,
     pub tls_client_ca_path: Option<PathBuf>,
+    /// `ingest.identity` when agents present certificates (`client_ca` set).
+    pub identity: Option<crate::ingest::identity::IdentityMode>,
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub max_inflight_bytes: usize,
@@ -572,7 +577,19 @@ impl CollectorConfigFile {
             Some(k) => Some(resolve_kafka(path, k)?),
             None => None,
         };
+        let identity = match (&self.ingest.tls.client_ca, self.ingest.identity) {
+            (Some(_), mode) => Some(mode.unwrap_or_default()),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(value_err(
+                    path,
+                    "ingest.identity",
+                    "needs ingest.tls.client_ca: without client certificates agents have no identity",
+                ));
+            }
+        };
         Ok(CollectorConfig {
+            identity,
             kafka,
             data_dir: self.data_dir,
             log_level: self.log_level,

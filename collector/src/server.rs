@@ -212,6 +212,7 @@ impl Collector {
         ingest.idle_timeout = self.config.idle_timeout;
         ingest.budget = crate::ingest::budget::MemoryBudget::new(self.config.max_inflight_bytes);
         ingest.max_connections_per_ip = self.config.max_connections_per_ip;
+        ingest.identity = self.config.identity;
         ingest.run(self.ingest, shutdown.clone()).await;
         let api_result = api.await;
         if let Some(k) = kafka {

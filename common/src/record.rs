@@ -10,9 +10,11 @@
 //!
 //! ```text
 //! payload := block*
-//! block   := u32 block_len                 bytes that follow in this block
+//! block   := u32 block_len                 bytes that follow in this block; bit 31
+//!                                          (BLOCK_HAS_AGENT) is a flag, not length
 //!            u16 host_len   host           UTF-8
 //!            u16 source_len source         UTF-8 (file path or syslog+udp://IP)
+//!            [u16 agent_len agent]         only with BLOCK_HAS_AGENT: UTF-8
 //!            u64 source_id                 identity of the source (0 = none)
 //!            u32 fields_len fields         JSON object, or empty
 //!            u32 record_count
@@ -26,6 +28,12 @@
 //! ```
 //! All integers are little-endian. Decoding never trusts a length: every field is
 //! bounds-checked and a malformed payload is an error, never a panic.
+//!
+//! `agent` is the identity the collector authenticated (the sender's certificate
+//! name): agents never send it; the collector stamps it on every block it stores
+//! from a mutual-TLS connection ([`stamp_agent`]). Payloads are at most 64 MiB, so
+//! bit 31 of a block length was never set before the flag existed: blocks stored
+//! earlier decode unchanged, with no agent.
 
 use bytes::BufMut;
 use thiserror::Error;
@@ -42,6 +50,8 @@ const KNOWN_FLAGS: u8 = FLAG_PARTIAL | FLAG_TRUNCATED | FLAG_HAS_FIELDS;
 pub const RECORD_HEADER_LEN: usize = 4 + 1 + 8 + 8;
 /// Fixed part of a block header (without host, source and fields bytes).
 pub const BLOCK_HEADER_FIXED_LEN: usize = 4 + 2 + 2 + 8 + 4 + 4;
+/// Bit of a block's length word: the block carries the sender's authenticated identity.
+pub const BLOCK_HAS_AGENT: u32 = 1 << 31;
 
 /// Why a payload could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -66,6 +76,8 @@ pub enum DecodeError {
     UnknownFlags { at: usize, flags: u8 },
     #[error("{what} at byte {at} is not a JSON object")]
     BadFields { at: usize, what: &'static str },
+    #[error("block at byte {at} names an agent: only the collector sets it")]
+    ClaimsAgent { at: usize },
 }
 
 /// Metadata shared by all records of a block.
@@ -77,6 +89,21 @@ pub struct BlockHeader<'a> {
     /// Static fields (JSON object) or empty.
     pub fields: &'a [u8],
     pub record_count: u32,
+    /// The sender's authenticated identity, or empty (see the module docs).
+    pub agent: &'a str,
+}
+
+impl<'a> BlockHeader<'a> {
+    /// Whose deduplication state the block's records belong to: the authenticated
+    /// agent when there is one (so no sender can touch another's high-water marks,
+    /// whatever host it claims), else the claimed host.
+    pub fn dedup_key(&self) -> &'a str {
+        if self.agent.is_empty() {
+            self.host
+        } else {
+            self.agent
+        }
+    }
 }
 
 /// One record, borrowed from a payload.
@@ -180,7 +207,8 @@ impl<'a> Blocks<'a> {
             pos: self.pos,
             base: 0,
         };
-        let len = c.u32("block length")? as usize;
+        let word = c.u32("block length")?;
+        let len = (word & !BLOCK_HAS_AGENT) as usize;
         let body = c.take(len, "block body")?;
         self.pos = c.pos;
         let mut b = Cursor {
@@ -192,6 +220,12 @@ impl<'a> Blocks<'a> {
         let host = b.str(host_len, "host")?;
         let source_len = b.u16("source length")? as usize;
         let source = b.str(source_len, "source")?;
+        let agent = if word & BLOCK_HAS_AGENT != 0 {
+            let n = b.u16("agent length")? as usize;
+            b.str(n, "agent")?
+        } else {
+            ""
+        };
         let source_id = b.u64("source id")?;
         let fields_len = b.u32("fields length")? as usize;
         let fields_at = b.base + b.pos;
@@ -210,6 +244,7 @@ impl<'a> Blocks<'a> {
                 source_id,
                 fields,
                 record_count,
+                agent,
             },
             bytes: &self.buf[start..self.pos],
             records: &body[b.pos..],
@@ -375,6 +410,7 @@ pub struct BlockWriter {
     start: usize,
     count_at: usize,
     count: u32,
+    flags: u32,
 }
 
 impl BlockWriter {
@@ -387,14 +423,36 @@ impl BlockWriter {
         source_id: u64,
         fields: &[u8],
     ) -> Self {
+        Self::begin_as(buf, host, source, "", source_id, fields)
+    }
+
+    /// Start a block with the same metadata as `h` (agent included).
+    pub fn begin_like(buf: &mut Vec<u8>, h: &BlockHeader<'_>) -> Self {
+        Self::begin_as(buf, h.host, h.source, h.agent, h.source_id, h.fields)
+    }
+
+    /// Start a block stamped with `agent` (none when empty).
+    pub fn begin_as(
+        buf: &mut Vec<u8>,
+        host: &str,
+        source: &str,
+        agent: &str,
+        source_id: u64,
+        fields: &[u8],
+    ) -> Self {
         let start = buf.len();
         let host = cut_str(host, u16::MAX as usize);
         let source = cut_str(source, u16::MAX as usize);
+        let agent = cut_str(agent, u16::MAX as usize);
         buf.put_u32_le(0);
         buf.put_u16_le(host.len() as u16);
         buf.put_slice(host.as_bytes());
         buf.put_u16_le(source.len() as u16);
         buf.put_slice(source.as_bytes());
+        if !agent.is_empty() {
+            buf.put_u16_le(agent.len() as u16);
+            buf.put_slice(agent.as_bytes());
+        }
         buf.put_u64_le(source_id);
         buf.put_u32_le(fields.len() as u32);
         buf.put_slice(fields);
@@ -404,6 +462,7 @@ impl BlockWriter {
             start,
             count_at,
             count: 0,
+            flags: if agent.is_empty() { 0 } else { BLOCK_HAS_AGENT },
         }
     }
 
@@ -445,10 +504,49 @@ impl BlockWriter {
             buf.truncate(self.start);
             return;
         }
-        let len = (buf.len() - self.start - 4) as u32;
+        self.finish_nonempty(buf);
+    }
+
+    fn finish_nonempty(self, buf: &mut [u8]) {
+        let len = (buf.len() - self.start - 4) as u32 | self.flags;
         buf[self.start..self.start + 4].copy_from_slice(&len.to_le_bytes());
         buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
     }
+}
+
+/// Copy `payload` into `out` with every block stamped with `agent`, the
+/// identity the collector authenticated; a block that already names one is
+/// refused (senders never set it). The records are copied as they are.
+pub fn stamp_agent(payload: &[u8], agent: &str, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    out.reserve(payload.len() + 64);
+    let mut at = 0;
+    for block in blocks(payload, false) {
+        let block = block?;
+        let h = block.header;
+        if !h.agent.is_empty() {
+            return Err(DecodeError::ClaimsAgent { at });
+        }
+        at += block.bytes.len();
+        let mut w = BlockWriter::begin_as(out, h.host, h.source, agent, h.source_id, h.fields);
+        out.extend_from_slice(block.records);
+        w.count = h.record_count;
+        // A block without records (allowed on the wire) keeps its header.
+        w.finish_nonempty(out);
+    }
+    Ok(())
+}
+
+/// The byte offset of the first block that names an agent, if any.
+pub fn claims_agent(payload: &[u8]) -> Result<Option<usize>, DecodeError> {
+    let mut at = 0;
+    for block in blocks(payload, false) {
+        let block = block?;
+        if !block.header.agent.is_empty() {
+            return Ok(Some(at));
+        }
+        at += block.bytes.len();
+    }
+    Ok(None)
 }
 
 fn cut_str(s: &str, max: usize) -> &str {
@@ -513,6 +611,47 @@ mod tests {
         b.push(&mut buf, 0, 999, 0, b"", b"");
         b.finish(&mut buf);
         buf
+    }
+
+    #[test]
+    fn stamped_agent_roundtrips_and_cannot_be_claimed() {
+        let plain = sample();
+        assert_eq!(claims_agent(&plain), Ok(None));
+        let mut stamped = Vec::new();
+        stamp_agent(&plain, "web-01.example", &mut stamped).unwrap();
+        let before: Vec<_> = blocks(&plain, true).collect::<Result<_, _>>().unwrap();
+        let after: Vec<_> = blocks(&stamped, true).collect::<Result<_, _>>().unwrap();
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(b.header.agent, "");
+            assert_eq!(b.header.dedup_key(), b.header.host);
+            assert_eq!(a.header.agent, "web-01.example");
+            assert_eq!(a.header.dedup_key(), "web-01.example");
+            assert_eq!(
+                BlockHeader {
+                    agent: "",
+                    ..a.header
+                },
+                b.header
+            );
+            let rb: Vec<_> = b.records().collect::<Result<_, _>>().unwrap();
+            let ra: Vec<_> = a.records().collect::<Result<_, _>>().unwrap();
+            assert_eq!(rb, ra);
+        }
+        assert_eq!(summarize(&stamped).unwrap().records, 3);
+        // A block copied with begin_like keeps its agent.
+        let mut copy = Vec::new();
+        let mut w = BlockWriter::begin_like(&mut copy, &after[0].header);
+        w.push(&mut copy, 0, 5, 9, b"", b"x");
+        w.finish(&mut copy);
+        let c = blocks(&copy, true).next().unwrap().unwrap();
+        assert_eq!(c.header.agent, "web-01.example");
+        // A sender cannot bring its own identity.
+        assert_eq!(claims_agent(&stamped), Ok(Some(0)));
+        assert_eq!(
+            stamp_agent(&stamped, "other", &mut Vec::new()),
+            Err(DecodeError::ClaimsAgent { at: 0 })
+        );
     }
 
     #[test]
@@ -595,6 +734,7 @@ mod tests {
             source_id: 77,
             fields: b"",
             record_count: 1,
+            agent: "",
         };
         let renamed = BlockHeader {
             source: "/var/log/a.log.1",

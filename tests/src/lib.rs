@@ -16,6 +16,8 @@ use serde_json::Value;
 use tributary_collector::client::ApiClient;
 use tributary_collector::setup::certs::{self, CertFiles};
 
+pub mod pki;
+
 /// Directory holding the built binaries (`target/release` or `target/debug`).
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -294,6 +296,13 @@ impl Env {
         nofile: Option<u32>,
     ) -> Collector {
         let cfg = self.path().join("collector.yaml");
+        // The tests' agents share one certificate under many host names: the
+        // collector records its identity (`tag`) unless a test asks otherwise.
+        let ingest_yaml = if ingest_yaml.contains("identity:") {
+            ingest_yaml.to_owned()
+        } else {
+            format!("  identity: tag\n{ingest_yaml}")
+        };
         let yaml = format!(
             "data_dir: {data}\ningest:\n  listen: 127.0.0.1:{ingest}\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n{ingest_yaml}api:\n  listen: 127.0.0.1:{api}\n{api_yaml}{extra_yaml}",
             data = self.path().join("collector-data").display(),

@@ -401,7 +401,7 @@ fn errors_say_what_to_do_once() {
     collector.wait_for_count("app", 1, Duration::from_secs(30), &agent);
     let clog = collector.proc.log_text();
     assert!(
-        clog.contains("agent connected host=web-01 certificate=tributary-agent"),
+        clog.contains("agent connected host=web-01 identity=tributary-agent"),
         "{clog}"
     );
 

@@ -149,6 +149,10 @@ fn kcat_lists_topics_and_reads_every_shipped_line_once_by_offset_and_by_time() {
                 };
                 headers.insert(k.clone(), v);
             }
+            // The certificate identity the collector stamped (mutual TLS).
+            if let Some(agent) = r.json["agent"].as_str() {
+                headers.insert("agent".to_owned(), agent.to_owned());
+            }
             Seen {
                 partition: r.partition,
                 offset: r.offset,

@@ -224,6 +224,9 @@ pub struct RecordJson<'a> {
     pub source: &'a str,
     pub message: std::borrow::Cow<'a, str>,
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The sender's certificate identity (mutual TLS), when there is one.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub agent: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -245,6 +248,7 @@ impl<'a> RecordJson<'a> {
             source: &r.source,
             message: String::from_utf8_lossy(&r.message),
             fields,
+            agent: &r.agent,
             partial: r.flags & tributary_common::record::FLAG_PARTIAL != 0,
             truncated: r.flags & tributary_common::record::FLAG_TRUNCATED != 0,
         }

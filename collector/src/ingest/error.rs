@@ -49,6 +49,9 @@ pub enum ConnectionError {
     /// A blocking task (decompression, validation) panicked: a bug.
     #[error("batch task failed")]
     Task(#[from] JoinError),
+    /// The agent's certificate does not allow what it sent.
+    #[error("refused by identity")]
+    Identity(#[source] super::identity::IdentityError),
     #[error("cannot write to the agent")]
     Send(#[source] WireError),
     #[error("the agent does not read its acknowledgements")]

@@ -21,17 +21,19 @@ use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_common::wire::{
-    BATCH_HEAD_MAX, BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES, ErrorCode, Frame,
-    FrameCodec, PROTOCOL_VERSION, WireError, declared_batch_len, decode_frame,
+    BATCH_HEAD_MAX, BatchError, BatchFrame, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_BYTES,
+    ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, WireError, declared_batch_len, decode_frame,
 };
 
 pub mod budget;
 pub mod error;
+pub mod identity;
 
 use crate::metrics::Metrics;
 use crate::storage::{Appended, Storage, StorageError};
 use budget::{MemoryBudget, PeerBudget, Reserved};
 pub use error::ConnectionError;
+use identity::{IdentityError, IdentityMode, PeerIdentity};
 use tributary_common::error::report;
 use tributary_common::limits::PerIp;
 
@@ -69,6 +71,8 @@ pub struct Ingest {
     /// Bytes of frames and decompressed payloads in memory, all connections.
     pub budget: MemoryBudget,
     pub max_connections_per_ip: usize,
+    /// `ingest.identity`; `None` without mutual TLS (no client CA, no identity).
+    pub identity: Option<IdentityMode>,
     per_ip: PerIp,
 }
 
@@ -91,6 +95,7 @@ impl Ingest {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             budget: MemoryBudget::new(DEFAULT_MAX_INFLIGHT_BYTES),
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            identity: None,
             per_ip: PerIp::default(),
         }
     }
@@ -189,12 +194,12 @@ impl Ingest {
             }
         };
         // The certificate's names (mutual TLS): who this agent proved to be.
-        let identity = tls
+        let names = tls
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|c| c.first())
-            .map(|c| tributary_common::tls::cert_names(c).join(","))
+            .map(tributary_common::tls::cert_names)
             .unwrap_or_default();
         let (r, w) = tokio::io::split(tls);
         let mut reader = FrameReader {
@@ -249,6 +254,25 @@ impl Ingest {
                 return Err(ConnectionError::NoHello);
             }
         };
+        let peer_id = match self.identity {
+            Some(mode) => {
+                match PeerIdentity::new(names, mode).and_then(|p| p.check_hello(&host).map(|()| p))
+                {
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(e) => {
+                        self.metrics.error("identity");
+                        let _ = writer
+                            .send(Frame::Error {
+                                code: ErrorCode::Forbidden,
+                                message: e.to_string(),
+                            })
+                            .await;
+                        return Err(ConnectionError::Identity(e));
+                    }
+                }
+            }
+            None => None,
+        };
         writer
             .send(Frame::Welcome {
                 version: PROTOCOL_VERSION,
@@ -259,7 +283,7 @@ impl Ingest {
             .map_err(ConnectionError::Send)?;
         tracing::info!(
             %host,
-            certificate = %if identity.is_empty() { "-" } else { identity.as_str() },
+            identity = %peer_id.as_ref().map_or("-", |p| p.agent.as_str()),
             %peer,
             version = %agent_version,
             "agent connected"
@@ -267,7 +291,9 @@ impl Ingest {
 
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(ACK_QUEUE);
         let acker = tokio::spawn(acknowledge(self.clone(), writer, ack_rx));
-        let result = self.read_loop(&mut reader, &ack_tx, &shutdown).await;
+        let result = self
+            .read_loop(&mut reader, &ack_tx, peer_id, &shutdown)
+            .await;
         drop(ack_tx);
         let ack_result = acker.await.unwrap_or_else(|e| Err(e.into()));
         result.and(ack_result)
@@ -277,6 +303,7 @@ impl Ingest {
         self: &Arc<Self>,
         reader: &mut FrameReader<R>,
         ack_tx: &mpsc::Sender<Pending>,
+        peer_id: Option<Arc<PeerIdentity>>,
         shutdown: &CancellationToken,
     ) -> Result<(), ConnectionError> {
         let mut batches = 0u64;
@@ -328,7 +355,7 @@ impl Ingest {
             };
             batches += 1;
             let (batch, held) = batch;
-            match self.store_batch(batch, held).await {
+            match self.store_batch(batch, held, peer_id.clone()).await {
                 Ok(p) => {
                     if ack_tx.send(p).await.is_err() {
                         return Ok(());
@@ -347,17 +374,38 @@ impl Ingest {
     /// `_held`: the memory budget of the frame and its decompressed payload (the
     /// declared size, which `open` enforces), reserved by the reader and returned
     /// once the batch is appended.
-    async fn store_batch(&self, batch: BatchFrame, _held: Reserved) -> Result<Pending, Fatal> {
+    async fn store_batch(
+        &self,
+        batch: BatchFrame,
+        _held: Reserved,
+        peer_id: Option<Arc<PeerIdentity>>,
+    ) -> Result<Pending, Fatal> {
         let seq = batch.seq;
         let compressed = batch.payload.len() as u64;
         let limit = self.max_batch_bytes;
         let topic = batch.topic.clone();
         // Decompression and validation are CPU work: keep them off the runtime threads.
-        let opened = tokio::task::spawn_blocking(move || batch.open(limit))
-            .await
-            .map_err(|e| Fatal::new(ErrorCode::Unknown, e.into()))?;
+        let opened = tokio::task::spawn_blocking(move || {
+            let (payload, summary) = batch.open(limit)?;
+            // Who sent it: stamped on every block (mutual TLS), else checked unclaimed.
+            let payload = match &peer_id {
+                Some(p) => p.stamp(&payload),
+                None => identity::check_unstamped(&payload).map(|()| payload),
+            };
+            Ok::<_, BatchError>(payload.map(|p| (p, summary)))
+        })
+        .await
+        .map_err(|e| Fatal::new(ErrorCode::Unknown, e.into()))?;
         let (payload, summary) = match opened {
-            Ok(x) => x,
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                let code = match e {
+                    IdentityError::Payload(_) => ErrorCode::BadPayload,
+                    _ => ErrorCode::Forbidden,
+                };
+                self.metrics.error("identity");
+                return Err(Fatal::new(code, ConnectionError::Identity(e)));
+            }
             Err(e) => {
                 let kind = match e.code() {
                     ErrorCode::BadChecksum => "bad_checksum",

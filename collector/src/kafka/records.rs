@@ -55,6 +55,13 @@ pub fn to_kafka(r: &StoredRecord, base: u64) -> Record {
     for fields in [&r.block_fields[..], &r.fields[..]] {
         add_fields(&mut headers, fields);
     }
+    // After the fields, so that no field can pass for the authenticated identity.
+    if !r.agent.is_empty() {
+        headers.insert(
+            StrBytes::from_static_str("agent"),
+            Some(Bytes::copy_from_slice(r.agent.as_bytes())),
+        );
+    }
     if r.flags & FLAG_PARTIAL != 0 {
         headers.insert(
             StrBytes::from_static_str("partial"),
@@ -163,6 +170,7 @@ mod tests {
             timestamp_ms: 1_795_600_000_000 + offset as i64,
             host: Arc::from("web-01"),
             source: Arc::from("/var/log/app.log"),
+            agent: Arc::from(""),
             source_id: 7,
             source_offset: offset * 10,
             flags,

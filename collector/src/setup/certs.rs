@@ -223,18 +223,23 @@ fn agent_params(name: &str, days: u32) -> Result<CertificateParams, rcgen::Error
     Ok(p)
 }
 
-/// Issue an agent client certificate named `name` (its common name) from the CA in
-/// `dir` (`ca.pem` + `ca.key` written by [`generate`]): writes `dir/<name>.pem` and
-/// `dir/<name>.key` and returns their paths. Valid `days` days.
-pub fn issue_agent(dir: &Path, name: &str, days: u32) -> Result<(PathBuf, PathBuf), CertError> {
-    let ok = !name.is_empty()
+/// Whether `name` can name an agent certificate (and its files in the cert directory).
+pub fn valid_agent_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name != "."
         && name != ".."
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !ok || ["ca", "collector"].contains(&name) {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !["ca", "collector", "crl"].contains(&name)
+}
+
+/// Issue an agent client certificate named `name` (its common name) from the CA in
+/// `dir` (`ca.pem` + `ca.key` written by [`generate`]): writes `dir/<name>.pem` and
+/// `dir/<name>.key` and returns their paths. Valid `days` days.
+pub fn issue_agent(dir: &Path, name: &str, days: u32) -> Result<(PathBuf, PathBuf), CertError> {
+    if !valid_agent_name(name) {
         return Err(CertError::BadName(name.to_owned()));
     }
     let files = CertFiles::in_dir(dir);

@@ -65,6 +65,19 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     } else {
         certs::generate(&cert_dir, &[])?
     };
+    // The agent's certificate names this host, so the collector (identity:
+    // enforce) accepts its records under the host name they carry; a host name
+    // that cannot be a certificate name ships as `tributary-agent`.
+    let host = gethostname_for_cert();
+    let (agent_cert, agent_key) = match &host {
+        Some(h) if cert_dir.join(format!("{h}.pem")).exists() => (
+            cert_dir.join(format!("{h}.pem")),
+            cert_dir.join(format!("{h}.key")),
+        ),
+        Some(h) => certs::issue_agent(&cert_dir, h, certs::DEFAULT_DAYS)?,
+        None => (certs.agent_cert.clone(), certs.agent_key.clone()),
+    };
+    let host = host.unwrap_or_else(|| "tributary-agent".to_owned());
     let demo_log = data.join("demo").join("app.log");
     let collector_yaml = data.join("collector.yaml");
     let agent_yaml = data.join("agent.yaml");
@@ -100,6 +113,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
         &agent_yaml,
         &format!(
             "# Written by `tributary quickstart`.\n\
+             host: {host}\n\
              data_dir: {agent_data}\n\
              inputs:\n\
              \x20 - type: file\n    topic: demo\n    include: [\"{demo}\"]\n    read_from: beginning\n    fields: {{env: quickstart}}\n\
@@ -108,8 +122,8 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
             agent_data = data.join("agent").display(),
             demo = demo_log.display(),
             ca = certs.ca.display(),
-            cert = certs.agent_cert.display(),
-            key = certs.agent_key.display(),
+            cert = agent_cert.display(),
+            key = agent_key.display(),
         ),
     )?;
     // The demo file exists before the agent's first scan looks for it.
@@ -240,4 +254,10 @@ async fn write_demo(path: PathBuf, shutdown: CancellationToken) {
             return;
         }
     }
+}
+
+/// This machine's host name, when it can name an agent certificate.
+fn gethostname_for_cert() -> Option<String> {
+    let h = tributary_agent::config::hostname().to_ascii_lowercase();
+    certs::valid_agent_name(&h).then_some(h)
 }

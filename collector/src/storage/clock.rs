@@ -31,7 +31,7 @@ pub fn sanitize(
     for block in record::blocks(payload, false) {
         let block = block?;
         let h = block.header;
-        let mut w = BlockWriter::begin(&mut out, h.host, h.source, h.source_id, h.fields);
+        let mut w = BlockWriter::begin_like(&mut out, &h);
         for r in block.records() {
             let r = r?;
             if (lo..=hi).contains(&r.timestamp_ms) {

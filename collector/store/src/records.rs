@@ -16,6 +16,8 @@ pub struct StoredRecord {
     pub timestamp_ms: i64,
     pub host: Arc<str>,
     pub source: Arc<str>,
+    /// The identity the collector authenticated for the sender (mutual TLS), or empty.
+    pub agent: Arc<str>,
     pub source_id: u64,
     pub source_offset: u64,
     /// `tributary_common::record::FLAG_*` bits.
@@ -87,6 +89,7 @@ pub(crate) fn collect(
         }
         let host: Arc<str> = Arc::from(block.header.host);
         let source: Arc<str> = Arc::from(block.header.source);
+        let agent: Arc<str> = Arc::from(block.header.agent);
         let block_fields: Arc<[u8]> = Arc::from(block.header.fields);
         for r in block.records() {
             let r = r.map_err(|e| format!("record does not decode: {e}"))?;
@@ -101,6 +104,7 @@ pub(crate) fn collect(
                     timestamp_ms: r.timestamp_ms,
                     host: host.clone(),
                     source: source.clone(),
+                    agent: agent.clone(),
                     source_id: block.header.source_id,
                     source_offset: r.source_offset,
                     flags: r.flags,

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     Storage = 9,
     ShuttingDown = 10,
     Timeout = 11,
+    /// The agent's certificate does not allow what it sent (host, identity).
+    Forbidden = 12,
 }
 
 impl ErrorCode {
@@ -55,6 +57,7 @@ impl ErrorCode {
             9 => Self::Storage,
             10 => Self::ShuttingDown,
             11 => Self::Timeout,
+            12 => Self::Forbidden,
             _ => Self::Unknown,
         }
     }

@@ -14,8 +14,12 @@
 //! so they never hold a record the log lost.
 //!
 //! Records with `source_id == 0` (syslog, which has no replayable source) are never
-//! deduplicated. The host is part of the key (compared in full) so that two hosts
-//! with the same inode numbers and identical first lines (cloned images) stay apart.
+//! deduplicated. The sender is part of the key (compared in full) so that two hosts
+//! with the same inode numbers and identical first lines (cloned images) stay apart:
+//! its authenticated identity when the block carries one (mutual TLS), else the host
+//! it claims ([`BlockHeader::dedup_key`](tributary_common::record::BlockHeader::dedup_key)).
+//! So with mutual TLS no agent can raise another agent's marks, whatever host and
+//! source id it claims.
 
 mod rebuild;
 mod snapshot;
@@ -78,7 +82,12 @@ impl Sources {
                 last = Some(r?.source_offset);
             }
             if let Some(last) = last {
-                self.raise(block.header.source_id, block.header.host, last, batch);
+                self.raise(
+                    block.header.source_id,
+                    block.header.dedup_key(),
+                    last,
+                    batch,
+                );
             }
         }
         Ok(())
@@ -108,9 +117,9 @@ impl Sources {
             }
             let seen = local
                 .iter_mut()
-                .find(|(host, id, _)| *id == h.source_id && *host == h.host);
+                .find(|(host, id, _)| *id == h.source_id && *host == h.dedup_key());
             if self
-                .get(h.host, h.source_id)
+                .get(h.dedup_key(), h.source_id)
                 .is_some_and(|high| first <= high)
                 || seen.as_ref().is_some_and(|s| first <= s.2)
             {
@@ -119,7 +128,7 @@ impl Sources {
             }
             match seen {
                 Some(s) => s.2 = last,
-                None => local.push((h.host, h.source_id, last)),
+                None => local.push((h.dedup_key(), h.source_id, last)),
             }
         }
         if !overlap {
@@ -133,14 +142,14 @@ impl Sources {
             let block = block?;
             let h = block.header;
             let stored = (h.source_id != 0)
-                .then(|| self.get(h.host, h.source_id))
+                .then(|| self.get(h.dedup_key(), h.source_id))
                 .flatten();
             let earlier = local
                 .iter()
-                .find(|(host, id, _)| *id == h.source_id && *host == h.host)
+                .find(|(host, id, _)| *id == h.source_id && *host == h.dedup_key())
                 .map(|s| s.2);
             let mut high = stored.max(earlier);
-            let mut w = BlockWriter::begin(&mut out, h.host, h.source, h.source_id, h.fields);
+            let mut w = BlockWriter::begin_like(&mut out, &h);
             for r in block.records() {
                 let r = r?;
                 if high.is_some_and(|high| r.source_offset <= high) {
@@ -164,10 +173,10 @@ impl Sources {
             if let Some(high) = high.filter(|_| h.source_id != 0) {
                 match local
                     .iter_mut()
-                    .find(|(host, id, _)| *id == h.source_id && *host == h.host)
+                    .find(|(host, id, _)| *id == h.source_id && *host == h.dedup_key())
                 {
                     Some(s) => s.2 = high,
-                    None => local.push((h.host, h.source_id, high)),
+                    None => local.push((h.dedup_key(), h.source_id, high)),
                 }
             }
         }

@@ -1,0 +1,391 @@
+//! Who may write what, and who may read, against real processes: agent identity
+//! bound to client certificates made by `openssl` (an administrator's own PKI) and
+//! by `tributary certs`; deduplication that no agent can poison for another.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tributary_common::codec::Compression;
+use tributary_common::record::BlockWriter;
+use tributary_common::wire::{BatchFrame, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION};
+use tributary_e2e::pki::Pki;
+use tributary_e2e::{Collector, Env, Proc, append_lines, block_on};
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// An agent connection made by hand with the certificate `cert`/`key`, past HELLO
+/// as `host`: the collector's answer to HELLO (`None` = WELCOME) and the framed halves.
+struct Raw {
+    reader: FramedRead<tokio::io::ReadHalf<Tls>, FrameCodec>,
+    writer: FramedWrite<tokio::io::WriteHalf<Tls>, FrameCodec>,
+    seq: u64,
+}
+
+impl Raw {
+    async fn connect(
+        env: &Env,
+        c: &Collector,
+        cert: &Path,
+        key: &Path,
+        host: &str,
+    ) -> Result<Raw, Frame> {
+        let config = tributary_common::tls::client_config(&env.certs.ca, Some((cert, key)))
+            .expect("client config");
+        let tcp = TcpStream::connect(("127.0.0.1", c.ingest_port))
+            .await
+            .expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(&config))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        tls.flush().await.expect("flush");
+        let (r, w) = tokio::io::split(tls);
+        let mut reader = FramedRead::new(r, FrameCodec::new(1 << 20));
+        let mut writer = FramedWrite::new(w, FrameCodec::new(64 << 20));
+        writer
+            .send(Frame::Hello {
+                version: PROTOCOL_VERSION,
+                host: host.into(),
+                agent: "hand-made".into(),
+            })
+            .await
+            .expect("send hello");
+        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(Some(Ok(Frame::Welcome { .. }))) => Ok(Raw {
+                reader,
+                writer,
+                seq: 0,
+            }),
+            Ok(Some(Ok(f))) => Err(f),
+            other => panic!("no answer to HELLO: {other:?}"),
+        }
+    }
+
+    /// Send one batch of `payload` to `topic` and return the collector's answer.
+    async fn send(&mut self, topic: &str, payload: &[u8], records: u32) -> Frame {
+        self.seq += 1;
+        let mut scratch = Vec::new();
+        let b = BatchFrame::build(
+            self.seq,
+            topic,
+            Compression::Lz4,
+            records,
+            payload,
+            &mut scratch,
+        );
+        self.writer.send(Frame::Batch(b)).await.expect("send batch");
+        match tokio::time::timeout(Duration::from_secs(10), self.reader.next()).await {
+            Ok(Some(Ok(f))) => f,
+            other => panic!("no answer to a batch: {other:?}"),
+        }
+    }
+}
+
+/// One block of `n` records claiming (`host`, `source`, `source_id`), at `offset`.
+fn forged(host: &str, source: &str, source_id: u64, offset: u64, n: u32) -> Vec<u8> {
+    let mut p = Vec::new();
+    let mut w = BlockWriter::begin(&mut p, host, source, source_id, b"");
+    for i in 0..n {
+        w.push(
+            &mut p,
+            0,
+            1_700_000_000_000,
+            offset + u64::from(i),
+            b"",
+            b"forged line",
+        );
+    }
+    w.finish(&mut p);
+    p
+}
+
+/// The `source_id` the agent in `data_dir` saved for `path` once it was acknowledged
+/// (what an attacker who can read that host's checkpoint file would use).
+fn saved_source_id(data_dir: &Path, path: &Path, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(data_dir.join("checkpoints.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            let mut found = None;
+            find_entry(&v, path.to_str().expect("utf-8 path"), &mut found);
+            if let Some(id) = found {
+                return id;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn find_entry(v: &serde_json::Value, path: &str, found: &mut Option<u64>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.values().any(|x| x == path)
+                && let Some(id) = m.get("source_id").and_then(serde_json::Value::as_u64)
+            {
+                *found = Some(id);
+            }
+            m.values().for_each(|x| find_entry(x, path, found));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| find_entry(x, path, found)),
+        _ => {}
+    }
+}
+
+fn agent_yaml(
+    env: &Env,
+    c: &Collector,
+    name: &str,
+    host: &str,
+    log: &Path,
+    cert: &Path,
+    key: &Path,
+) -> String {
+    format!(
+        "host: {host}\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{log}\"]\n    read_from: beginning\n\
+         output:\n  collectors: [\"127.0.0.1:{port}\"]\n  tls:\n    ca: {ca}\n    cert: {cert}\n    key: {key}\n    server_name: localhost\n  batch: {{linger_ms: 20}}\n",
+        data = env.path().join(format!("{name}-data")).display(),
+        log = log.display(),
+        port = c.ingest_port,
+        ca = env.certs.ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+/// Where the tests' input files live (not beside the processes' own logs).
+fn logs_dir(env: &Env) -> std::path::PathBuf {
+    let d = env.path().join("logs");
+    std::fs::create_dir_all(&d).expect("logs dir");
+    d
+}
+
+fn lines(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("{prefix} line {i:05}")).collect()
+}
+
+/// Every line of `expected` is stored exactly once under `host`.
+fn assert_exactly_once(c: &Collector, host: &str, expected: &[String]) {
+    let got: Vec<String> = c
+        .read_all("app")
+        .into_iter()
+        .filter(|r| r.host == host && r.message != "forged line")
+        .map(|r| r.message)
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "{host}: duplicates stored");
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(sorted, want, "{host}: lines lost");
+}
+
+fn wait_for_log(p: &Proc, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !p.log_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "`{needle}` not logged within {timeout:?}:\n{}",
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `identity: enforce` with an administrator's openssl PKI: an agent writes only as
+/// the names of its certificate; a forged source id with a huge offset under its
+/// own name leaves another agent's lines untouched.
+#[test]
+fn enforce_binds_hosts_to_certificates_made_by_openssl() {
+    let mut env = Env::new();
+    let pki = Pki::new(&env.path().join("pki"));
+    env.certs = pki.cert_files("web-01");
+    let (b_cert, b_key) = pki.issue("web-02", "DNS:web-02,DNS:web-02.example.com", "clientAuth");
+    let c = env.start_collector_with("  identity: enforce\n", "");
+
+    // Agent A, host web-01 with the certificate for web-01.
+    let a_log = logs_dir(&env).join("a.log");
+    append_lines(&a_log, lines("a", 0..200));
+    let a_yaml = agent_yaml(
+        &env,
+        &c,
+        "a",
+        "web-01",
+        &a_log,
+        &env.certs.agent_cert,
+        &env.certs.agent_key,
+    );
+    let mut a = env.start_agent("a", &a_yaml);
+    c.wait_for_count("app", 200, Duration::from_secs(30), &a);
+    assert!(
+        c.read_all("app")
+            .iter()
+            .all(|r| r.json["agent"] == "web-01")
+    );
+
+    // The same certificate claiming to be db-prod-01: refused, nothing stored, and
+    // both sides say why.
+    let m_log = logs_dir(&env).join("m.log");
+    append_lines(&m_log, lines("m", 0..10));
+    let m_yaml = agent_yaml(
+        &env,
+        &c,
+        "m",
+        "db-prod-01",
+        &m_log,
+        &env.certs.agent_cert,
+        &env.certs.agent_key,
+    );
+    let mut m = env.start_agent("m", &m_yaml);
+    wait_for_log(
+        &c.proc,
+        "host `db-prod-01` is not a name of the agent's certificate",
+        Duration::from_secs(20),
+    );
+    wait_for_log(
+        &m,
+        "host `db-prod-01` is not a name of the agent's certificate",
+        Duration::from_secs(20),
+    );
+    m.kill();
+    assert_eq!(c.count("app"), 200, "the impostor's records were stored");
+
+    // Agent B (web-02) by hand: writing as web-01 is refused whatever the source…
+    let a_id = saved_source_id(&env.path().join("a-data"), &a_log, Duration::from_secs(20));
+    let a_source = a_log.to_str().expect("utf-8 path");
+    block_on(async {
+        let mut b = Raw::connect(&env, &c, &b_cert, &b_key, "web-02")
+            .await
+            .expect("B is welcome");
+        match b
+            .send("app", &forged("web-01", a_source, a_id, 1 << 62, 1), 1)
+            .await
+        {
+            Frame::Error {
+                code: ErrorCode::Forbidden,
+                message,
+            } => {
+                assert!(message.contains("`web-01` is not a name"), "{message}")
+            }
+            other => panic!("B writing as web-01 was not refused: {other:?}"),
+        }
+        // …and under its own name, A's source id with a huge offset only lands in
+        // B's own deduplication state.
+        let mut b = Raw::connect(&env, &c, &b_cert, &b_key, "web-02.example.com")
+            .await
+            .expect("B is welcome");
+        match b
+            .send("app", &forged("web-02", a_source, a_id, 1 << 62, 1), 1)
+            .await
+        {
+            Frame::Ack { .. } => {}
+            other => panic!("B's own batch was not stored: {other:?}"),
+        }
+        // HELLO as another host is refused at once.
+        match Raw::connect(&env, &c, &b_cert, &b_key, "web-01").await {
+            Err(Frame::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            }) => {}
+            Err(other) => panic!("unexpected answer {other:?}"),
+            Ok(_) => panic!("HELLO as web-01 with web-02's certificate was welcome"),
+        }
+    });
+
+    // A goes on writing: every line arrives, once.
+    append_lines(&a_log, lines("a", 200..300));
+    c.wait_for_count("app", 301, Duration::from_secs(30), &a);
+    assert_exactly_once(&c, "web-01", &lines("a", 0..300));
+    let forged_rec: Vec<_> = c
+        .read_all("app")
+        .into_iter()
+        .filter(|r| r.message == "forged line")
+        .collect();
+    assert_eq!(forged_rec.len(), 1);
+    assert_eq!(forged_rec[0].json["agent"], "web-02");
+    a.terminate(Duration::from_secs(10));
+}
+
+/// `identity: tag` with certificates from `tributary certs`: any host is accepted
+/// and the identity is stored; the original probe (agent B sends A's host and
+/// source id with offset 2^63) no longer drops a single line of A.
+#[test]
+fn tag_records_identity_and_forged_offsets_drop_nothing() {
+    let env = Env::new();
+    let cert_dir = env.certs.ca.parent().expect("cert dir").to_owned();
+    let (code, _, err) = tributary_e2e::run(
+        "tributary",
+        &[
+            "certs",
+            "--out",
+            cert_dir.to_str().expect("utf-8"),
+            "--agent",
+            "web-02",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let c = env.start_collector_with("  identity: tag\n", "");
+
+    let a_log = logs_dir(&env).join("a.log");
+    append_lines(&a_log, lines("a", 0..200));
+    let a_yaml = agent_yaml(
+        &env,
+        &c,
+        "a",
+        "web-01",
+        &a_log,
+        &env.certs.agent_cert,
+        &env.certs.agent_key,
+    );
+    let mut a = env.start_agent("a", &a_yaml);
+    c.wait_for_count("app", 200, Duration::from_secs(30), &a);
+    let recs = c.read_all("app");
+    assert!(
+        recs.iter()
+            .all(|r| r.host == "web-01" && r.json["agent"] == "tributary-agent")
+    );
+
+    let a_id = saved_source_id(&env.path().join("a-data"), &a_log, Duration::from_secs(20));
+    let a_source = a_log.to_str().expect("utf-8 path");
+    block_on(async {
+        let (cert, key) = (cert_dir.join("web-02.pem"), cert_dir.join("web-02.key"));
+        let mut b = Raw::connect(&env, &c, &cert, &key, "web-01")
+            .await
+            .expect("tag welcomes any host");
+        match b
+            .send("app", &forged("web-01", a_source, a_id, 1 << 63, 1), 1)
+            .await
+        {
+            Frame::Ack { .. } => {}
+            other => panic!("forged batch not stored: {other:?}"),
+        }
+    });
+    append_lines(&a_log, lines("a", 200..300));
+    c.wait_for_count("app", 301, Duration::from_secs(30), &a);
+    assert_exactly_once(&c, "web-01", &lines("a", 0..300));
+    let forged_rec: Vec<_> = c
+        .read_all("app")
+        .into_iter()
+        .filter(|r| r.message == "forged line")
+        .collect();
+    assert_eq!(forged_rec.len(), 1);
+    assert_eq!(forged_rec[0].host, "web-01");
+    assert_eq!(
+        forged_rec[0].json["agent"], "web-02",
+        "the forgery carries its sender's identity"
+    );
+    a.terminate(Duration::from_secs(10));
+}
