@@ -126,7 +126,8 @@ pub fn check(config_path: &Path, config: &AgentConfig) -> Report {
 /// say what failed in terms of the config.
 pub async fn connect(config: &AgentConfig, r: &mut Report) {
     for (i, c) in config.collectors.iter().enumerate() {
-        match crate::ship::connect(c, &config.tls, &config.tls_files, &config.host).await {
+        match crate::ship::connect(c, &config.tls.current(), &config.tls_files, &config.host).await
+        {
             Ok((_reader, mut writer)) => {
                 use futures_util::SinkExt;
                 let _ =

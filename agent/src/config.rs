@@ -262,7 +262,9 @@ pub struct AgentConfig {
     pub files: Vec<FileInputConfig>,
     pub syslog: Vec<SyslogInputConfig>,
     pub collectors: Vec<CollectorAddr>,
-    pub tls: Arc<rustls::ClientConfig>,
+    /// Followed as its files change: a renewed certificate is used by the next
+    /// connection, without a restart.
+    pub tls: Arc<tributary_common::reload::Reloading<rustls::ClientConfig>>,
     /// The files `tls` was built from, for messages that name them.
     pub tls_files: tls::ClientFiles,
     pub compression: Compression,
@@ -422,7 +424,7 @@ impl AgentConfigFile {
             (None, None) => None,
             _ => return Err(value_err(path, "output.tls", "cert and key go together")),
         };
-        let tls = tls::client_config(&out.tls.ca, client_cert)
+        let tls = tls::reloading_client("output.tls", &out.tls.ca, client_cert)
             .map_err(|e| value_err(path, "output.tls", report(&e)))?;
         let batch = out.batch;
         if batch.max_bytes.0 < 1024 || batch.max_bytes.0 > MAX_BATCH_BYTES {

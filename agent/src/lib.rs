@@ -159,6 +159,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         marks,
         CHECKPOINT_INTERVAL,
     ));
+    // The output's certificate, key and CA are read again when they change or on SIGHUP.
+    let watched = tokio::spawn(tributary_common::reload::watch(
+        vec![config.tls.clone()],
+        shutdown.clone(),
+    ));
     let shipper = Shipper {
         collectors: config.collectors.clone(),
         tls: config.tls.clone(),
@@ -181,6 +186,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     // dropping it closes the acknowledgement channel, so the checkpointer saves last.
     shipper.run(batch_rx, spool, shutdown.clone()).await;
     let _ = checkpointer.await;
+    let _ = watched.await;
     for i in inputs {
         match i.await {
             Ok(Err(e)) => tracing::error!(error = %e, "file input failed"),

@@ -103,8 +103,35 @@ fn default_max_connections() -> usize {
 pub struct IngestTlsFile {
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// When set, agents must present a certificate signed by this CA.
+    /// When set, clients must present a certificate signed by this CA.
     pub client_ca: Option<PathBuf>,
+    /// PEM CRLs: client certificates they list are refused (needs `client_ca`).
+    pub client_crl: Option<PathBuf>,
+}
+
+impl IngestTlsFile {
+    /// The listener's TLS, followed as its files change; `key` names the section.
+    pub fn resolve(
+        &self,
+        path: &str,
+        key: &str,
+    ) -> Result<Arc<tributary_common::reload::Reloading<rustls::ServerConfig>>, ConfigError> {
+        if self.client_crl.is_some() && self.client_ca.is_none() {
+            return Err(value_err(
+                path,
+                format!("{key}.client_crl"),
+                "needs client_ca: revocation applies to client certificates",
+            ));
+        }
+        let files = tls::ServerFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+            client_crl: self.client_crl.clone(),
+        };
+        tls::reloading_server(key, &files)
+            .map_err(|e| value_err(path, key, tributary_common::error::report(&e)))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,7 +275,7 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     pub log_level: Option<String>,
     pub ingest_listen: SocketAddr,
-    pub tls: Arc<rustls::ServerConfig>,
+    pub tls: Arc<tributary_common::reload::Reloading<rustls::ServerConfig>>,
     /// `ingest.tls.cert` and `client_ca`, named in handshake failures.
     pub tls_cert_path: PathBuf,
     pub tls_client_ca_path: Option<PathBuf>,
@@ -277,6 +304,16 @@ pub struct CollectorConfig {
 }
 
 impl CollectorConfig {
+    /// Everything that follows its files (TLS of each listener), for
+    /// [`tributary_common::reload::watch`].
+    pub fn watched(&self) -> Vec<Arc<dyn tributary_common::reload::Watched>> {
+        let mut v: Vec<Arc<dyn tributary_common::reload::Watched>> = vec![self.tls.clone()];
+        if let Some(t) = self.kafka.as_ref().and_then(|k| k.tls.clone()) {
+            v.push(t);
+        }
+        v
+    }
+
     pub fn load(path: &Path) -> Result<CollectorConfig, ConfigError> {
         let file: CollectorConfigFile = config::load_yaml(path)?;
         file.resolve(&path.display().to_string())
@@ -385,10 +422,7 @@ fn resolve_kafka(path: &str, k: &KafkaFile) -> Result<crate::kafka::KafkaSetting
         None => (listen.ip().to_string(), listen.port()),
     };
     let tls = match &k.tls {
-        Some(t) => Some(
-            tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
-                .map_err(|e| value_err(path, "kafka.tls", tributary_common::error::report(&e)))?,
-        ),
+        Some(t) => Some(t.resolve(path, "kafka.tls")?),
         None => None,
     };
     let max_connections = k.max_connections.unwrap_or(kf::DEFAULT_MAX_CONNECTIONS);
@@ -445,9 +479,7 @@ impl CollectorConfigFile {
     pub fn resolve(self, path: &str) -> Result<CollectorConfig, ConfigError> {
         let ingest_listen = parse_addr(path, "ingest.listen", &self.ingest.listen)?;
         let api_listen = parse_addr(path, "api.listen", &self.api.listen)?;
-        let t = &self.ingest.tls;
-        let tls = tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
-            .map_err(|e| value_err(path, "ingest.tls", tributary_common::error::report(&e)))?;
+        let tls = self.ingest.tls.resolve(path, "ingest.tls")?;
         let idle_timeout = self
             .ingest
             .idle_timeout

@@ -163,6 +163,11 @@ impl Collector {
             None => tracing::info!("{}", plan.describe()),
         }
         let flusher = tokio::spawn(self.storage.clone().run_flusher(shutdown.clone()));
+        // Certificates, CRLs and tokens are read again when they change or on SIGHUP.
+        let watched = tokio::spawn(tributary_common::reload::watch(
+            self.config.watched(),
+            shutdown.clone(),
+        ));
         let retention = tokio::spawn(crate::retention::run(
             self.storage.clone(),
             self.metrics.clone(),
@@ -219,6 +224,7 @@ impl Collector {
             let _ = k.await;
         }
         let _ = flusher.await;
+        let _ = watched.await;
         let _ = retention.await;
         self.storage.flush_all().await;
         tracing::info!("collector stopped");

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod names;
 pub mod ratelimit;
 pub mod record;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 pub mod timefmt;

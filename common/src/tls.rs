@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use thiserror::Error;
@@ -31,6 +31,14 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    #[error("{}: cannot read certificate revocation lists", path.display())]
+    Crl {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{}: no certificate revocation list found (expected PEM `BEGIN X509 CRL`)", path.display())]
+    NoCrl { path: PathBuf },
     #[error("{}: cannot verify client certificates with it", path.display())]
     ClientVerifier {
         path: PathBuf,
@@ -83,6 +91,22 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// Load every CRL of a PEM file (at least one).
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let err = |source| TlsError::Crl {
+        path: path.into(),
+        source,
+    };
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    if crls.is_empty() {
+        return Err(TlsError::NoCrl { path: path.into() });
+    }
+    Ok(crls)
+}
+
 fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(ca)? {
@@ -94,12 +118,68 @@ fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The files of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates must chain to this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// Client certificates listed in these CRLs are refused.
+    pub client_crl: Option<PathBuf>,
+}
+
+impl ServerFiles {
+    /// Every file the configuration is built from.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.cert.clone(), self.key.clone()];
+        v.extend(self.client_ca.clone());
+        v.extend(self.client_crl.clone());
+        v
+    }
+}
+
+/// A listener's configuration, rebuilt when its files change (see
+/// [`crate::reload`]); `what` names it in logs (`ingest.tls`).
+pub fn reloading_server(
+    what: &str,
+    files: &ServerFiles,
+) -> Result<Arc<crate::reload::Reloading<ServerConfig>>, TlsError> {
+    let f = files.clone();
+    crate::reload::Reloading::new(what, files.paths(), move || server_config_from(&f))
+}
+
+/// [`server_config`] from a [`ServerFiles`], CRLs included.
+pub fn server_config_from(f: &ServerFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let crls = match &f.client_crl {
+        Some(p) => load_crls(p)?,
+        None => Vec::new(),
+    };
+    build_server(
+        &f.cert,
+        &f.key,
+        f.client_ca.as_deref(),
+        crls,
+        f.client_crl.as_deref(),
+    )
+}
+
 /// Server side: certificate chain and key, and optionally a CA that client
 /// certificates must chain to (mutual TLS; clients without one are refused).
 pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    build_server(cert, key, client_ca, Vec::new(), None)
+}
+
+fn build_server(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    crl_path: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = load_certs(cert)?;
     let key_der = load_key(key)?;
@@ -111,13 +191,19 @@ pub fn server_config(
         })?;
     let builder = match client_ca {
         Some(ca) => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                    .build()
-                    .map_err(|source| TlsError::ClientVerifier {
-                        path: ca.into(),
-                        source,
-                    })?;
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider());
+            if !crls.is_empty() {
+                // The CRLs speak for the certificates the CA issued; a client
+                // certificate whose revocation status they cannot tell is refused.
+                verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|source| TlsError::ClientVerifier {
+                    path: crl_path.unwrap_or(ca).into(),
+                    source,
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -131,6 +217,27 @@ pub fn server_config(
                 source,
             })?;
     Ok(Arc::new(config))
+}
+
+/// A client configuration rebuilt when `ca`, `cert` or `key` change (a renewed
+/// agent certificate is used for the next connection, without a restart).
+pub fn reloading_client(
+    what: &str,
+    ca: &Path,
+    client_cert: Option<(&Path, &Path)>,
+) -> Result<Arc<crate::reload::Reloading<ClientConfig>>, TlsError> {
+    let ca_path = ca.to_owned();
+    let pair = client_cert.map(|(c, k)| (c.to_owned(), k.to_owned()));
+    let mut paths = vec![ca_path.clone()];
+    if let Some((c, k)) = &pair {
+        paths.extend([c.clone(), k.clone()]);
+    }
+    crate::reload::Reloading::new(what, paths, move || {
+        client_config(
+            &ca_path,
+            pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )
+    })
 }
 
 /// Client side: verify the server against `ca`; present `cert`/`key` when given.
@@ -171,27 +278,44 @@ pub fn cert_names(der: &CertificateDer<'_>) -> Vec<String> {
     common_name(cert.subject()).into_iter().collect()
 }
 
+/// One DER element: (tag, contents, rest).
+fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, b) = b.split_first()?;
+    let (len, b) = if first < 0x80 {
+        (first as usize, b)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let len = b[..n]
+            .iter()
+            .fold(0usize, |acc, &x| (acc << 8) | x as usize);
+        (len, &b[n..])
+    };
+    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+}
+
+/// The serial number of a DER certificate (its bytes, big-endian, as encoded):
+/// what a CRL lists to revoke it. `None` when the certificate does not parse.
+pub fn cert_serial(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert, _) = element(der)?;
+    let (_, tbs, _) = element(cert)?;
+    let (tag, first, rest) = element(tbs)?;
+    // An explicit `[0] version` comes first in v3 certificates.
+    let (tag, serial) = if tag == 0xa0 {
+        let (tag, serial, _) = element(rest)?;
+        (tag, serial)
+    } else {
+        (tag, first)
+    };
+    (tag == 0x02 && !serial.is_empty()).then(|| serial.to_vec())
+}
+
 /// The first commonName (2.5.4.3) in the contents of a DER `Name` (a SEQUENCE of
 /// SETs of SEQUENCE {OID, value}). Bounded by the input; never panics.
 fn common_name(name: &[u8]) -> Option<String> {
-    /// One DER element: (tag, contents, rest).
-    fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, b) = b.split_first()?;
-        let (&first, b) = b.split_first()?;
-        let (len, b) = if first < 0x80 {
-            (first as usize, b)
-        } else {
-            let n = (first & 0x7f) as usize;
-            if n == 0 || n > 4 || b.len() < n {
-                return None;
-            }
-            let len = b[..n]
-                .iter()
-                .fold(0usize, |acc, &x| (acc << 8) | x as usize);
-            (len, &b[n..])
-        };
-        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
-    }
     const CN: [u8; 3] = [0x55, 0x04, 0x03];
     let mut rdns = name;
     while !rdns.is_empty() {
@@ -264,6 +388,10 @@ pub fn client_failure(
             "the collector refused this agent's certificate, {}: it is not signed by the collector's ingest.tls.client_ca",
             cert()
         ),
+        E::AlertReceived(A::CertificateRevoked) => format!(
+            "the collector refused this agent's certificate, {}, as revoked (its client_crl lists it): install a new certificate (tributary certs --agent NAME)",
+            cert()
+        ),
         E::AlertReceived(A::CertificateExpired) => format!(
             "the collector refused this agent's certificate, {}, as expired or not valid yet",
             cert()
@@ -294,6 +422,12 @@ pub fn server_failure(e: &std::io::Error, cert: &Path, client_ca: Option<&Path>)
         E::InvalidCertificate(
             C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
         ) => "the agent's certificate is expired or not valid yet".into(),
+        E::InvalidCertificate(C::Revoked) => {
+            "the agent's certificate is revoked (listed in client_crl)".into()
+        }
+        E::InvalidCertificate(C::UnknownRevocationStatus) => {
+            "the agent's certificate is from an issuer no client_crl speaks for: add that issuer's CRL".into()
+        }
         E::NoCertificatesPresented => format!(
             "the agent presented no certificate, and ingest.tls.client_ca{} requires one (set output.tls.cert and key on the agent)",
             ca()

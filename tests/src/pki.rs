@@ -45,7 +45,7 @@ impl Pki {
         std::fs::write(
             dir.join("ca.cnf"),
             "[ca]\ndefault_ca = local\n[local]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
-             certificate = ca.pem\nprivate_key = ca.key\ndefault_md = sha256\ndefault_crl_days = 7\n",
+             certificate = ca.pem\nprivate_key = ca.key\ndefault_md = sha256\ndefault_crl_days = 7\nunique_subject = no\n",
         )
         .expect("ca.cnf");
         Pki {

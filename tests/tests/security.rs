@@ -27,6 +27,16 @@ struct Raw {
     seq: u64,
 }
 
+/// Why a hand-made connection got no WELCOME.
+#[derive(Debug)]
+enum Refused {
+    /// The TLS handshake failed, or the collector hung up (a refused certificate
+    /// shows on the first read with TLS 1.3).
+    Tls(String),
+    /// The collector answered HELLO with this frame.
+    Answer(Frame),
+}
+
 impl Raw {
     async fn connect(
         env: &Env,
@@ -34,18 +44,39 @@ impl Raw {
         cert: &Path,
         key: &Path,
         host: &str,
-    ) -> Result<Raw, Frame> {
-        let config = tributary_common::tls::client_config(&env.certs.ca, Some((cert, key)))
-            .expect("client config");
-        let tcp = TcpStream::connect(("127.0.0.1", c.ingest_port))
+    ) -> Result<Raw, Refused> {
+        Self::connect_port(&env.certs.ca, c.ingest_port, cert, key, host)
+            .await
+            .map(|(raw, _)| raw)
+    }
+
+    /// Connect to `port` trusting `ca`; also returns the certificate the server showed.
+    async fn connect_port(
+        ca: &Path,
+        port: u16,
+        cert: &Path,
+        key: &Path,
+        host: &str,
+    ) -> Result<(Raw, Vec<u8>), Refused> {
+        let tls_err = |e: std::io::Error| Refused::Tls(e.to_string());
+        let config =
+            tributary_common::tls::client_config(ca, Some((cert, key))).expect("client config");
+        let tcp = TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect");
         let name = ServerName::try_from("localhost").expect("name");
         let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(&config))
             .connect(name, tcp)
             .await
-            .expect("TLS handshake");
-        tls.flush().await.expect("flush");
+            .map_err(tls_err)?;
+        tls.flush().await.map_err(tls_err)?;
+        let shown = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
         let (r, w) = tokio::io::split(tls);
         let mut reader = FramedRead::new(r, FrameCodec::new(1 << 20));
         let mut writer = FramedWrite::new(w, FrameCodec::new(64 << 20));
@@ -56,15 +87,20 @@ impl Raw {
                 agent: "hand-made".into(),
             })
             .await
-            .expect("send hello");
+            .map_err(|e| Refused::Tls(e.to_string()))?;
         match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
-            Ok(Some(Ok(Frame::Welcome { .. }))) => Ok(Raw {
-                reader,
-                writer,
-                seq: 0,
-            }),
-            Ok(Some(Ok(f))) => Err(f),
-            other => panic!("no answer to HELLO: {other:?}"),
+            Ok(Some(Ok(Frame::Welcome { .. }))) => Ok((
+                Raw {
+                    reader,
+                    writer,
+                    seq: 0,
+                },
+                shown,
+            )),
+            Ok(Some(Ok(f))) => Err(Refused::Answer(f)),
+            Ok(Some(Err(e))) => Err(Refused::Tls(e.to_string())),
+            Ok(None) => Err(Refused::Tls("closed".into())),
+            Err(_) => panic!("no answer to HELLO within 10 s"),
         }
     }
 
@@ -296,10 +332,10 @@ fn enforce_binds_hosts_to_certificates_made_by_openssl() {
         }
         // HELLO as another host is refused at once.
         match Raw::connect(&env, &c, &b_cert, &b_key, "web-01").await {
-            Err(Frame::Error {
+            Err(Refused::Answer(Frame::Error {
                 code: ErrorCode::Forbidden,
                 ..
-            }) => {}
+            })) => {}
             Err(other) => panic!("unexpected answer {other:?}"),
             Ok(_) => panic!("HELLO as web-01 with web-02's certificate was welcome"),
         }
@@ -388,4 +424,144 @@ fn tag_records_identity_and_forged_offsets_drop_nothing() {
         "the forgery carries its sender's identity"
     );
     a.terminate(Duration::from_secs(10));
+}
+
+/// Poll `f` every 100 ms until it returns true or `timeout` passes.
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `tributary certs --revoke`: the collector refuses the revoked certificate once
+/// the CRL on disk is replaced, without a restart; other agents carry on.
+#[test]
+fn revoked_certificate_is_refused_after_the_crl_changes_on_disk() {
+    let env = Env::new();
+    let dir = env.certs.ca.parent().expect("cert dir").to_owned();
+    let dir_s = dir.to_str().expect("utf-8");
+    let (code, _, err) =
+        tributary_e2e::run("tributary", &["certs", "--out", dir_s, "--agent", "web-02"]);
+    assert_eq!(code, 0, "{err}");
+    let crl = dir.join("crl.pem");
+    assert!(crl.exists(), "a new CA comes with an empty CRL");
+    let c = env.start_collector_with(
+        &format!("    client_crl: {}\n  identity: tag\n", crl.display()),
+        "",
+    );
+    let (cert, key) = (dir.join("web-02.pem"), dir.join("web-02.key"));
+    let (agent_cert, agent_key) = (env.certs.agent_cert.clone(), env.certs.agent_key.clone());
+    block_on(async {
+        Raw::connect(&env, &c, &cert, &key, "web-02")
+            .await
+            .expect("web-02 is welcome before revocation");
+    });
+    let (code, out, err) = tributary_e2e::run(
+        "tributary",
+        &["certs", "--out", dir_s, "--revoke", "web-02"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("crl.pem"), "{out}");
+    eventually(
+        "web-02 refused after revocation",
+        Duration::from_secs(15),
+        || block_on(Raw::connect(&env, &c, &cert, &key, "web-02")).is_err(),
+    );
+    block_on(async {
+        match Raw::connect(&env, &c, &cert, &key, "web-02").await {
+            Err(Refused::Tls(why)) => assert!(!why.is_empty()),
+            Err(other) => panic!("revoked certificate refused oddly: {other:?}"),
+            Ok(_) => panic!("revoked certificate welcome"),
+        }
+        Raw::connect(&env, &c, &agent_cert, &agent_key, "web-01")
+            .await
+            .expect("other agents carry on");
+    });
+    wait_for_log(
+        &c.proc,
+        "the agent's certificate is revoked",
+        Duration::from_secs(10),
+    );
+    wait_for_log(&c.proc, "files reloaded", Duration::from_secs(1));
+
+    // A CRL that does not parse keeps the one in force, and says why.
+    std::fs::write(
+        &crl,
+        "-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n",
+    )
+    .expect("write");
+    wait_for_log(
+        &c.proc,
+        "cannot be used; keeping the previous ones",
+        Duration::from_secs(15),
+    );
+    block_on(async {
+        assert!(
+            Raw::connect(&env, &c, &cert, &key, "web-02").await.is_err(),
+            "still revoked"
+        );
+        Raw::connect(&env, &c, &agent_cert, &agent_key, "web-01")
+            .await
+            .expect("still serving");
+    });
+}
+
+/// With an administrator's openssl CA: a CRL made by `openssl ca -gencrl` replaced
+/// on disk is applied without a restart, and a renewed collector certificate is
+/// served to new connections.
+#[test]
+fn openssl_crl_and_renewed_collector_certificate_apply_without_restart() {
+    let mut env = Env::new();
+    let pki = Pki::new(&env.path().join("pki"));
+    env.certs = pki.cert_files("web-01");
+    let (b_cert, b_key) = pki.issue("web-02", "DNS:web-02", "clientAuth");
+    let crl = env.path().join("crl.pem");
+    pki.crl(&crl);
+    let mut c = env.start_collector_with(
+        &format!("    client_crl: {}\n  identity: enforce\n", crl.display()),
+        "",
+    );
+    let (a_cert, a_key) = (env.certs.agent_cert.clone(), env.certs.agent_key.clone());
+    let first_shown = block_on(async {
+        Raw::connect(&env, &c, &b_cert, &b_key, "web-02")
+            .await
+            .expect("web-02 welcome");
+        let (_, shown) = Raw::connect_port(&env.certs.ca, c.ingest_port, &a_cert, &a_key, "web-01")
+            .await
+            .expect("web-01 welcome");
+        shown
+    });
+    // Revoke web-02 in the CA database and publish the new CRL over the old file.
+    pki.revoke("web-02");
+    let staged = env.path().join("crl.new");
+    pki.crl(&staged);
+    std::fs::rename(&staged, &crl).expect("replace CRL");
+    eventually(
+        "web-02 refused after the openssl CRL",
+        Duration::from_secs(15),
+        || block_on(Raw::connect(&env, &c, &b_cert, &b_key, "web-02")).is_err(),
+    );
+
+    // Renew the collector's certificate (with a new key) in place.
+    pki.issue("collector", "DNS:localhost,IP:127.0.0.1", "serverAuth");
+    let renewed =
+        tributary_common::tls::load_certs(&env.certs.collector_cert).expect("renewed")[0].to_vec();
+    assert_ne!(renewed, first_shown);
+    eventually(
+        "the renewed collector certificate is served",
+        Duration::from_secs(15),
+        || {
+            block_on(Raw::connect_port(
+                &env.certs.ca,
+                c.ingest_port,
+                &a_cert,
+                &a_key,
+                "web-01",
+            ))
+            .is_ok_and(|(_, shown)| shown == renewed)
+        },
+    );
+    assert!(c.proc.is_running(), "served without a restart");
 }

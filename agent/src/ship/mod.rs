@@ -43,7 +43,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Settings of the shipping stage.
 pub struct Shipper {
     pub collectors: Vec<CollectorAddr>,
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The TLS files as they are now (see `tributary_common::reload`).
+    pub tls: Arc<tributary_common::reload::Reloading<rustls::ClientConfig>>,
     /// The files `tls` was built from, named in certificate errors.
     pub tls_files: ClientFiles,
     pub host: Arc<str>,
@@ -133,8 +134,9 @@ impl Shipper {
                 st.drain_deadline = Some(Instant::now() + self.drain_timeout);
             }
             let target = &self.collectors[which % self.collectors.len()];
+            let tls = self.tls.current();
             let conn = tokio::select! {
-                c = connect(target, &self.tls, &self.tls_files, &self.host) => c,
+                c = connect(target, &tls, &self.tls_files, &self.host) => c,
                 _ = sleep_until_opt(st.drain_deadline) => {
                     self.give_up(&st);
                     return;

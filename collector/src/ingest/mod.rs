@@ -36,6 +36,7 @@ pub use error::ConnectionError;
 use identity::{IdentityError, IdentityMode, PeerIdentity};
 use tributary_common::error::report;
 use tributary_common::limits::PerIp;
+use tributary_common::reload::Reloading;
 
 /// TLS and HELLO must complete within this: shorter than an agent's connect
 /// timeout (10 s), so a flood of stalled handshakes cannot outlast real agents'.
@@ -57,7 +58,8 @@ const ACK_QUEUE: usize = 16;
 
 /// Limits and shared state of the ingest listener.
 pub struct Ingest {
-    pub tls: Arc<rustls::ServerConfig>,
+    /// Followed as its files change: each connection gets the one in force.
+    pub tls: Arc<Reloading<rustls::ServerConfig>>,
     /// `ingest.tls.cert` and `client_ca`, named when a handshake fails over them.
     pub tls_cert_path: std::path::PathBuf,
     pub tls_client_ca_path: Option<std::path::PathBuf>,
@@ -78,7 +80,7 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(
-        tls: Arc<rustls::ServerConfig>,
+        tls: Arc<Reloading<rustls::ServerConfig>>,
         storage: Arc<Storage>,
         metrics: Arc<Metrics>,
         max_connections: usize,
@@ -106,7 +108,6 @@ impl Ingest {
         let this = Arc::new(self);
         let limit = Arc::new(Semaphore::new(this.max_connections));
         let tracker = TaskTracker::new();
-        let acceptor = TlsAcceptor::from(this.tls.clone());
         let mut backoff = Duration::from_millis(10);
         loop {
             // Take a permit before accepting, so the cap needs no other bookkeeping.
@@ -145,7 +146,8 @@ impl Ingest {
             };
             let _ = tcp.set_nodelay(true);
             let this = this.clone();
-            let acceptor = acceptor.clone();
+            // Certificates and CRLs as they are now (reloaded without a restart).
+            let acceptor = TlsAcceptor::from(this.tls.current());
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
                 this.metrics.connections_total.inc();

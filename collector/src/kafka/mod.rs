@@ -71,7 +71,8 @@ pub struct KafkaSettings {
     /// What Metadata tells clients to connect to.
     pub advertised_host: String,
     pub advertised_port: u16,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Followed as its files change (certificates, CRLs).
+    pub tls: Option<Arc<tributary_common::reload::Reloading<rustls::ServerConfig>>>,
     pub compression: FetchCompression,
     pub max_connections: usize,
     /// A connection without a request for this long is closed.
@@ -207,7 +208,7 @@ impl Broker {
         match &self.settings.tls {
             None => self.serve(tcp, peer, shutdown).await,
             Some(tls) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                 let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                     .await
                     .map_err(|_| KafkaError::HandshakeTimeout)?

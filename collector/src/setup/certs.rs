@@ -4,6 +4,11 @@
 //!
 //! The CA key (`ca.key`, mode 0600) is what issues certificates: keep it where
 //! certificates are made, not necessarily on the collector.
+//!
+//! Revocation ([`revoke`]): `revoked.txt` in the same directory is the list of
+//! revoked serial numbers (one line each: serial in hex, time, name), and `crl.pem`
+//! the CRL signed by the CA that lists them, rewritten atomically after every
+//! change, so a collector whose `client_crl` points at it picks it up in seconds.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +36,12 @@ pub enum CertError {
     BadKey { path: PathBuf, source: rcgen::Error },
     #[error("invalid agent name {0:?}: use 1-64 characters from [A-Za-z0-9._-]")]
     BadName(String),
+    #[error("{}: not a PEM certificate whose serial number can be read", path.display())]
+    BadCert { path: PathBuf },
+    #[error(transparent)]
+    Replace(#[from] tributary_common::fs::WriteError),
+    #[error("{}:{line}: not `SERIAL_HEX UNIX_SECONDS NAME`", path.display())]
+    BadRevokedList { path: PathBuf, line: usize },
     #[error(
         "{} already exists: use --agent NAME to issue an agent certificate from this CA, or --force to replace the CA and every certificate",
         .0.display()
@@ -51,6 +62,10 @@ pub struct CertsArgs {
     /// in --out (one certificate per host).
     #[arg(long, value_name = "NAME", conflicts_with = "hosts")]
     pub agent: Option<String>,
+    /// Revoke the certificate `<NAME>.pem` in --out: add it to `revoked.txt` and
+    /// rewrite `crl.pem` (point the collector's client_crl at it).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["hosts", "agent", "force"])]
+    pub revoke: Option<String>,
     /// Replace a CA that --out already holds (every existing certificate stops
     /// working).
     #[arg(long)]
@@ -64,6 +79,9 @@ pub struct CertsArgs {
 /// `--agent`, else a new CA with collector and agent certificates (refused over an
 /// existing CA without `--force`). Returns the files written.
 pub fn run(args: &CertsArgs) -> Result<Vec<PathBuf>, CertError> {
+    if let Some(name) = &args.revoke {
+        return Ok(vec![revoke(&args.out, name, args.days)?]);
+    }
     if let Some(name) = &args.agent {
         let (cert, key) = issue_agent(&args.out, name, args.days)?;
         return Ok(vec![cert, key]);
@@ -74,6 +92,7 @@ pub fn run(args: &CertsArgs) -> Result<Vec<PathBuf>, CertError> {
     }
     let f = generate_for(&args.out, &args.hosts, args.days)?;
     Ok(vec![
+        crl_path(&args.out),
         f.ca,
         f.ca_key,
         f.collector_cert,
@@ -196,6 +215,9 @@ pub fn generate_for(dir: &Path, hosts: &[String], days: u32) -> Result<CertFiles
     write(&files.collector_key, &server_key.serialize_pem(), true)?;
     write(&files.agent_cert, &agent_cert.pem(), false)?;
     write(&files.agent_key, &agent_key.serialize_pem(), true)?;
+    // A new CA has revoked nothing; the empty CRL lets client_crl point at it now.
+    let _ = std::fs::remove_file(dir.join("revoked.txt"));
+    write_crl(dir, days)?;
     Ok(files)
 }
 
@@ -263,6 +285,130 @@ pub fn issue_agent(dir: &Path, name: &str, days: u32) -> Result<(PathBuf, PathBu
     Ok((cert_path, key_path))
 }
 
+/// The CA in `dir` as an issuer (its fixed parameters and its key).
+fn ca_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
+    let ca_key = CertFiles::in_dir(dir).ca_key;
+    let pem = std::fs::read_to_string(&ca_key).map_err(|source| CertError::Read {
+        path: ca_key.clone(),
+        source,
+    })?;
+    let key = KeyPair::from_pem(&pem).map_err(|source| CertError::BadKey {
+        path: ca_key.clone(),
+        source,
+    })?;
+    Ok(Issuer::new(ca_params()?, key))
+}
+
+/// One line of `revoked.txt`.
+struct Revoked {
+    serial: Vec<u8>,
+    at: i64,
+}
+
+fn revoked_list(dir: &Path) -> Result<Vec<Revoked>, CertError> {
+    let path = dir.join("revoked.txt");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(CertError::Read { path, source }),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || CertError::BadRevokedList {
+            path: path.clone(),
+            line: i + 1,
+        };
+        let mut parts = line.split_whitespace();
+        let (Some(serial), Some(at)) = (parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let serial = (0..serial.len())
+            .step_by(2)
+            .map(|i| {
+                serial
+                    .get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(bad)?;
+        out.push(Revoked {
+            serial,
+            at: at.parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(out)
+}
+
+/// Where the CRL of the CA in `dir` is written.
+pub fn crl_path(dir: &Path) -> PathBuf {
+    dir.join("crl.pem")
+}
+
+/// Sign and write `dir/crl.pem` listing every serial of `revoked.txt` (none: an
+/// empty CRL, so client_crl can point at it before anything is revoked); valid
+/// `days` days.
+pub fn write_crl(dir: &Path, days: u32) -> Result<PathBuf, CertError> {
+    let issuer = ca_issuer(dir)?;
+    let now = time::OffsetDateTime::now_utc();
+    let revoked = revoked_list(dir)?;
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::minutes(5),
+        next_update: now + time::Duration::days(i64::from(days.max(1))),
+        // Increases with every CRL written (seconds since the epoch).
+        crl_number: rcgen::SerialNumber::from(now.unix_timestamp().max(1).to_be_bytes().to_vec()),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|r| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(r.serial.clone()),
+                revocation_time: time::OffsetDateTime::from_unix_timestamp(r.at).unwrap_or(now),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&issuer)?;
+    let path = crl_path(dir);
+    tributary_common::fs::write_atomic(&path, crl.pem()?.as_bytes())?;
+    Ok(path)
+}
+
+/// Revoke `dir/<name>.pem`: list its serial number in `revoked.txt` (once) and
+/// rewrite `crl.pem`. Returns the CRL's path.
+pub fn revoke(dir: &Path, name: &str, days: u32) -> Result<PathBuf, CertError> {
+    if !valid_agent_name(name) && name != "collector" {
+        return Err(CertError::BadName(name.to_owned()));
+    }
+    let cert_path = dir.join(format!("{name}.pem"));
+    let der = tributary_common::tls::load_certs(&cert_path)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .ok_or_else(|| CertError::BadCert {
+            path: cert_path.clone(),
+        })?;
+    let serial = tributary_common::tls::cert_serial(&der).ok_or(CertError::BadCert {
+        path: cert_path.clone(),
+    })?;
+    let list = revoked_list(dir)?;
+    if !list.iter().any(|r| r.serial == serial) {
+        let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+        let line = format!(
+            "{hex} {} {name}\n",
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        );
+        let path = dir.join("revoked.txt");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(&line);
+        tributary_common::fs::write_atomic(&path, text.as_bytes())?;
+    }
+    write_crl(dir, days)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +425,40 @@ mod tests {
         assert!(issue_agent(dir.path(), "../x", 30).is_err());
         assert!(issue_agent(dir.path(), "ca", 30).is_err());
         assert!(issue_agent(tempfile::tempdir().unwrap().path(), "web-08", 30).is_err());
+    }
+
+    #[test]
+    fn revoking_lists_the_serial_once_in_a_crl_rustls_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = generate(dir.path(), &[]).unwrap();
+        let files = |crl: bool| tributary_common::tls::ServerFiles {
+            cert: f.collector_cert.clone(),
+            key: f.collector_key.clone(),
+            client_ca: Some(f.ca.clone()),
+            client_crl: crl.then(|| crl_path(dir.path())),
+        };
+        // The empty CRL of a new CA already loads.
+        tributary_common::tls::server_config_from(&files(true)).unwrap();
+        issue_agent(dir.path(), "web-07", 30).unwrap();
+        revoke(dir.path(), "web-07", 30).unwrap();
+        revoke(dir.path(), "web-07", 30).unwrap();
+        let listed = revoked_list(dir.path()).unwrap();
+        assert_eq!(listed.len(), 1, "revoked once");
+        let der = tributary_common::tls::load_certs(&dir.path().join("web-07.pem")).unwrap();
+        assert_eq!(
+            Some(listed[0].serial.clone()),
+            tributary_common::tls::cert_serial(&der[0])
+        );
+        assert_eq!(
+            tributary_common::tls::load_crls(&crl_path(dir.path()))
+                .unwrap()
+                .len(),
+            1
+        );
+        tributary_common::tls::server_config_from(&files(true)).unwrap();
+        assert!(matches!(
+            revoke(dir.path(), "nobody", 30),
+            Err(CertError::BadCert { .. })
+        ));
     }
 }
