@@ -146,6 +146,10 @@ pub struct ApiFile {
     pub header_timeout: Option<HumanDuration>,
     /// Most consumer groups kept (any API client can create one); default 10000.
     pub max_groups: Option<usize>,
+    /// HTTPS: certificate and key, optionally a client CA (and its CRL).
+    pub tls: Option<IngestTlsFile>,
+    /// Bearer tokens; absent = the API answers anyone who can reach it.
+    pub auth: Option<AuthFile>,
 }
 
 impl Default for ApiFile {
@@ -155,8 +159,30 @@ impl Default for ApiFile {
             max_connections: None,
             header_timeout: None,
             max_groups: None,
+            tls: None,
+            auth: None,
         }
     }
+}
+
+/// `api.auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Lines `NAME SCOPES sha256:HEX` (`tributary token add` writes them).
+    pub tokens_file: PathBuf,
+    /// `token` (default): `/metrics` needs a token with `read`; `open`: anyone.
+    #[serde(default)]
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    #[default]
+    Token,
+    Open,
 }
 
 fn default_api_listen() -> String {
@@ -287,6 +313,10 @@ pub struct CollectorConfig {
     pub max_connections_per_ip: usize,
     pub max_clock_skew: Duration,
     pub api_listen: SocketAddr,
+    /// `api.tls`: HTTPS, followed as its files change.
+    pub api_tls: Option<Arc<tributary_common::reload::Reloading<rustls::ServerConfig>>>,
+    /// `api.auth`: bearer tokens (also SASL/PLAIN on the Kafka listener).
+    pub api_auth: Option<Arc<crate::api::auth::ApiAuth>>,
     pub http_limits: crate::api::server::HttpLimits,
     pub max_groups: usize,
     pub default_topic: TopicSettings,
@@ -310,6 +340,12 @@ impl CollectorConfig {
         let mut v: Vec<Arc<dyn tributary_common::reload::Watched>> = vec![self.tls.clone()];
         if let Some(t) = self.kafka.as_ref().and_then(|k| k.tls.clone()) {
             v.push(t);
+        }
+        if let Some(t) = &self.api_tls {
+            v.push(t.clone());
+        }
+        if let Some(a) = &self.api_auth {
+            v.push(a.tokens.clone());
         }
         v
     }
@@ -620,7 +656,35 @@ impl CollectorConfigFile {
                 ));
             }
         };
+        let api_tls = match &self.api.tls {
+            Some(t) => Some(t.resolve(path, "api.tls")?),
+            None => None,
+        };
+        let api_auth = match &self.api.auth {
+            Some(a) => {
+                let tokens = crate::api::auth::token_store(&a.tokens_file).map_err(|e| {
+                    value_err(
+                        path,
+                        "api.auth.tokens_file",
+                        tributary_common::error::report(&e),
+                    )
+                })?;
+                if tokens.current().is_empty() {
+                    tracing::warn!(
+                        file = %a.tokens_file.display(),
+                        "api.auth.tokens_file holds no token: every API request but /healthz is refused (add one: tributary token add)"
+                    );
+                }
+                Some(Arc::new(crate::api::auth::ApiAuth {
+                    tokens,
+                    open_metrics: a.metrics == MetricsAccess::Open,
+                }))
+            }
+            None => None,
+        };
         Ok(CollectorConfig {
+            api_tls,
+            api_auth,
             identity,
             kafka,
             data_dir: self.data_dir,

@@ -52,6 +52,9 @@ enum Command {
     },
     /// Write a CA, a collector certificate and an agent certificate (PEM) into a directory.
     Certs(CertsArgs),
+    /// Manage API tokens (api.auth.tokens_file).
+    #[command(subcommand)]
+    Token(tributary_collector::setup::token::TokenCommand),
     /// List topics and their partitions.
     Topics {
         #[command(flatten)]
@@ -168,6 +171,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let written = tributary_collector::setup::certs::run(&args)?;
             let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
             println!("wrote {}", names.join(", "));
+        }
+        Command::Token(cmd) => {
+            let token = tributary_collector::setup::token::run(&cmd)?;
+            // The token alone on stdout (for scripts); what to do with it on stderr.
+            println!("{token}");
+            eprintln!(
+                "Keep this token: only its hash is stored. Use it as `--token` (or TRIBUTARY_TOKEN), `Authorization: Bearer …`, or the SASL/PLAIN password on the Kafka listener."
+            );
         }
         Command::Topics { api, output } => {
             cli::topics(&api.client()?, output).await?;

@@ -173,15 +173,19 @@ impl Collector {
             self.metrics.clone(),
             shutdown.clone(),
         ));
-        let router = crate::api::router_with_produce(
+        let mut router = crate::api::router_with_produce(
             self.storage.reader(),
             self.storage.clone(),
             self.metrics.clone(),
         );
+        if let Some(auth) = &self.config.api_auth {
+            router = crate::api::auth::guard(router, auth.clone(), self.metrics.clone());
+        }
         let api = tokio::spawn(crate::api::server::serve(
             self.api,
             router,
             self.config.http_limits,
+            self.config.api_tls.clone(),
             self.metrics.clone(),
             shutdown.clone(),
         ));

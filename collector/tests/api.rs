@@ -87,6 +87,7 @@ impl Api {
             listener,
             router,
             Default::default(),
+            None,
             metrics.clone(),
             shutdown.clone(),
         ));

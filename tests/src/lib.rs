@@ -327,11 +327,18 @@ impl Env {
                 )
             }
         };
+        // HTTPS when the test configures api.tls (certificates of this env).
+        let client = if api_yaml.contains("tls:") {
+            ApiClient::new(&format!("https://127.0.0.1:{api}"))
+                .and_then(|c| c.with_ca(Some(&self.certs.ca)))
+        } else {
+            ApiClient::new(&format!("http://127.0.0.1:{api}"))
+        };
         let c = Collector {
             proc,
             ingest_port: ingest,
             api_port: api,
-            api: ApiClient::new(&format!("http://127.0.0.1:{api}")).expect("api url"),
+            api: client.expect("api url"),
         };
         c.wait_healthy(Duration::from_secs(30));
         c

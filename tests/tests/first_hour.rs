@@ -129,6 +129,11 @@ fn check_config_warns_about_unreadable_directories_as_an_unprivileged_user() {
     );
 }
 
+/// The API token quickstart keeps in its directory.
+fn quickstart_token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("quickstart.token")).expect("quickstart.token")
+}
+
 /// Records of the demo topic, read from a collector started on quickstart's own
 /// collector.yaml after quickstart stopped.
 fn demo_records(dir: &Path, api_port: u16) -> Vec<String> {
@@ -143,12 +148,14 @@ fn demo_records(dir: &Path, api_port: u16) -> Vec<String> {
         dir.join("serve.log"),
     );
     let api = format!("127.0.0.1:{api_port}");
+    let token = quickstart_token(dir);
     let deadline = Instant::now() + Duration::from_secs(30);
     let stdout = loop {
         let (code, stdout, stderr) = run(
             "tributary",
             &[
-                "consume", "--api", &api, "--topic", "demo", "--offset", "earliest",
+                "consume", "--api", &api, "--token", &token, "--topic", "demo", "--offset",
+                "earliest",
             ],
         );
         if code == 0 {
@@ -157,6 +164,10 @@ fn demo_records(dir: &Path, api_port: u16) -> Vec<String> {
         assert!(Instant::now() < deadline, "consume failed: {stderr}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    // Quickstart's API wants its token.
+    let (code, _, stderr) = run("tributary", &["topics", "--api", &api]);
+    assert_ne!(code, 0, "the API answered without a token");
+    assert!(stderr.contains("needs a token"), "{stderr}");
     collector.terminate(Duration::from_secs(10));
     stdout
         .lines()
@@ -187,9 +198,13 @@ fn quickstart_until(dir: &Path, (ingest, api, kafka): (u16, u16, u16), n: u64) -
         ],
         log,
     );
-    let client = tributary_collector::client::ApiClient::new(&format!("127.0.0.1:{api}")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // The token quickstart made (it exists once quickstart started).
+        let token = std::fs::read_to_string(dir.join("quickstart.token")).ok();
+        let client = tributary_collector::client::ApiClient::new(&format!("127.0.0.1:{api}"))
+            .unwrap()
+            .with_token(token);
         let end = tributary_e2e::block_on(client.get_json(
             "/v1/topics/demo/partitions/0/records?offset=latest&max=1",
             Duration::from_secs(5),

@@ -565,3 +565,211 @@ fn openssl_crl_and_renewed_collector_certificate_apply_without_restart() {
     );
     assert!(c.proc.is_running(), "served without a restart");
 }
+
+/// `curl` as an operator would run it: (HTTP status, body).
+fn curl(ca: &Path, url: &str, token: Option<&str>, post: Option<&str>) -> (u16, String) {
+    let mut args: Vec<String> = vec![
+        "-sS".into(),
+        "--max-time".into(),
+        "20".into(),
+        "--cacert".into(),
+        ca.display().to_string(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+    ];
+    if let Some(t) = token {
+        args.extend(["-H".into(), format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(body) = post {
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data".into(),
+            body.into(),
+        ]);
+    }
+    args.push(url.into());
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("run curl (Debian package `curl`)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Make a token with the CLI, as an operator would; returns it.
+fn token_add(file: &Path, name: &str, scopes: &str) -> String {
+    let (code, out, err) = tributary_e2e::run(
+        "tributary",
+        &[
+            "token",
+            "add",
+            "--tokens-file",
+            file.to_str().expect("utf-8"),
+            "--name",
+            name,
+            "--scopes",
+            scopes,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("only its hash is stored"), "{err}");
+    out.trim().to_owned()
+}
+
+/// HTTPS with `api.tls` and bearer tokens with scopes, checked with curl and the CLI.
+#[test]
+fn api_over_https_needs_a_token_with_the_right_scope() {
+    let env = Env::new();
+    let tokens = env.path().join("tokens");
+    let reader = token_add(&tokens, "dashboard", "read");
+    let committer = token_add(&tokens, "etl", "read,commit");
+    assert!(
+        !std::fs::read_to_string(&tokens)
+            .expect("tokens")
+            .contains(&reader)
+    );
+    let mut c = env.start_collector_full(
+        tributary_e2e::free_port(),
+        tributary_e2e::free_port(),
+        "",
+        &format!(
+            "  tls: {{cert: {}, key: {}}}\n  auth: {{tokens_file: {}}}\n",
+            env.certs.collector_cert.display(),
+            env.certs.collector_key.display(),
+            tokens.display()
+        ),
+        "",
+    );
+    c.api = c.api.clone().with_token(Some(reader.clone()));
+    let log = logs_dir(&env).join("app.log");
+    append_lines(&log, lines("x", 0..50));
+    let yaml = format!(
+        "host: web-01\ndata_dir: {}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{}\"]\n{}",
+        env.path().join("agent-data").display(),
+        log.display(),
+        env.output_yaml(&c, "lz4")
+    );
+    let mut agent = env.start_agent("agent", &yaml);
+    c.wait_for_count("app", 50, Duration::from_secs(30), &agent);
+
+    let ca = &env.certs.ca;
+    let base = format!("https://127.0.0.1:{}", c.api_port);
+    let url = |p: &str| format!("{base}{p}");
+    // Open: health. Everything else needs a token.
+    assert_eq!(curl(ca, &url("/healthz"), None, None).0, 200);
+    for path in ["/v1/topics", "/v1/query?topic=app", "/metrics", "/v1/nope"] {
+        let (code, body) = curl(ca, &url(path), None, None);
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(
+            body.contains("\"error\"") && body.contains("needs a token"),
+            "{body}"
+        );
+    }
+    let (code, body) = curl(ca, &url("/v1/topics"), Some("trb_guess"), None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("unknown or revoked token"), "{body}");
+    // read: topics, records, queries, metrics; not commits.
+    let (code, body) = curl(
+        ca,
+        &url("/v1/query?topic=app&contains=x%20line%2000042"),
+        Some(&reader),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("x line 00042"), "{body}");
+    assert_eq!(curl(ca, &url("/metrics"), Some(&reader), None).0, 200);
+    let part = c
+        .end_offsets("app")
+        .into_iter()
+        .find(|&(_, end)| end >= 3)
+        .map(|(p, _)| p)
+        .expect("a partition with records");
+    let commit = format!(r#"{{"topic":"app","partition":{part},"offset":3}}"#);
+    let commit = commit.as_str();
+    let (code, body) = curl(
+        ca,
+        &url("/v1/groups/etl-job/offsets"),
+        Some(&reader),
+        Some(commit),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("token `dashboard` has scope read") && body.contains("`commit`"),
+        "{body}"
+    );
+    assert!(
+        c.get("/v1/groups")
+            .expect("groups")
+            .as_array()
+            .is_some_and(|g| g.is_empty()),
+        "no group created"
+    );
+    // commit: can commit.
+    let (code, body) = curl(
+        ca,
+        &url("/v1/groups/etl-job/offsets"),
+        Some(&committer),
+        Some(commit),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = curl(ca, &url("/v1/groups/etl-job/offsets"), Some(&reader), None);
+    assert!(body.contains("\"offset\":3"), "{body}");
+    // Plain HTTP to the HTTPS port gets nowhere.
+    let (code, _) = curl(
+        ca,
+        &format!("http://127.0.0.1:{}/v1/topics", c.api_port),
+        Some(&reader),
+        None,
+    );
+    assert_ne!(code, 200);
+
+    // The CLI: --ca and --token (or TRIBUTARY_TOKEN).
+    let api_arg = base.as_str();
+    let ca_s = ca.to_str().expect("utf-8");
+    let (code, out, err) = tributary_e2e::run(
+        "tributary",
+        &["topics", "--api", api_arg, "--ca", ca_s, "--token", &reader],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"app\""), "{out}");
+    let (code, _, err) = tributary_e2e::run(
+        "tributary",
+        &["topics", "--api", api_arg, "--token", &reader],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--ca"), "{err}");
+    let (code, _, err) =
+        tributary_e2e::run("tributary", &["topics", "--api", api_arg, "--ca", ca_s]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("needs a token") && err.contains("401"),
+        "{err}"
+    );
+    let (code, _, err) = tributary_e2e::run(
+        "tributary",
+        &[
+            "consume", "--api", api_arg, "--ca", ca_s, "--token", &reader, "--topic", "app",
+            "--group", "cli", "--max", "5",
+        ],
+    );
+    assert_ne!(code, 0, "a read token cannot commit");
+    assert!(err.contains("needs `commit`"), "{err}");
+
+    // Removing a token's line revokes it without a restart.
+    let kept: String = std::fs::read_to_string(&tokens)
+        .expect("tokens")
+        .lines()
+        .filter(|l| !l.starts_with("dashboard "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&tokens, kept).expect("rewrite tokens");
+    eventually(
+        "the removed token is refused",
+        Duration::from_secs(15),
+        || curl(ca, &url("/v1/topics"), Some(&reader), None).0 == 401,
+    );
+    assert_eq!(curl(ca, &url("/v1/topics"), Some(&committer), None).0, 200);
+    agent.terminate(Duration::from_secs(10));
+}

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::storage::groups::GroupError;
 use crate::storage::{PartitionReader, ReadError, StoreReader};
 
+pub mod auth;
 pub mod params;
 pub mod produce;
 pub mod query;

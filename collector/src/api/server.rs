@@ -22,6 +22,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tributary_common::reload::Reloading;
+
 use crate::metrics::Metrics;
 
 /// Limits of the HTTP listener.
@@ -120,10 +122,12 @@ pub async fn method_not_allowed() -> Response {
 
 /// Serve `router` on `listener` until `shutdown`, within `limits`; then let open
 /// requests finish (bounded).
+/// With `tls`, connections are HTTPS (the certificate in force at accept time).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<Arc<Reloading<rustls::ServerConfig>>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -161,28 +165,66 @@ pub async fn serve(
                 .into_service::<hyper::body::Incoming>(),
         );
         let shutdown = shutdown.clone();
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
+        let metrics = metrics.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(MAX_BUF_BYTES);
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(DRAIN, conn.as_mut()).await.unwrap_or(Ok(()))
+            match acceptor {
+                None => serve_connection(tcp, service, limits, peer, shutdown).await,
+                Some(acceptor) => {
+                    // The handshake gets the header timeout too: a silent client
+                    // cannot hold a slot.
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, service, limits, peer, shutdown).await
+                        }
+                        Ok(Err(e)) => {
+                            metrics.error("http_tls_handshake");
+                            tributary_common::ratelimit::warn(
+                                "http_tls",
+                                format_args!(
+                                    "HTTPS connection from {peer}: TLS handshake failed: {e}"
+                                ),
+                            );
+                        }
+                        Err(_) => metrics.error("http_tls_handshake"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
         });
     }
     tracker.close();
     let _ = tokio::time::timeout(DRAIN + Duration::from_secs(1), tracker.wait()).await;
     Ok(())
+}
+
+/// Serve HTTP/1.1 on one connection (plain or TLS) until it ends or `shutdown`.
+async fn serve_connection<S>(
+    io: S,
+    service: TowerToHyperService<axum::routing::RouterIntoService<hyper::body::Incoming>>,
+    limits: HttpLimits,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_BUF_BYTES);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(DRAIN, conn.as_mut()).await.unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+    }
 }

@@ -42,11 +42,19 @@ pub struct ApiArg {
         default_value = "http://127.0.0.1:7401"
     )]
     pub url: String,
+    /// Bearer token for a collector with api.auth (`tributary token add` makes one).
+    #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate that signed the collector's api.tls certificate (for https://).
+    #[arg(long, env = "TRIBUTARY_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl ApiArg {
     pub fn client(&self) -> Result<ApiClient, ClientError> {
-        ApiClient::new(&self.url)
+        ApiClient::new(&self.url)?
+            .with_token(self.token.clone())
+            .with_ca(self.ca.as_deref())
     }
 }
 

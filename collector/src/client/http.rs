@@ -1,18 +1,28 @@
-//! A small HTTP client for the collector's API, used by the CLI subcommands and tests.
+//! A small HTTP(S) client for the collector's API, used by the CLI subcommands and
+//! tests: one connection per request (the CLI makes few), a bearer token when
+//! given, and HTTPS verified against a given CA (`--ca`).
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("bad API address `{0}`: expected http://HOST:PORT, for example http://127.0.0.1:7401")]
+    #[error(
+        "bad API address `{0}`: expected http://HOST:PORT or https://HOST:PORT, for example http://127.0.0.1:7401"
+    )]
     BadUrl(String),
+    #[error(
+        "{url} is HTTPS: give the CA that signed the collector's api.tls certificate (--ca FILE or TRIBUTARY_CA)"
+    )]
+    NeedCa { url: String },
+    #[error("--ca")]
+    Tls(#[source] tributary_common::tls::TlsError),
     #[error(
         "cannot reach the collector API at {url}: {reason} (is `tributary serve` running there? set --api or TRIBUTARY_API)"
     )]
@@ -36,11 +46,17 @@ const MAX_BODY: usize = 256 << 20;
 #[derive(Clone)]
 pub struct ApiClient {
     base: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// `HOST:PORT` to connect to, and the host for TLS and `Host:`.
+    authority: String,
+    host: String,
+    https: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    token: Option<String>,
 }
 
 impl ApiClient {
-    /// `base` is `http://HOST:PORT`; a bare `HOST:PORT` means the same.
+    /// `base` is `http://HOST:PORT` or `https://HOST:PORT`; a bare `HOST:PORT`
+    /// means `http://`.
     pub fn new(base: &str) -> Result<Self, ClientError> {
         let base = base.trim().trim_end_matches('/');
         let base = if base.contains("://") {
@@ -48,14 +64,58 @@ impl ApiClient {
         } else {
             format!("http://{base}")
         };
-        let valid = base
-            .strip_prefix("http://")
-            .is_some_and(|rest| !rest.is_empty() && rest.parse::<hyper::Uri>().is_ok());
-        if !valid {
-            return Err(ClientError::BadUrl(base));
+        let (https, rest) = match (base.strip_prefix("http://"), base.strip_prefix("https://")) {
+            (Some(r), _) => (false, r),
+            (_, Some(r)) => (true, r),
+            _ => return Err(ClientError::BadUrl(base)),
+        };
+        let authority = match rest
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| u.into_parts().authority)
+        {
+            Some(a) if !rest.is_empty() && a.as_str() == rest => a,
+            _ => return Err(ClientError::BadUrl(base)),
+        };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(ApiClient {
+            base,
+            authority,
+            host,
+            https,
+            tls: None,
+            token: None,
+        })
+    }
+
+    /// Send `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Verify an HTTPS collector against the CA in `ca`.
+    pub fn with_ca(mut self, ca: Option<&Path>) -> Result<Self, ClientError> {
+        if let Some(ca) = ca {
+            self.tls =
+                Some(tributary_common::tls::client_config(ca, None).map_err(ClientError::Tls)?);
         }
-        let http = Client::builder(TokioExecutor::new()).build_http();
-        Ok(ApiClient { base, http })
+        if self.https && self.tls.is_none() {
+            return Err(ClientError::NeedCa {
+                url: self.base.clone(),
+            });
+        }
+        Ok(self)
     }
 
     /// GET `path` (with query) and parse the JSON answer; non-2xx answers become
@@ -100,10 +160,16 @@ impl ApiClient {
         timeout: Duration,
     ) -> Result<(u16, Bytes, String), ClientError> {
         let url = format!("{}{}", self.base, path);
-        let uri: hyper::Uri = url.parse().map_err(|_| ClientError::BadUrl(url.clone()))?;
-        let mut req = hyper::Request::builder().method(method).uri(uri);
+        let uri: hyper::Uri = path.parse().map_err(|_| ClientError::BadUrl(url.clone()))?;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", &self.authority);
         if body.is_some() {
             req = req.header("content-type", "application/json");
+        }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req
             .body(
@@ -111,15 +177,32 @@ impl ApiClient {
                     .unwrap_or_else(|| Full::new(Bytes::new())),
             )
             .map_err(|_| ClientError::BadUrl(url.clone()))?;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        };
         let fut = async {
-            let resp = self
-                .http
-                .request(req)
+            let tcp = tokio::net::TcpStream::connect(&self.authority)
                 .await
-                .map_err(|e| ClientError::Unreachable {
-                    url: self.base.clone(),
-                    reason: root_cause(&e),
-                })?;
+                .map_err(|e| unreachable(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            let resp = if self.https {
+                let Some(tls) = &self.tls else {
+                    return Err(ClientError::NeedCa {
+                        url: self.base.clone(),
+                    });
+                };
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|_| ClientError::BadUrl(self.base.clone()))?;
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| unreachable(format!("TLS: {}", root_cause(&e))))?;
+                send(stream, req).await
+            } else {
+                send(tcp, req).await
+            }
+            .map_err(|e| unreachable(root_cause(&e)))?;
             let status = resp.status().as_u16();
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
@@ -135,6 +218,21 @@ impl ApiClient {
             .await
             .map_err(|_| ClientError::Timeout { url: url.clone() })?
     }
+}
+
+/// One request on a new connection.
+async fn send<S>(
+    io: S,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender.send_request(req).await
 }
 
 fn parse(status: u16, body: &[u8], url: String) -> Result<serde_json::Value, ClientError> {

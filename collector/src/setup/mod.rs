@@ -1,6 +1,7 @@
 //! Getting started: certificates ([`certs`]), the all-in-one demo ([`quickstart`])
-//! and `serve --check-config` ([`check`]).
+//! `serve --check-config` ([`check`]) and API tokens ([`token`]).
 
 pub mod certs;
 pub mod check;
 pub mod quickstart;
+pub mod token;

@@ -79,6 +79,8 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     };
     let host = host.unwrap_or_else(|| "tributary-agent".to_owned());
     let demo_log = data.join("demo").join("app.log");
+    let tokens_file = data.join("tokens");
+    quickstart_token(&data, &tokens_file)?;
     let collector_yaml = data.join("collector.yaml");
     let agent_yaml = data.join("agent.yaml");
     write_file(
@@ -87,11 +89,12 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
             "# Written by `tributary quickstart`.\n\
              data_dir: {store}\n\
              ingest:\n  listen: 127.0.0.1:{ingest_port}\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n\
-             api:\n  listen: 127.0.0.1:{api_port}\n\
+             api:\n  listen: 127.0.0.1:{api_port}\n  auth: {{tokens_file: {tokens}}}\n\
              kafka:\n  listen: 127.0.0.1:{kafka_port}\n\
              topics:\n  default: {{partitions: 4}}\n  demo: {{partitions: 1}}\n\
              durability:\n  fsync: always\n",
             store = data.join("collector").display(),
+            tokens = tokens_file.display(),
             cert = certs.collector_cert.display(),
             key = certs.collector_key.display(),
             ca = certs.ca.display(),
@@ -164,20 +167,26 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
          \x20 agent:     tails {demo} (topic `demo`, a line every 0.5 s)\n\
          \x20            and {system_line}\n\
          \x20 configs:   {cy} and {ay}\n\n\
-         Read the logs back from another terminal:\n\
+         Read the logs back from another terminal; the API and the Kafka listener want a\n\
+         token (this one, `quickstart`, may do anything):\n\
+         \x20 export TRIBUTARY_TOKEN=$(cat {token_file})\n\
          \x20 {cli} topics --output text\n\
          \x20 {cli} consume --topic demo --offset earliest --max 10\n\
          \x20 {cli} consume --topic demo --follow --output text\n\
          \x20 {cli} query --topic demo --since 5m --grep /api/ --output text\n\
          \x20 {cli} consume --topic demo --group mine --max 5; {cli} groups mine --output text\n\
-         \x20 curl '{api}/v1/topics/demo/partitions/0/records?offset=earliest&max=5'\n\
-         \x20 curl {api}/metrics\n\
-         \x20 kcat -b 127.0.0.1:{kafka_port} -C -t demo -o beginning -e -f '%p/%o %T %k: %s\\n'\n\n\
+         \x20 curl -H \"Authorization: Bearer $TRIBUTARY_TOKEN\" '{api}/v1/topics/demo/partitions/0/records?offset=earliest&max=5'\n\
+         \x20 curl -H \"Authorization: Bearer $TRIBUTARY_TOKEN\" {api}/metrics\n\
+         \x20 kcat -b 127.0.0.1:{kafka_port} -X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=PLAIN -X sasl.username=quickstart -X sasl.password=$TRIBUTARY_TOKEN -C -t demo -o beginning -e -f '%p/%o %T %k: %s\\n'\n\
+         A token that may only read, for a dashboard:\n\
+         \x20 {cli} token add --tokens-file {tokens} --name grafana --scopes read\n\n\
          Press Ctrl-C to stop.\n",
         data = data.display(),
         demo = demo_log.display(),
         cy = collector_yaml.display(),
         ay = agent_yaml.display(),
+        token_file = data.join("quickstart.token").display(),
+        tokens = tokens_file.display(),
     );
     let _ = std::io::stdout().flush();
 
@@ -260,4 +269,31 @@ async fn write_demo(path: PathBuf, shutdown: CancellationToken) {
 fn gethostname_for_cert() -> Option<String> {
     let h = tributary_agent::config::hostname().to_ascii_lowercase();
     certs::valid_agent_name(&h).then_some(h)
+}
+
+/// The token quickstart's commands use (scope `admin`): kept in
+/// `<dir>/quickstart.token` (mode 0600) so a second run prints the same one, and
+/// listed (hashed) in `tokens_file`. A pair that does not match is made anew.
+fn quickstart_token(dir: &Path, tokens_file: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let token_file = dir.join("quickstart.token");
+    if let (Ok(t), Ok(tokens)) = (
+        std::fs::read_to_string(&token_file),
+        crate::api::auth::Tokens::load(tokens_file),
+    ) && tokens.find(t.trim()).is_some()
+    {
+        return Ok(t.trim().to_owned());
+    }
+    let _ = std::fs::remove_file(tokens_file);
+    let token = crate::setup::token::add(tokens_file, "quickstart", &["admin".into()])?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&token_file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", token_file.display()))?;
+    f.write_all(token.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", token_file.display()))?;
+    Ok(token)
 }
