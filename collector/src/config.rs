@@ -682,6 +682,16 @@ impl CollectorConfigFile {
             }
             None => None,
         };
+        if let (Some(_), Some(k)) = (&api_auth, &kafka)
+            && k.tls.is_none()
+            && !k.listen.ip().is_loopback()
+        {
+            return Err(value_err(
+                path,
+                "kafka.tls",
+                "with api.auth the Kafka listener takes SASL/PLAIN tokens, which must not cross the network in clear text: set kafka.tls (or listen on a loopback address)",
+            ));
+        }
         Ok(CollectorConfig {
             api_tls,
             api_auth,

@@ -205,6 +205,7 @@ impl Collector {
                     coordinator: Default::default(),
                     shutdown: shutdown.clone(),
                     metrics: self.metrics.clone(),
+                    auth: self.config.api_auth.clone(),
                 });
                 Some(tokio::spawn(broker.run(listener, shutdown.clone())))
             }

@@ -617,3 +617,161 @@ fn the_kafka_listener_speaks_tls_with_mutual_certificates() {
     let (ok, _, _) = kcat(&["-b", &broker, "-L", "-m", "5"]);
     assert!(!ok, "plaintext must not be served");
 }
+
+/// With `api.auth`, the Kafka listener (over TLS) wants SASL/PLAIN with the API's
+/// tokens: username = token name, password = token; Produce needs `write`, reads
+/// `read`, and a request beyond the token's scopes gets Kafka's authorization error.
+#[test]
+fn sasl_plain_over_tls_with_api_tokens_and_scopes() {
+    if !kcat_available() {
+        return;
+    }
+    let env = Env::new();
+    let tokens = env.path().join("tokens");
+    let token = |name: &str, scopes: &str| {
+        let (code, out, err) = tributary_e2e::run(
+            "tributary",
+            &[
+                "token",
+                "add",
+                "--tokens-file",
+                tokens.to_str().unwrap(),
+                "--name",
+                name,
+                "--scopes",
+                scopes,
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_owned()
+    };
+    let reader = token("dashboard", "read");
+    let writer = token("shipper", "write");
+    let kport = free_port();
+    let broker = format!("127.0.0.1:{kport}");
+    let mut collector = env.start_collector_full(
+        free_port(),
+        free_port(),
+        "",
+        &format!("  auth: {{tokens_file: {}}}\n", tokens.display()),
+        &format!(
+            "kafka:\n  listen: {broker}\n  tls:\n    cert: {}\n    key: {}\ntopics:\n  secure: {{partitions: 1}}\n",
+            env.certs.collector_cert.display(),
+            env.certs.collector_key.display(),
+        ),
+    );
+    collector.api = collector.api.clone().with_token(Some(reader.clone()));
+    let ca = env.certs.ca.to_str().unwrap().to_owned();
+    let sasl = |user: &str, pass: &str| -> Vec<String> {
+        [
+            "-b",
+            &broker,
+            "-X",
+            "security.protocol=SASL_SSL",
+            "-X",
+            &format!("ssl.ca.location={ca}"),
+            "-X",
+            "ssl.endpoint.identification.algorithm=none",
+            "-X",
+            "sasl.mechanisms=PLAIN",
+            "-X",
+            &format!("sasl.username={user}"),
+            "-X",
+            &format!("sasl.password={pass}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |mut args: Vec<String>, extra: &[&str], input: Option<&str>| {
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new("timeout")
+            .arg("30")
+            .arg("kcat")
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kcat");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            if let Some(i) = input {
+                stdin.write_all(i.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A read token cannot produce: the broker says so, nothing is stored.
+    let (ok, _, err) = run(
+        sasl("dashboard", &reader),
+        &["-P", "-t", "secure", "-X", "message.timeout.ms=10000"],
+        Some("not allowed\n"),
+    );
+    assert!(!ok, "a read token produced");
+    assert!(err.to_lowercase().contains("authorization"), "{err}");
+    assert_eq!(collector.count("secure"), 0);
+    // A write token can.
+    let (ok, _, err) = run(
+        sasl("shipper", &writer),
+        &["-P", "-t", "secure"],
+        Some("first\nsecond\nthird\n"),
+    );
+    assert!(ok, "write token could not produce: {err}");
+    assert_eq!(collector.count("secure"), 3);
+    // A read token reads them back; the write token cannot read.
+    let (ok, out, err) = run(
+        sasl("dashboard", &reader),
+        &["-C", "-t", "secure", "-o", "beginning", "-e", "-q"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["first", "second", "third"]
+    );
+    let (ok, out, err) = run(
+        sasl("shipper", &writer),
+        &["-C", "-t", "secure", "-o", "beginning", "-e", "-q"],
+        None,
+    );
+    assert!(!ok || out.is_empty(), "a write token read: {out}");
+    assert!(err.to_lowercase().contains("authorization"), "{err}");
+    // Wrong password, wrong user name, or no SASL at all: refused.
+    for (user, pass) in [("dashboard", "trb_wrong"), ("someone", reader.as_str())] {
+        let (ok, _, err) = run(sasl(user, pass), &["-L", "-m", "3"], None);
+        assert!(!ok, "{user} listed metadata");
+        assert!(
+            err.contains("Authentication failed") || err.contains("SASL"),
+            "{err}"
+        );
+    }
+    let (ok, _, _) = run(
+        vec![
+            "-b".into(),
+            broker.clone(),
+            "-X".into(),
+            "security.protocol=SSL".into(),
+            "-X".into(),
+            format!("ssl.ca.location={ca}"),
+            "-X".into(),
+            "ssl.endpoint.identification.algorithm=none".into(),
+        ],
+        &["-L", "-m", "3"],
+        None,
+    );
+    assert!(!ok, "metadata without SASL");
+    let log = collector.proc.log_text();
+    assert!(
+        log.contains("Kafka Produce from")
+            && log.contains("token `dashboard` has scope read, needs `write`"),
+        "{log}"
+    );
+}

@@ -38,6 +38,7 @@ pub mod metadata;
 pub mod produce;
 pub mod records;
 pub mod request;
+pub mod sasl;
 pub mod versions;
 
 pub use records::FetchCompression;
@@ -99,6 +100,8 @@ pub struct Broker {
     /// Consumer-group membership.
     pub coordinator: coordinator::Coordinator,
     pub metrics: Arc<Metrics>,
+    /// `api.auth`: when set, clients authenticate with SASL/PLAIN and a token.
+    pub auth: Option<Arc<crate::api::auth::ApiAuth>>,
     /// Cancelled when the collector stops: requests that wait (Fetch long-polls,
     /// JoinGroup and SyncGroup) answer at once instead of holding the shutdown.
     pub shutdown: CancellationToken,
@@ -135,6 +138,12 @@ pub enum KafkaError {
     },
     #[error("the client does not read its answers")]
     WriteTimeout,
+    #[error("SASL: {0}")]
+    Sasl(String),
+    #[error(
+        "{api:?} before SASL authentication (this listener wants SASL/PLAIN with an API token)"
+    )]
+    Unauthenticated { api: ApiKey },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -226,6 +235,7 @@ impl Broker {
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<(), KafkaError> {
+        let mut session = sasl::Session::default();
         loop {
             let mut size = [0u8; 4];
             let read = tokio::select! {
@@ -250,7 +260,19 @@ impl Broker {
             tokio::time::timeout(REQUEST_READ_TIMEOUT, stream.read_exact(&mut body))
                 .await
                 .map_err(|_| KafkaError::SlowRequest)??;
-            let (answer, close) = self.handle(Bytes::from(body), peer).await?;
+            if session.raw_next {
+                // After a v0 SaslHandshake: the bare PLAIN message; an empty frame
+                // says it was accepted, a failure closes the connection.
+                sasl::authenticate_raw(self, &mut session, &body, peer)?;
+                tokio::time::timeout(WRITE_TIMEOUT, async {
+                    stream.write_all(&[0, 0, 0, 0]).await?;
+                    stream.flush().await
+                })
+                .await
+                .map_err(|_| KafkaError::WriteTimeout)??;
+                continue;
+            }
+            let (answer, close) = self.handle(Bytes::from(body), peer, &mut session).await?;
             // Empty: a Produce with acks=0, which Kafka never answers.
             if answer.is_empty() {
                 continue;
@@ -273,6 +295,7 @@ impl Broker {
         &self,
         body: Bytes,
         peer: SocketAddr,
+        session: &mut sasl::Session,
     ) -> Result<(BytesMut, Option<KafkaError>), KafkaError> {
         self.metrics.kafka_requests.inc();
         let (api, version, correlation, client, body) = match request::decode(body)? {
@@ -305,7 +328,39 @@ impl Broker {
             peer,
         };
         let c = &ctx;
+        // With tokens: nothing but the handshake until authenticated, then only
+        // what the token's scopes allow.
+        if self.auth.is_some()
+            && !matches!(
+                *body,
+                Body::ApiVersions | Body::SaslHandshake(_) | Body::SaslAuthenticate(_)
+            )
+        {
+            let Some(principal) = &session.principal else {
+                self.metrics.error("kafka_unauthenticated");
+                return Err(KafkaError::Unauthenticated { api });
+            };
+            if let Some(scope) = sasl::required(&body)
+                && !principal.has(scope)
+            {
+                self.metrics.error("kafka_forbidden");
+                tributary_common::ratelimit::warn(
+                    "kafka_forbidden",
+                    format_args!(
+                        "Kafka {api:?} from {peer} refused: token `{}` has scope {}, needs `{scope}`",
+                        principal.name,
+                        principal.scope_list()
+                    ),
+                );
+                return Ok((sasl::denied(c, *body)?, None));
+            }
+        }
         let answer = match *body {
+            Body::SaslHandshake(r) => frame(c, &sasl::handshake(self, session, &r, version))?,
+            Body::SaslAuthenticate(r) => {
+                let (resp, close) = sasl::authenticate(self, session, &r, peer);
+                return Ok((frame(c, &resp)?, close));
+            }
             Body::ApiVersions => versions::answer(c)?,
             Body::Metadata(r) => frame(c, &metadata::answer(self, c, r).await)?,
             Body::ListOffsets(r) => frame(c, &fetch::list_offsets(self, c, r).await)?,

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{
     ApiKey, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    RequestHeader, SyncGroupRequest,
+    RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -30,6 +30,8 @@ pub enum Body {
     LeaveGroup(LeaveGroupRequest),
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
 }
 
 /// What the bytes of one request are.
@@ -105,6 +107,8 @@ pub fn decode(mut body: Bytes) -> Result<Decoded, KafkaError> {
         ApiKey::LeaveGroup => Body::LeaveGroup(de(b, v).map_err(malformed)?),
         ApiKey::ListGroups => Body::ListGroups(de(b, v).map_err(malformed)?),
         ApiKey::DescribeGroups => Body::DescribeGroups(de(b, v).map_err(malformed)?),
+        ApiKey::SaslHandshake => Body::SaslHandshake(de(b, v).map_err(malformed)?),
+        ApiKey::SaslAuthenticate => Body::SaslAuthenticate(de(b, v).map_err(malformed)?),
         _ => {
             return Ok(Decoded::Unsupported {
                 key,

@@ -29,6 +29,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
+    // librdkafka looks for v0 to know the broker takes SASL at all; after a v0
+    // handshake the PLAIN message comes unframed (see `sasl`).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Whether `api` is answered at `version`.
