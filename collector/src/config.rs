@@ -193,13 +193,15 @@ fn default_api_listen() -> String {
 pub const DEFAULT_MAX_TOPICS: usize = 1000;
 
 /// A key under `topics:`: a topic's settings, or one of the settings of topics as a
-/// whole (`max_topics: 1000`, `auto_create: true`).
+/// whole (`max_topics: 1000`, `auto_create: true`, `allow: {…}`).
 #[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
 pub enum TopicEntry {
     Topic(TopicFile),
     Number(u64),
     Flag(bool),
+    /// `allow`: writer pattern → topic patterns ([`crate::access`]).
+    Allow(BTreeMap<String, Vec<String>>),
 }
 
 /// One entry under `topics:`. `partitions` and `segment_bytes` are fixed when a
@@ -323,6 +325,8 @@ pub struct CollectorConfig {
     pub topics: BTreeMap<String, TopicSettings>,
     /// Most topics the store may hold; agents cannot create more.
     pub max_topics: usize,
+    /// `topics.allow`: who may write to which topics.
+    pub topic_acl: crate::access::TopicAcl,
     /// Whether a topic an agent names that does not exist yet is created.
     pub auto_create: bool,
     pub fsync: FsyncMode,
@@ -570,6 +574,7 @@ impl CollectorConfigFile {
         }
         let mut max_topics = DEFAULT_MAX_TOPICS;
         let mut auto_create = true;
+        let mut allow = None;
         let mut files: BTreeMap<&str, &TopicFile> = BTreeMap::new();
         for (name, entry) in &self.topics {
             match (name.as_str(), entry) {
@@ -578,6 +583,14 @@ impl CollectorConfigFile {
                     return Err(value_err(path, "topics.max_topics", "must be a number"));
                 }
                 ("auto_create", TopicEntry::Flag(b)) => auto_create = *b,
+                ("allow", TopicEntry::Allow(m)) => allow = Some(m),
+                ("allow", _) => {
+                    return Err(value_err(
+                        path,
+                        "topics.allow",
+                        "must map writers (certificate or token names, globs) to lists of topics (globs)",
+                    ));
+                }
                 ("auto_create", _) => {
                     return Err(value_err(
                         path,
@@ -597,6 +610,8 @@ impl CollectorConfigFile {
                 }
             }
         }
+        let topic_acl =
+            crate::access::TopicAcl::new(allow).map_err(|e| value_err(path, "topics.allow", e))?;
         if max_topics == 0 {
             return Err(value_err(path, "topics.max_topics", "must be at least 1"));
         }
@@ -721,6 +736,7 @@ impl CollectorConfigFile {
             api_listen,
             default_topic,
             max_topics,
+            topic_acl,
             auto_create,
             topics,
             fsync: self.durability.fsync,

@@ -23,6 +23,7 @@
 //! - [`alloc`]: the global allocator that keeps hostile counts in decoders from
 //!   aborting the process.
 
+pub mod access;
 pub mod alloc;
 pub mod api;
 pub mod client;

@@ -773,3 +773,91 @@ fn api_over_https_needs_a_token_with_the_right_scope() {
     assert_eq!(curl(ca, &url("/v1/topics"), Some(&committer), None).0, 200);
     agent.terminate(Duration::from_secs(10));
 }
+
+/// `topics.allow`: an agent writes only to the topics its certificate identity is
+/// allowed, an HTTP producer only to its token's.
+#[test]
+fn topics_allow_limits_writers_by_identity_and_token() {
+    let env = Env::new();
+    let dir = env.certs.ca.parent().expect("cert dir").to_owned();
+    let (code, _, err) = tributary_e2e::run(
+        "tributary",
+        &[
+            "certs",
+            "--out",
+            dir.to_str().expect("utf-8"),
+            "--agent",
+            "web-02",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let tokens = env.path().join("tokens");
+    let etl = token_add(&tokens, "etl", "read,write");
+    let mut c = env.start_collector_full(
+        tributary_e2e::free_port(),
+        tributary_e2e::free_port(),
+        "",
+        &format!("  auth: {{tokens_file: {}}}\n", tokens.display()),
+        "topics:\n  allow:\n    \"web-*\": [\"web\", \"app-*\"]\n    etl: [imports]\n    \"*\": [misc]\n",
+    );
+    c.api = c.api.clone().with_token(Some(etl.clone()));
+    let (cert, key) = (dir.join("web-02.pem"), dir.join("web-02.key"));
+    block_on(async {
+        let mut b = Raw::connect(&env, &c, &cert, &key, "web-02")
+            .await
+            .expect("welcome");
+        for (topic, allowed) in [
+            ("web", true),
+            ("app-api", true),
+            ("misc", true),
+            ("imports", false),
+            ("db", false),
+        ] {
+            match b
+                .send(topic, &forged("web-02", "/var/log/x.log", 0, 0, 2), 2)
+                .await
+            {
+                Frame::Ack { .. } => assert!(allowed, "web-02 wrote to {topic}"),
+                Frame::Reject {
+                    code: ErrorCode::Forbidden,
+                    message,
+                    ..
+                } => {
+                    assert!(!allowed, "web-02 refused {topic}: {message}");
+                    assert!(
+                        message.contains("`web-02` may not write to topic"),
+                        "{message}"
+                    );
+                }
+                other => panic!("{topic}: {other:?}"),
+            }
+        }
+    });
+    for topic in ["web", "app-api", "misc"] {
+        assert_eq!(c.count(topic), 2, "{topic}");
+    }
+    assert_eq!(c.count("imports") + c.count("db"), 0);
+    // HTTP producers by token name.
+    let base = format!("http://127.0.0.1:{}", c.api_port);
+    let ca = &env.certs.ca;
+    let (code, body) = curl(
+        ca,
+        &format!("{base}/v1/topics/imports/records"),
+        Some(&etl),
+        Some("{\"message\":\"ok\"}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = curl(
+        ca,
+        &format!("{base}/v1/topics/web/records"),
+        Some(&etl),
+        Some("{\"message\":\"no\"}"),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("`etl` may not write to topic `web`"),
+        "{body}"
+    );
+    assert_eq!(c.count("imports"), 1);
+    assert_eq!(c.count("web"), 2);
+}

@@ -209,10 +209,22 @@ async fn produce(
     Path(topic): Path<String>,
     Query(defaults): Query<Defaults>,
     peer: Option<axum::Extension<Peer>>,
+    principal: Option<axum::Extension<super::auth::Principal>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     p.metrics.http_requests.inc();
+    // topics.allow knows an HTTP producer by its token's name (api.auth).
+    let writer = principal
+        .as_ref()
+        .map_or("", |axum::Extension(p)| p.name.as_str());
+    if !p.writer.config().topic_acl.allows(writer, &topic) {
+        p.metrics.error("topic_forbidden");
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            crate::access::TopicAcl::refusal(writer, &topic),
+        ));
+    }
     let body = decode_body(&headers, &body)?;
     let text = headers
         .get(header::CONTENT_TYPE)

@@ -293,8 +293,13 @@ impl Ingest {
 
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(ACK_QUEUE);
         let acker = tokio::spawn(acknowledge(self.clone(), writer, ack_rx));
+        // Who `topics.allow` knows this connection by.
+        let writer: Arc<str> = match &peer_id {
+            Some(p) => Arc::from(p.agent.as_str()),
+            None => Arc::from(host.as_str()),
+        };
         let result = self
-            .read_loop(&mut reader, &ack_tx, peer_id, &shutdown)
+            .read_loop(&mut reader, &ack_tx, peer_id, &writer, &shutdown)
             .await;
         drop(ack_tx);
         let ack_result = acker.await.unwrap_or_else(|e| Err(e.into()));
@@ -306,6 +311,7 @@ impl Ingest {
         reader: &mut FrameReader<R>,
         ack_tx: &mpsc::Sender<Pending>,
         peer_id: Option<Arc<PeerIdentity>>,
+        writer: &str,
         shutdown: &CancellationToken,
     ) -> Result<(), ConnectionError> {
         let mut batches = 0u64;
@@ -357,7 +363,7 @@ impl Ingest {
             };
             batches += 1;
             let (batch, held) = batch;
-            match self.store_batch(batch, held, peer_id.clone()).await {
+            match self.store_batch(batch, held, peer_id.clone(), writer).await {
                 Ok(p) => {
                     if ack_tx.send(p).await.is_err() {
                         return Ok(());
@@ -381,8 +387,18 @@ impl Ingest {
         batch: BatchFrame,
         _held: Reserved,
         peer_id: Option<Arc<PeerIdentity>>,
+        writer: &str,
     ) -> Result<Pending, Fatal> {
         let seq = batch.seq;
+        if !self.storage.config().topic_acl.allows(writer, &batch.topic) {
+            self.metrics.error("topic_forbidden");
+            let why = crate::access::TopicAcl::refusal(writer, &batch.topic);
+            tributary_common::ratelimit::warn(
+                "ingest_topic_forbidden",
+                format_args!("batch refused: {why}"),
+            );
+            return Ok(Pending::Reject(seq, ErrorCode::Forbidden, why));
+        }
         let compressed = batch.payload.len() as u64;
         let limit = self.max_batch_bytes;
         let topic = batch.topic.clone();

@@ -320,12 +320,14 @@ impl Broker {
                 return Ok((versions::error_only(correlation), Some(unsupported)));
             }
         };
+        let writer = session.principal.as_ref().map(|p| p.name.clone());
         let ctx = Request {
             api,
             version,
             correlation,
             client: &client,
             peer,
+            writer: writer.as_deref().unwrap_or(""),
         };
         let c = &ctx;
         // With tokens: nothing but the handshake until authenticated, then only
@@ -397,6 +399,8 @@ pub struct Request<'a> {
     pub correlation: i32,
     pub client: &'a str,
     pub peer: SocketAddr,
+    /// The token the connection authenticated with (SASL), or empty.
+    pub writer: &'a str,
 }
 
 /// Size prefix, response header (of the version the API uses for `ctx.version`)

@@ -265,6 +265,9 @@ fn to_payload(records: &[Record], client: &str, peer: SocketAddr, now_ms: i64) -
     payload
 }
 
+/// `topics.allow` does not let this writer write to the topic.
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+
 pub async fn produce(broker: &Broker, ctx: &Request<'_>, req: ProduceRequest) -> ProduceResponse {
     let mut responses = Vec::with_capacity(req.topic_data.len().min(1024));
     for t in &req.topic_data {
@@ -278,6 +281,9 @@ pub async fn produce(broker: &Broker, ctx: &Request<'_>, req: ProduceRequest) ->
                 .with_log_start_offset(-1);
             let (error, base) = if req.transactional_id.is_some() {
                 (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1)
+            } else if !broker.writer.config().topic_acl.allows(ctx.writer, topic) {
+                broker.metrics.error("topic_forbidden");
+                (TOPIC_AUTHORIZATION_FAILED, -1)
             } else if !matches!(req.acks, -1..=1) {
                 (INVALID_REQUIRED_ACKS, -1)
             } else {

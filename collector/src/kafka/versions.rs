@@ -71,6 +71,7 @@ pub fn unsupported_answer(correlation: i32) -> Result<BytesMut, KafkaError> {
         correlation,
         client: "",
         peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        writer: "",
     };
     let body = ApiVersionsResponse::default()
         .with_error_code(code::UNSUPPORTED_VERSION)
@@ -99,6 +100,7 @@ mod tests {
             correlation: 7,
             client: "test",
             peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            writer: "",
         }
     }
 
