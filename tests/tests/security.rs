@@ -861,3 +861,70 @@ fn topics_allow_limits_writers_by_identity_and_token() {
     assert_eq!(c.count("imports"), 1);
     assert_eq!(c.count("web"), 2);
 }
+
+/// The agent follows its own certificate too: a renewed (here: re-issued under
+/// another name) certificate is used by its next connection, without a restart;
+/// SIGHUP rebuilds the collector's TLS at once.
+#[test]
+fn agent_uses_a_renewed_certificate_without_restart_and_sighup_reloads() {
+    let env = Env::new();
+    let dir = env.certs.ca.parent().expect("cert dir").to_owned();
+    let (code, _, err) = tributary_e2e::run(
+        "tributary",
+        &[
+            "certs",
+            "--out",
+            dir.to_str().expect("utf-8"),
+            "--agent",
+            "web-02",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // The agent reconnects for every batch: the collector closes idle connections.
+    let c = env.start_collector_with("  idle_timeout: 300ms\n  identity: tag\n", "");
+    let (cert, key) = (env.path().join("agent.pem"), env.path().join("agent.key"));
+    std::fs::copy(&env.certs.agent_cert, &cert).expect("copy cert");
+    std::fs::copy(&env.certs.agent_key, &key).expect("copy key");
+    let log = logs_dir(&env).join("app.log");
+    append_lines(&log, lines("before", 0..10));
+    let yaml = agent_yaml(&env, &c, "agent", "web-02", &log, &cert, &key);
+    let mut agent = env.start_agent("agent", &yaml);
+    c.wait_for_count("app", 10, Duration::from_secs(30), &agent);
+    // Renew in place: the key first, then the certificate (a moment where they do
+    // not match, which must not break anything).
+    std::fs::copy(dir.join("web-02.key"), &key).expect("new key");
+    std::fs::copy(dir.join("web-02.pem"), &cert).expect("new cert");
+    wait_for_log(&agent, "files reloaded", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    append_lines(&log, lines("after", 0..10));
+    c.wait_for_count("app", 20, Duration::from_secs(30), &agent);
+    let recs = c.read_all("app");
+    let agent_of = |prefix: &str| -> Vec<String> {
+        recs.iter()
+            .filter(|r| r.message.starts_with(prefix))
+            .map(|r| r.json["agent"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert!(agent_of("before").iter().all(|a| a == "tributary-agent"));
+    assert!(
+        agent_of("after").iter().all(|a| a == "web-02"),
+        "{:?}",
+        agent_of("after")
+    );
+    assert!(agent.is_running(), "no restart");
+
+    let reloads = |p: &Proc| p.log_text().matches("files reloaded").count();
+    let before = reloads(&c.proc);
+    let out = std::process::Command::new("kill")
+        .args(["-HUP", &c.proc.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(out.success());
+    eventually(
+        "SIGHUP reloads the collector's TLS",
+        Duration::from_secs(10),
+        || reloads(&c.proc) > before,
+    );
+    assert_eq!(c.count("app"), 20);
+    agent.terminate(Duration::from_secs(10));
+}
