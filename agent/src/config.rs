@@ -239,8 +239,8 @@ pub struct SyslogInputConfig {
     pub fields_json: Arc<[u8]>,
     pub timezone: TimeZone,
     pub max_message_bytes: usize,
-    /// Server configuration for `tls://` listeners.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Server configuration for `tls://` listeners, followed as its files change.
+    pub tls: Option<Arc<tributary_common::reload::Reloading<rustls::ServerConfig>>>,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub idle_timeout: Duration,
@@ -508,8 +508,16 @@ fn resolve_syslog(
     let wants_tls = listen.iter().any(|l| l.transport == Transport::Tls);
     let tls = match (&input.tls, wants_tls) {
         (Some(t), true) => Some(
-            tls::server_config(&t.cert, &t.key, None)
-                .map_err(|e| value_err(path, key("tls"), report(&e)))?,
+            tls::reloading_server(
+                &key("tls"),
+                &tls::ServerFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    client_ca: None,
+                    client_crl: None,
+                },
+            )
+            .map_err(|e| value_err(path, key("tls"), report(&e)))?,
         ),
         (None, false) => None,
         (None, true) => {

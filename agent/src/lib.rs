@@ -160,10 +160,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         CHECKPOINT_INTERVAL,
     ));
     // The output's certificate, key and CA are read again when they change or on SIGHUP.
-    let watched = tokio::spawn(tributary_common::reload::watch(
-        vec![config.tls.clone()],
-        shutdown.clone(),
-    ));
+    let mut files: Vec<Arc<dyn tributary_common::reload::Watched>> = vec![config.tls.clone()];
+    for s in &config.syslog {
+        if let Some(t) = &s.tls {
+            files.push(t.clone());
+        }
+    }
+    let watched = tokio::spawn(tributary_common::reload::watch(files, shutdown.clone()));
     let shipper = Shipper {
         collectors: config.collectors.clone(),
         tls: config.tls.clone(),

@@ -338,6 +338,35 @@ pub struct CollectorConfig {
 }
 
 impl CollectorConfig {
+    /// What the configuration leaves open to anyone who can reach a port: the
+    /// HTTP API or the Kafka listener beyond loopback without `api.auth`, ingest
+    /// without client certificates beyond loopback.
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.api_auth.is_none() && !self.api_listen.ip().is_loopback() {
+            v.push(format!(
+                "api.listen {} is reachable beyond this machine and api.auth is not set: anyone who reaches it reads every log and moves consumer groups (set api.auth.tokens_file; README: Security)",
+                self.api_listen
+            ));
+        }
+        if let Some(k) = &self.kafka
+            && self.api_auth.is_none()
+            && !k.listen.ip().is_loopback()
+        {
+            v.push(format!(
+                "kafka.listen {} is reachable beyond this machine and api.auth is not set: any Kafka client reads every log and produces (set api.auth.tokens_file, then clients use SASL/PLAIN)",
+                k.listen
+            ));
+        }
+        if self.identity.is_none() && !self.ingest_listen.ip().is_loopback() {
+            v.push(format!(
+                "ingest.tls.client_ca is not set: any client that reaches ingest.listen {} writes records under any host name (set client_ca so agents prove who they are)",
+                self.ingest_listen
+            ));
+        }
+        v
+    }
+
     /// Everything that follows its files (TLS of each listener), for
     /// [`tributary_common::reload::watch`].
     pub fn watched(&self) -> Vec<Arc<dyn tributary_common::reload::Watched>> {
@@ -803,5 +832,85 @@ mod tests {
         let r: RetentionRunFile = config::parse_yaml("t", "{check_interval_ms: 250ms}").unwrap();
         assert_eq!(r.check_interval_ms.0, Duration::from_millis(250));
         assert!(config::parse_yaml::<RetentionRunFile>("t", "{max_age: 1d}").is_err());
+    }
+
+    /// Resolve `collector.yaml` text with certificates made in `dir`.
+    fn resolve_in(dir: &Path, extra: &str, ingest: &str) -> Result<CollectorConfig, ConfigError> {
+        let f = crate::setup::certs::generate(&dir.join("certs"), &[]).unwrap();
+        let yaml = format!(
+            "data_dir: {}\ningest:\n  listen: 0.0.0.0:7400\n  tls:\n    cert: {}\n    key: {}\n{ingest}{extra}",
+            dir.join("data").display(),
+            f.collector_cert.display(),
+            f.collector_key.display(),
+        );
+        let file: CollectorConfigFile = config::parse_yaml("collector.yaml", &yaml)?;
+        file.resolve("collector.yaml")
+    }
+
+    #[test]
+    fn security_settings_are_checked_and_open_doors_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("certs/ca.pem");
+        let crl = dir.path().join("certs/crl.pem");
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "").unwrap();
+
+        // Everything open beyond loopback: each door is named.
+        let open = resolve_in(
+            dir.path(),
+            "api:\n  listen: 0.0.0.0:7401\nkafka:\n  listen: 0.0.0.0:9092\n",
+            "",
+        )
+        .unwrap();
+        let w = open.exposure_warnings().join("\n");
+        for key in [
+            "api.listen 0.0.0.0:7401",
+            "kafka.listen 0.0.0.0:9092",
+            "ingest.tls.client_ca",
+        ] {
+            assert!(w.contains(key), "{w}");
+        }
+        assert!(open.identity.is_none());
+
+        // Closed: client certificates (identity enforce by default) and tokens.
+        let closed = resolve_in(
+            dir.path(),
+            &format!("api:\n  listen: 0.0.0.0:7401\n  auth: {{tokens_file: {}}}\nkafka:\n  listen: 127.0.0.1:9092\n", tokens.display()),
+            &format!("    client_ca: {}\n    client_crl: {}\n", ca.display(), crl.display()),
+        )
+        .unwrap();
+        assert!(
+            closed.exposure_warnings().is_empty(),
+            "{:?}",
+            closed.exposure_warnings()
+        );
+        assert_eq!(
+            closed.identity,
+            Some(crate::ingest::identity::IdentityMode::Enforce)
+        );
+
+        // Settings that cannot work are errors naming the key.
+        let err = |extra: &str, ingest: &str| {
+            tributary_common::error::report(
+                &resolve_in(dir.path(), extra, ingest)
+                    .err()
+                    .expect("an error"),
+            )
+        };
+        assert!(err("", "  identity: tag\n").contains("ingest.identity"));
+        assert!(
+            err("", &format!("    client_crl: {}\n", crl.display()))
+                .contains("ingest.tls.client_crl")
+        );
+        let sasl_in_clear = format!(
+            "api:\n  auth: {{tokens_file: {}}}\nkafka:\n  listen: 0.0.0.0:9092\n",
+            tokens.display()
+        );
+        assert!(err(&sasl_in_clear, "").contains("kafka.tls"));
+        assert!(err("topics:\n  allow: {web: 3}\n", "").contains("topics"));
+        assert!(
+            err("api:\n  auth: {tokens_file: /nonexistent/tokens}\n", "")
+                .contains("api.auth.tokens_file")
+        );
     }
 }

@@ -157,6 +157,9 @@ impl Collector {
             fsync = ?self.config.fsync,
             "collector listening"
         );
+        for w in self.config.exposure_warnings() {
+            tracing::warn!("{w}");
+        }
         let plan = crate::descriptors::Plan::for_config(&self.config);
         match plan.shortfall() {
             Some(warning) => tracing::warn!("{warning}"),

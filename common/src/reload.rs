@@ -87,6 +87,19 @@ where
         }))
     }
 
+    /// A configuration that follows no file (tests, built-in settings).
+    pub fn fixed(what: impl Into<String>, value: Arc<C>) -> Arc<Self> {
+        Arc::new(Reloading {
+            what: what.into(),
+            files: Vec::new(),
+            build: Box::new(move || unreachable_build()),
+            current: RwLock::new(value),
+            stamps: Mutex::new(Vec::new()),
+            reloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
     /// The configuration in force.
     pub fn current(&self) -> Arc<C> {
         match self.current.read() {
@@ -108,6 +121,9 @@ where
     /// Rebuild when a file changed since the last look, or always with `force`
     /// (SIGHUP).
     pub fn check(&self, force: bool) -> Reload {
+        if self.files.is_empty() {
+            return Reload::Unchanged;
+        }
         let now: Vec<Stamp> = self.files.iter().map(stamp).collect();
         {
             let mut seen = match self.stamps.lock() {
@@ -143,6 +159,11 @@ where
             }
         }
     }
+}
+
+/// The build of a [`Reloading::fixed`] configuration, which `check` never calls.
+fn unreachable_build<C, E>() -> Result<Arc<C>, E> {
+    unreachable!("a fixed configuration is never rebuilt")
 }
 
 /// Something [`watch`] looks after.

@@ -58,6 +58,9 @@ pub fn check(config_path: &Path, config: &CollectorConfig) -> Report {
             }
         }
     }
+    for w in config.exposure_warnings() {
+        let _ = writeln!(text, "warning: {w}");
+    }
     let plan = crate::descriptors::Plan::for_config(config);
     let _ = match plan.shortfall() {
         Some(w) => writeln!(text, "warning: {w}"),

@@ -271,7 +271,7 @@ impl Counts {
 pub(super) async fn tcp(
     listener: TcpListener,
     transport: Transport,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<tributary_common::reload::Reloading<rustls::ServerConfig>>>,
     sh: Arc<Shared>,
     tx: mpsc::Sender<Chunk>,
     shutdown: CancellationToken,
@@ -319,7 +319,11 @@ pub(super) async fn tcp(
         sh.stats.syslog_connections.fetch_add(1, Ordering::Relaxed);
         let peer = peer_of(transport, addr.ip());
         tracing::debug!(peer = %addr, source = %peer.source, "syslog connection");
-        let (sh, tx, stop, tls) = (sh.clone(), tx.clone(), shutdown.clone(), tls.clone());
+        // The certificate in force now (renewed without a restart).
+        let tls = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
+        let (sh, tx, stop) = (sh.clone(), tx.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
             let _ip_slot = ip_slot;

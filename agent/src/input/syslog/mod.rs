@@ -138,7 +138,10 @@ pub(crate) struct Shared {
 
 enum Bound {
     Udp(UdpSocket),
-    Tcp(TcpListener, Option<tokio_rustls::TlsAcceptor>),
+    Tcp(
+        TcpListener,
+        Option<Arc<tributary_common::reload::Reloading<rustls::ServerConfig>>>,
+    ),
 }
 
 /// A `type: syslog` input with its sockets bound.
@@ -164,9 +167,7 @@ impl SyslogInput {
                 ),
                 Transport::Tcp | Transport::Tls => {
                     let tls = match (listen.transport, &cfg.tls) {
-                        (Transport::Tls, Some(c)) => {
-                            Some(tokio_rustls::TlsAcceptor::from(c.clone()))
-                        }
+                        (Transport::Tls, Some(c)) => Some(c.clone()),
                         (Transport::Tls, None) => return Err(SyslogInputError::NoTls { listen }),
                         _ => None,
                     };

@@ -322,7 +322,10 @@ async fn tls_listener_reads_octet_counted_messages() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
     let mut cfg = settings(&["tls://127.0.0.1:0"]);
-    cfg.tls = Some(tributary_common::tls::server_config(&cert, &key, None).unwrap());
+    cfg.tls = Some(tributary_common::reload::Reloading::fixed(
+        "test",
+        tributary_common::tls::server_config(&cert, &key, None).unwrap(),
+    ));
     let mut r = start(cfg, 8).await;
     let client = tributary_common::tls::client_config(&cert, None).unwrap();
     let connector = tokio_rustls::TlsConnector::from(client);
