@@ -726,6 +726,13 @@ fn sasl_plain_over_tls_with_api_tokens_and_scopes() {
     );
     assert!(ok, "write token could not produce: {err}");
     assert_eq!(collector.count("secure"), 3);
+    // Stored with the token that wrote them.
+    assert!(
+        collector
+            .read_all("secure")
+            .iter()
+            .all(|r| r.json["agent"] == "shipper")
+    );
     // A read token reads them back; the write token cannot read.
     let (ok, out, err) = run(
         sasl("dashboard", &reader),

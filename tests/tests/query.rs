@@ -377,6 +377,22 @@ fn certs_pass_openssl_and_the_example_configs_pass_check_config() {
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("configuration is valid"), "{stdout}");
+    // The README's install makes the API token file the example config names.
+    let (code, token, stderr) = run(
+        "tributary",
+        &[
+            "token",
+            "add",
+            "--tokens-file",
+            &p("tokens"),
+            "--name",
+            "admin",
+            "--scopes",
+            "admin",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(token.trim().starts_with("trb_"), "{token}");
     let collector_yaml = env.path().join("collector.yaml");
     let ingest = free_port();
     std::fs::write(

@@ -860,6 +860,11 @@ fn topics_allow_limits_writers_by_identity_and_token() {
     );
     assert_eq!(c.count("imports"), 1);
     assert_eq!(c.count("web"), 2);
+    assert_eq!(
+        c.read_all("imports")[0].json["agent"],
+        "etl",
+        "stamped with its token"
+    );
 }
 
 /// The agent follows its own certificate too: a renewed (here: re-issued under

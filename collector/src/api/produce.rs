@@ -150,7 +150,9 @@ fn parse(
 }
 
 /// Record blocks, one per run of records with the same host and source.
-fn encode(records: &[Parsed]) -> Vec<u8> {
+/// Encode as record blocks, stamped with the producer's token name (`agent`) when
+/// it authenticated.
+fn encode(records: &[Parsed], agent: &str) -> Vec<u8> {
     let mut payload = Vec::new();
     let mut current: Option<(&str, &str, BlockWriter)> = None;
     for r in records {
@@ -161,7 +163,7 @@ fn encode(records: &[Parsed]) -> Vec<u8> {
             if let Some((_, _, b)) = current.take() {
                 b.finish(&mut payload);
             }
-            let b = BlockWriter::begin(&mut payload, &r.host, &r.source, 0, b"");
+            let b = BlockWriter::begin_as(&mut payload, &r.host, &r.source, agent, 0, b"");
             current = Some((&r.host, &r.source, b));
         }
         if let Some((_, _, b)) = current.as_mut() {
@@ -238,7 +240,7 @@ async fn produce(
     let source = defaults.source.unwrap_or_else(|| "http".to_owned());
     let now = tributary_common::timefmt::now_ms();
     let records = parse(&body, text, &host, &source, now)?;
-    let payload = encode(&records);
+    let payload = encode(&records, writer);
     drop(records);
     let summary = record::summarize(&payload).map_err(|e| {
         ApiError(

@@ -206,8 +206,15 @@ pub fn decode_batches(mut data: Bytes) -> Result<Vec<Vec<Record>>, String> {
     Ok(batches)
 }
 
-/// Encode Kafka records as one payload of record blocks (one block per host).
-fn to_payload(records: &[Record], client: &str, peer: SocketAddr, now_ms: i64) -> Vec<u8> {
+/// Encode Kafka records as one payload of record blocks (one block per host),
+/// stamped with the token name the connection authenticated with (`agent`), if any.
+fn to_payload(
+    records: &[Record],
+    client: &str,
+    agent: &str,
+    peer: SocketAddr,
+    now_ms: i64,
+) -> Vec<u8> {
     let source = format!("kafka://{client}");
     let peer_host = peer.ip().to_string();
     let mut payload = Vec::new();
@@ -246,7 +253,7 @@ fn to_payload(records: &[Record], client: &str, peer: SocketAddr, now_ms: i64) -
             }
             block = Some((
                 host.clone(),
-                BlockWriter::begin(&mut payload, &host, &source, 0, b""),
+                BlockWriter::begin_as(&mut payload, &host, &source, agent, 0, b""),
             ));
         }
         let ts = if r.timestamp >= 0 {
@@ -345,7 +352,7 @@ async fn produce_partition(
             }
         }
         let now = tributary_common::timefmt::now_ms();
-        let payload = to_payload(&batch, ctx.client, ctx.peer, now);
+        let payload = to_payload(&batch, ctx.client, ctx.writer, ctx.peer, now);
         let summary = match summarize(&payload) {
             Ok(s) => s,
             Err(e) => {
