@@ -27,6 +27,24 @@ struct Raw {
     seq: u64,
 }
 
+/// `tributary certs --agent NAME` into the env's certificate directory, as an
+/// operator issues one per host; returns the directory.
+fn issue_agent_cert(env: &Env, name: &str) -> std::path::PathBuf {
+    let dir = env.certs.ca.parent().expect("cert dir").to_owned();
+    let (code, _, err) = tributary_e2e::run(
+        "tributary",
+        &[
+            "certs",
+            "--out",
+            dir.to_str().expect("utf-8"),
+            "--agent",
+            name,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    dir
+}
+
 /// Why a hand-made connection got no WELCOME.
 #[derive(Debug)]
 enum Refused {
@@ -361,18 +379,7 @@ fn enforce_binds_hosts_to_certificates_made_by_openssl() {
 #[test]
 fn tag_records_identity_and_forged_offsets_drop_nothing() {
     let env = Env::new();
-    let cert_dir = env.certs.ca.parent().expect("cert dir").to_owned();
-    let (code, _, err) = tributary_e2e::run(
-        "tributary",
-        &[
-            "certs",
-            "--out",
-            cert_dir.to_str().expect("utf-8"),
-            "--agent",
-            "web-02",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let cert_dir = issue_agent_cert(&env, "web-02");
     let c = env.start_collector_with("  identity: tag\n", "");
 
     let a_log = logs_dir(&env).join("a.log");
@@ -440,11 +447,8 @@ fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn revoked_certificate_is_refused_after_the_crl_changes_on_disk() {
     let env = Env::new();
-    let dir = env.certs.ca.parent().expect("cert dir").to_owned();
+    let dir = issue_agent_cert(&env, "web-02");
     let dir_s = dir.to_str().expect("utf-8");
-    let (code, _, err) =
-        tributary_e2e::run("tributary", &["certs", "--out", dir_s, "--agent", "web-02"]);
-    assert_eq!(code, 0, "{err}");
     let crl = dir.join("crl.pem");
     assert!(crl.exists(), "a new CA comes with an empty CRL");
     let c = env.start_collector_with(
@@ -779,18 +783,7 @@ fn api_over_https_needs_a_token_with_the_right_scope() {
 #[test]
 fn topics_allow_limits_writers_by_identity_and_token() {
     let env = Env::new();
-    let dir = env.certs.ca.parent().expect("cert dir").to_owned();
-    let (code, _, err) = tributary_e2e::run(
-        "tributary",
-        &[
-            "certs",
-            "--out",
-            dir.to_str().expect("utf-8"),
-            "--agent",
-            "web-02",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let dir = issue_agent_cert(&env, "web-02");
     let tokens = env.path().join("tokens");
     let etl = token_add(&tokens, "etl", "read,write");
     let mut c = env.start_collector_full(
@@ -873,18 +866,7 @@ fn topics_allow_limits_writers_by_identity_and_token() {
 #[test]
 fn agent_uses_a_renewed_certificate_without_restart_and_sighup_reloads() {
     let env = Env::new();
-    let dir = env.certs.ca.parent().expect("cert dir").to_owned();
-    let (code, _, err) = tributary_e2e::run(
-        "tributary",
-        &[
-            "certs",
-            "--out",
-            dir.to_str().expect("utf-8"),
-            "--agent",
-            "web-02",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let dir = issue_agent_cert(&env, "web-02");
     // The agent reconnects for every batch: the collector closes idle connections.
     let c = env.start_collector_with("  idle_timeout: 300ms\n  identity: tag\n", "");
     let (cert, key) = (env.path().join("agent.pem"), env.path().join("agent.key"));
