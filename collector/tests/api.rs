@@ -280,3 +280,35 @@ async fn the_retention_task_deletes_on_its_interval() {
     assert_eq!(s, 416, "{v}");
     assert!(v["error"].as_str().unwrap().contains("2..3"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histogram_over_http_adds_up_to_the_query() {
+    let api = Api::start().await;
+    let stamps: Vec<i64> = (0..500).map(|i| OLD + i * 7_000).collect();
+    append(&api.storage, "app", &stamps).await;
+    let range = format!("topic=app&since={}&until={}", OLD, OLD + 3_600_000);
+    let (s, h) = api.get(&format!("/v1/histogram?{range}&buckets=12")).await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["interval_ms"], 300_000);
+    assert_eq!(h["complete"], true);
+    let buckets = h["buckets"].as_array().unwrap();
+    let sum: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    let (_, q) = api.get(&format!("/v1/query?{range}&limit=10000")).await;
+    assert_eq!(sum, q["records"].as_array().unwrap().len() as u64);
+    assert_eq!(sum, 500);
+    assert_eq!(h["total"], 500);
+    assert_eq!(buckets[0]["start"], "2020-09-13T12:25:00.000Z");
+    assert_eq!(buckets[0]["by_severity"]["none"], buckets[0]["count"]);
+    for bad in [
+        "topic=app&buckets=0",
+        "topic=app&buckets=x",
+        "buckets=5",
+        "topic=app&since=2h&until=3h",
+    ] {
+        let (s, v) = api.get(&format!("/v1/histogram?{bad}")).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(v["error"].is_string());
+    }
+    let (s, _) = api.get("/v1/histogram?topic=nope").await;
+    assert_eq!(s, 404);
+}

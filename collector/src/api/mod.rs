@@ -69,6 +69,7 @@ fn build(
             get(offset_for_timestamp),
         )
         .route("/v1/query", get(query))
+        .route("/v1/histogram", get(histogram))
         .route("/v1/groups", get(groups_list))
         .route(
             "/v1/groups/{group}/offsets",
@@ -432,6 +433,103 @@ async fn offset_for_timestamp(
 }
 
 /// `GET /v1/query`: see [`crate::api::query`].
+/// `/v1/histogram`: the query filters, and how many buckets at most.
+#[derive(Deserialize)]
+struct HistogramParams {
+    #[serde(flatten)]
+    query: query::QueryParams,
+    buckets: Option<String>,
+}
+
+/// Counts per time bucket for the query filters over `since..until` (default: the
+/// last 24 hours), split by severity.
+async fn histogram(
+    State(api): State<Api>,
+    Query(p): Query<HistogramParams>,
+) -> Result<Response, ApiError> {
+    use query::histogram::{self, Buckets};
+    api.metrics.http_requests.inc();
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let now = tributary_common::timefmt::now_ms();
+    let q = query::Query::parse(&p.query, now).map_err(|e| bad(e.to_string()))?;
+    let until = q.filter.until_ms.unwrap_or(now);
+    let since = q.filter.since_ms.unwrap_or(until - 86_400_000);
+    if since > until {
+        return Err(bad(format!(
+            "`since` ({}) is after `until` ({})",
+            tributary_common::timefmt::format_ms(since),
+            tributary_common::timefmt::format_ms(until)
+        )));
+    }
+    let n = match p.buckets.as_deref().filter(|s| !s.is_empty()) {
+        None => histogram::DEFAULT_BUCKETS,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=histogram::MAX_BUCKETS).contains(n))
+            .ok_or_else(|| {
+                bad(format!(
+                    "bad `buckets` {s:?}: 1 to {}",
+                    histogram::MAX_BUCKETS
+                ))
+            })?,
+    };
+    let topic = api
+        .store
+        .topic(&q.topic)
+        .ok_or_else(|| no_topic(&api, &q.topic))?;
+    let mut filter = q.filter;
+    filter.since_ms = Some(since);
+    filter.until_ms = Some(until);
+    let b = Buckets::new(since, until, n);
+    let deadline = std::time::Instant::now() + query::DEFAULT_DEADLINE;
+    let name = q.topic.clone();
+    let h = tokio::task::spawn_blocking(move || histogram::run(&topic, &filter, b, deadline))
+        .await
+        .map_err(task_failed)?
+        .map_err(|e| match e {
+            query::QueryError::Store(e) => ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("histogram of `{name}`: {e}"),
+            ),
+            other => bad(other.to_string()),
+        })?;
+    let buckets: Vec<_> = h
+        .counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let start = b.start_ms + i as i64 * b.width_ms;
+            let mut by = serde_json::Map::new();
+            for (slot, &n) in c.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let name = if slot < 8 {
+                    tributary_common::names::severity_name(slot as u8)
+                } else {
+                    "none"
+                };
+                by.insert(name.into(), n.into());
+            }
+            json!({
+                "start": tributary_common::timefmt::format_ms(start),
+                "start_ms": start,
+                "count": c.iter().sum::<u64>(),
+                "by_severity": by,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "topic": q.topic,
+        "since": tributary_common::timefmt::format_ms(since),
+        "until": tributary_common::timefmt::format_ms(until),
+        "interval_ms": b.width_ms,
+        "total": h.total(),
+        "scanned_records": h.scanned_records,
+        "complete": h.complete,
+        "buckets": buckets,
+    }))
+    .into_response())
+}
+
 async fn query(
     State(api): State<Api>,
     Query(params): Query<query::QueryParams>,

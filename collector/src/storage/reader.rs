@@ -209,6 +209,22 @@ impl PartitionReader {
         self.0.read(offset, max_records, max_bytes)
     }
 
+    /// Visit the records of `from..to` borrowed from the stored batches (see
+    /// [`Partition::scan`](tributary_store::Partition::scan)), on the calling
+    /// thread; returns where to continue.
+    pub fn scan_blocking(
+        &self,
+        from: u64,
+        to: u64,
+        visit: impl FnMut(
+            u64,
+            &tributary_common::record::BlockHeader<'_>,
+            &tributary_common::record::RecordRef<'_>,
+        ) -> std::ops::ControlFlow<()>,
+    ) -> Result<u64, tributary_store::Error> {
+        self.0.scan(from, to, visit)
+    }
+
     /// [`PartitionReader::offset_for_timestamp`] on the calling thread.
     pub fn offset_for_timestamp_blocking(
         &self,

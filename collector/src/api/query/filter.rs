@@ -236,7 +236,7 @@ impl Filter {
 }
 
 /// The `severity` of a fields object (JSON bytes), if it has a known one.
-fn severity_in(fields: &[u8]) -> Option<u8> {
+pub(crate) fn severity_in(fields: &[u8]) -> Option<u8> {
     if fields.is_empty() || memmem::find(fields, b"\"severity\"").is_none() {
         return None;
     }

@@ -26,6 +26,7 @@ use tributary_store::{Error as StoreError, StoredRecord};
 use crate::storage::{PartitionReader, TopicReader};
 
 mod filter;
+pub mod histogram;
 #[cfg(test)]
 mod tests;
 
@@ -82,24 +83,7 @@ struct Cursor {
 
 impl Cursor {
     fn plan(partition: PartitionReader, f: &Filter, order: Order) -> Result<Cursor, QueryError> {
-        let end = partition.end_offset();
-        let start = partition.start_offset();
-        let lo = match f.since_ms {
-            Some(s) => partition
-                .offset_for_timestamp_blocking(s)?
-                .map_or(end, |t| t.offset),
-            None => start,
-        };
-        let hi = match f.until_ms {
-            Some(u) => partition
-                .offset_for_timestamp_blocking(u.saturating_add(1))?
-                .map_or(end, |t| t.offset)
-                // The batch holding the first newer record may hold older ones too.
-                .saturating_add(STEP_RECORDS as u64)
-                .min(end),
-            None => end,
-        };
-        let lo = lo.max(start);
+        let (lo, hi) = plan_range(&partition, f)?;
         Ok(Cursor {
             partition,
             next: if order == Order::Asc { lo } else { hi },
@@ -184,6 +168,33 @@ impl Cursor {
         }
         Ok(())
     }
+}
+
+/// The offsets of `partition` a query with filter `f` reads: from the first batch
+/// holding a record at or after `since` to past the first one holding a record
+/// after `until`, through the time index.
+pub(crate) fn plan_range(
+    partition: &PartitionReader,
+    f: &Filter,
+) -> Result<(u64, u64), StoreError> {
+    let end = partition.end_offset();
+    let start = partition.start_offset();
+    let lo = match f.since_ms {
+        Some(s) => partition
+            .offset_for_timestamp_blocking(s)?
+            .map_or(end, |t| t.offset),
+        None => start,
+    };
+    let hi = match f.until_ms {
+        Some(u) => partition
+            .offset_for_timestamp_blocking(u.saturating_add(1))?
+            .map_or(end, |t| t.offset)
+            // The batch holding the first newer record may hold older ones too.
+            .saturating_add(STEP_RECORDS as u64)
+            .min(end),
+        None => end,
+    };
+    Ok((lo.max(start), hi))
 }
 
 /// Run `q` over `topic` on the blocking pool, at most until `deadline`.
