@@ -36,6 +36,8 @@ pub struct Metrics {
     pub descriptors_open: Gauge,
     pub store_open_writers: Gauge,
     pub store_read_handles: Gauge,
+    /// The agents connected now (`/v1/agents`).
+    pub agents: std::sync::Arc<crate::ingest::agents::Agents>,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tributary");
         let m = Metrics {
+            agents: Default::default(),
             records_in: Counter::default(),
             records_deduplicated: Counter::default(),
             records_retimed: Counter::default(),

@@ -70,6 +70,8 @@ fn build(
         )
         .route("/v1/query", get(query))
         .route("/v1/histogram", get(histogram))
+        .route("/v1/agents", get(agents))
+        .route("/v1/context", get(context))
         .route("/v1/groups", get(groups_list))
         .route(
             "/v1/groups/{group}/offsets",
@@ -433,6 +435,91 @@ async fn offset_for_timestamp(
 }
 
 /// `GET /v1/query`: see [`crate::api::query`].
+/// The agents connected now: host, certificate identity, address, version,
+/// connected since, last batch, totals and records/s.
+async fn agents(State(api): State<Api>) -> Response {
+    api.metrics.http_requests.inc();
+    axum::Json(api.metrics.agents.list()).into_response()
+}
+
+/// `/v1/context`: a record and its neighbours from the same source.
+#[derive(Deserialize)]
+struct ContextParams {
+    topic: Option<String>,
+    partition: Option<String>,
+    offset: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+/// The record at `partition`/`offset` of `topic` and up to `before` and `after`
+/// records of the same source (host and source) around it, in offset order.
+async fn context(
+    State(api): State<Api>,
+    Query(p): Query<ContextParams>,
+) -> Result<Response, ApiError> {
+    api.metrics.http_requests.inc();
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let topic = p
+        .topic
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad("`topic` is required".into()))?;
+    let part = partition_of(&api, &topic, p.partition.as_deref().unwrap_or(""))?;
+    let offset: u64 = p
+        .offset
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("`offset` must be a number".into()))?;
+    let count = |v: &Option<String>, name: &str| -> Result<usize, ApiError> {
+        match v.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(10),
+            Some(s) => s
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= query::context::MAX_AROUND)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "bad `{name}` {s:?}: 0 to {}",
+                        query::context::MAX_AROUND
+                    ))
+                }),
+        }
+    };
+    let (before, after) = (count(&p.before, "before")?, count(&p.after, "after")?);
+    let (start, end) = (part.start_offset(), part.end_offset());
+    if offset < start || offset >= end {
+        return Err(out_of_range(&topic, part.id(), offset, start, end));
+    }
+    let pid = part.id();
+    let found =
+        tokio::task::spawn_blocking(move || query::context::around(&part, offset, before, after))
+            .await
+            .map_err(task_failed)?
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("context in `{topic}` partition {pid}: {e}"),
+                )
+            })?;
+    let before: Vec<RecordJson<'_>> = found
+        .before
+        .iter()
+        .map(|r| RecordJson::from_stored(&topic, pid, r))
+        .collect();
+    let after: Vec<RecordJson<'_>> = found
+        .after
+        .iter()
+        .map(|r| RecordJson::from_stored(&topic, pid, r))
+        .collect();
+    Ok(axum::Json(json!({
+        "record": RecordJson::from_stored(&topic, pid, &found.record),
+        "before": before,
+        "after": after,
+        "complete": found.complete,
+    }))
+    .into_response())
+}
+
 /// `/v1/histogram`: the query filters, and how many buckets at most.
 #[derive(Deserialize)]
 struct HistogramParams {

@@ -25,6 +25,7 @@ use tributary_common::wire::{
     ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION, WireError, declared_batch_len, decode_frame,
 };
 
+pub mod agents;
 pub mod budget;
 pub mod error;
 pub mod identity;
@@ -283,6 +284,12 @@ impl Ingest {
             })
             .await
             .map_err(ConnectionError::Send)?;
+        let registration = self.metrics.agents.register(
+            &host,
+            peer_id.as_ref().map_or("", |p| p.agent.as_str()),
+            peer,
+            &agent_version,
+        );
         tracing::info!(
             %host,
             identity = %peer_id.as_ref().map_or("-", |p| p.agent.as_str()),
@@ -292,7 +299,7 @@ impl Ingest {
         );
 
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(ACK_QUEUE);
-        let acker = tokio::spawn(acknowledge(self.clone(), writer, ack_rx));
+        let acker = tokio::spawn(acknowledge(self.clone(), writer, ack_rx, registration));
         // Who `topics.allow` knows this connection by.
         let writer: Arc<str> = match &peer_id {
             Some(p) => Arc::from(p.agent.as_str()),
@@ -520,6 +527,7 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
     ingest: Arc<Ingest>,
     mut writer: FramedWrite<W, FrameCodec>,
     mut rx: mpsc::Receiver<Pending>,
+    agent: agents::Registration,
 ) -> Result<(), ConnectionError> {
     while let Some(p) = rx.recv().await {
         let frame = match p {
@@ -539,6 +547,7 @@ async fn acknowledge<W: AsyncWrite + Unpin>(
                     ingest.metrics.records_retimed.inc_by(appended.retimed);
                     ingest.metrics.bytes_in.inc_by(bytes);
                     ingest.metrics.bytes_in_compressed.inc_by(compressed);
+                    agent.batch(appended.records, bytes);
                     Frame::Ack { seq }
                 }
                 Err(e) => {

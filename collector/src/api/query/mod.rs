@@ -25,6 +25,7 @@ use tributary_store::{Error as StoreError, StoredRecord};
 
 use crate::storage::{PartitionReader, TopicReader};
 
+pub mod context;
 mod filter;
 pub mod histogram;
 #[cfg(test)]

@@ -307,3 +307,32 @@ fn histogram_buckets_add_up_to_the_query_count() {
     let h = histogram::run(&reader, &f, Buckets::new(since, until, 10), Instant::now()).unwrap();
     assert!(!h.complete);
 }
+
+/// Context: the record's own source only, nearest first, in offset order, across
+/// blocks of other sources.
+#[test]
+fn context_keeps_to_the_records_source() {
+    let (_d, topic) = store();
+    let reader = TopicReader::from(topic.clone());
+    let p = reader.partition(0).unwrap();
+    // Partition 0: blocks of 50 offsets, even blocks web-01, odd web-02.
+    let c = super::context::around(&p, 500, 5, 3).unwrap();
+    assert_eq!((c.record.offset, &*c.record.host), (500, "web-01"));
+    let offs = |v: &[StoredRecord]| v.iter().map(|r| r.offset).collect::<Vec<_>>();
+    assert_eq!(offs(&c.before), [445, 446, 447, 448, 449]);
+    assert_eq!(offs(&c.after), [501, 502, 503]);
+    assert!(c.complete);
+    let c = super::context::around(&p, 500, 60, 0).unwrap();
+    let want: Vec<u64> = (340..350).chain(400..450).collect();
+    assert_eq!(offs(&c.before), want);
+    assert!(c.after.is_empty());
+    // At the start and the end: what there is, complete.
+    let c = super::context::around(&p, 0, 10, 10).unwrap();
+    assert!(c.before.is_empty() && c.complete);
+    assert_eq!(offs(&c.after), (1..11).collect::<Vec<_>>());
+    let last = p.end_offset() - 1;
+    let c = super::context::around(&p, last, 2, 10).unwrap();
+    assert!(c.after.is_empty() && c.complete);
+    assert_eq!(offs(&c.before), [last - 2, last - 1]);
+    assert!(super::context::around(&p, p.end_offset(), 1, 1).is_err());
+}
