@@ -34,11 +34,11 @@ pub struct AgentInfo {
 #[derive(Debug)]
 struct Entry {
     info: AgentInfo,
-    since_ms: i64,
     last_batch_ms: Option<i64>,
     window_start_ms: i64,
     window_records: u64,
-    rate: f64,
+    /// Records/s of the last closed window (`None` until one closed).
+    rate: Option<f64>,
 }
 
 /// Every open connection's entry.
@@ -78,11 +78,10 @@ impl Agents {
                 bytes: 0,
                 records_per_second: 0.0,
             },
-            since_ms: now,
             last_batch_ms: None,
             window_start_ms: now,
             window_records: 0,
-            rate: 0.0,
+            rate: None,
         };
         self.lock().insert(id, entry);
         Registration {
@@ -104,7 +103,11 @@ impl Agents {
                 roll(e, now);
                 let mut info = e.info.clone();
                 info.last_batch = e.last_batch_ms.map(tributary_common::timefmt::format_ms);
-                info.records_per_second = (e.rate * 10.0).round() / 10.0;
+                // Before a window closed: the rate so far (over at least a second).
+                let rate = e.rate.unwrap_or_else(|| {
+                    e.window_records as f64 * 1000.0 / (now - e.window_start_ms).max(1000) as f64
+                });
+                info.records_per_second = (rate * 10.0).round() / 10.0;
                 info
             })
             .collect()
@@ -123,17 +126,14 @@ impl Agents {
 fn roll(e: &mut Entry, now: i64) {
     let elapsed = now - e.window_start_ms;
     if elapsed >= RATE_WINDOW_MS {
-        // A window with nothing in it after a busy one reads as 0, not as the old rate.
-        e.rate = if elapsed >= 2 * RATE_WINDOW_MS {
+        // A quiet stretch after a busy window reads as 0, not as the old rate.
+        e.rate = Some(if elapsed >= 2 * RATE_WINDOW_MS {
             0.0
         } else {
             e.window_records as f64 * 1000.0 / elapsed as f64
-        };
+        });
         e.window_start_ms = now;
         e.window_records = 0;
-    } else if e.rate == 0.0 && now > e.since_ms {
-        // The first window: the rate so far.
-        e.rate = e.window_records as f64 * 1000.0 / (now - e.window_start_ms).max(1000) as f64;
     }
 }
 
