@@ -312,3 +312,50 @@ async fn histogram_over_http_adds_up_to_the_query() {
     let (s, _) = api.get("/v1/histogram?topic=nope").await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_from_a_cursor_and_long_polls() {
+    let api = Api::start().await;
+    append(&api.storage, "app", &[OLD, OLD + 1]).await;
+    // No cursor: from now on; nothing new yet.
+    let (s, v) = api.get("/v1/tail?topic=app").await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["records"].as_array().unwrap().is_empty());
+    let cursor = v["cursor"].as_str().unwrap().to_owned();
+    append(&api.storage, "app", &[OLD + 2, OLD + 3, OLD + 4]).await;
+    let (_, v) = api
+        .get(&format!("/v1/tail?topic=app&cursor={cursor}"))
+        .await;
+    let msgs: Vec<&str> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(msgs.len(), 3, "{v}");
+    let cursor = v["cursor"].as_str().unwrap().to_owned();
+    // Filters apply; the cursor moves past what did not match.
+    append(&api.storage, "app", &[OLD + 5, OLD + 6]).await;
+    let (_, v) = api
+        .get(&format!(
+            "/v1/tail?topic=app&cursor={cursor}&contains=line%201"
+        ))
+        .await;
+    assert_eq!(v["records"].as_array().unwrap().len(), 1, "{v}");
+    let cursor = v["cursor"].as_str().unwrap().to_owned();
+    // A long poll answers as soon as a record arrives.
+    let started = std::time::Instant::now();
+    let waiting = {
+        let client = api.client.clone();
+        let path = format!("/v1/tail?topic=app&cursor={cursor}&wait_ms=10000");
+        tokio::spawn(async move { client.get_text(&path, T).await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    append(&api.storage, "app", &[OLD + 7]).await;
+    let (s, body) = waiting.await.unwrap();
+    assert_eq!(s, 200);
+    assert!(body.contains("line 0 at"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let (s, _) = api.get("/v1/tail?topic=app&cursor=garbage").await;
+    assert_eq!(s, 400);
+}

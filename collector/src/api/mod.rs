@@ -71,6 +71,7 @@ fn build(
         .route("/v1/query", get(query))
         .route("/v1/histogram", get(histogram))
         .route("/v1/agents", get(agents))
+        .route("/v1/tail", get(tail))
         .route("/v1/context", get(context))
         .route("/v1/groups", get(groups_list))
         .route(
@@ -440,6 +441,127 @@ async fn offset_for_timestamp(
 async fn agents(State(api): State<Api>) -> Response {
     api.metrics.http_requests.inc();
     axum::Json(api.metrics.agents.list()).into_response()
+}
+
+/// `/v1/tail`: the query filters, where the previous answer stopped, how long
+/// to wait for new records, and how many at most.
+#[derive(Deserialize)]
+struct TailParams {
+    #[serde(flatten)]
+    query: query::QueryParams,
+    cursor: Option<String>,
+    wait_ms: Option<String>,
+}
+
+/// Most records one tail answer carries.
+const MAX_TAIL: usize = 1000;
+
+/// Follow a topic: the records after `cursor` (`P:OFFSET,…`, from the previous
+/// answer; none = from now) that match the query filters, oldest first, waiting
+/// up to `wait_ms` (≤ 30 s) for some to arrive. The answer's `cursor` continues
+/// after every record read, matching or not.
+async fn tail(State(api): State<Api>, Query(p): Query<TailParams>) -> Result<Response, ApiError> {
+    api.metrics.http_requests.inc();
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let now = tributary_common::timefmt::now_ms();
+    let q = query::Query::parse(&p.query, now).map_err(|e| bad(e.to_string()))?;
+    let limit = q.limit.min(MAX_TAIL);
+    let topic = api
+        .store
+        .topic(&q.topic)
+        .ok_or_else(|| no_topic(&api, &q.topic))?;
+    let parts = topic.partitions();
+    let mut cursor: Vec<(PartitionReader, u64)> =
+        match p.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => parts
+                .into_iter()
+                .map(|x| {
+                    let e = x.end_offset();
+                    (x, e)
+                })
+                .collect(),
+            Some(c) => {
+                let mut at: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+                for item in c.split(',') {
+                    let (pn, off) = item
+                        .split_once(':')
+                        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u64>().ok()?)))
+                        .ok_or_else(|| {
+                            bad(format!("bad `cursor` item {item:?}: PARTITION:OFFSET"))
+                        })?;
+                    at.insert(pn, off);
+                }
+                // A partition the cursor does not name starts at its start; an offset
+                // retention deleted, at the start; one past the end, at the end.
+                parts
+                    .into_iter()
+                    .map(|x| {
+                        let o = at.get(&x.id()).copied().unwrap_or(0);
+                        let o = o.clamp(x.start_offset(), x.end_offset());
+                        (x, o)
+                    })
+                    .collect()
+            }
+        };
+    let wait = p
+        .wait_ms
+        .as_deref()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(std::time::Duration::ZERO, |ms| {
+            std::time::Duration::from_millis(ms.min(30_000))
+        });
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = api.store.subscribe();
+    let mut found: Vec<(u32, StoredRecord)> = Vec::new();
+    loop {
+        changes.borrow_and_update();
+        let mut read_any = false;
+        for (part, at) in cursor.iter_mut() {
+            if found.len() >= limit || *at >= part.end_offset() {
+                continue;
+            }
+            let r = match part
+                .read(*at, limit - found.len(), MAX_READ_BYTES / 4)
+                .await
+            {
+                Ok(r) => r,
+                // Deleted by retention meanwhile: go on from the start.
+                Err(ReadError::Store(tributary_store::Error::OffsetOutOfRange {
+                    start, ..
+                })) => {
+                    *at = start;
+                    continue;
+                }
+                Err(e) => return Err(read_error(e, &q.topic, part.id())),
+            };
+            read_any |= !r.records.is_empty();
+            *at = r.next_offset;
+            let pid = part.id();
+            found.extend(
+                r.records
+                    .into_iter()
+                    .filter(|x| q.filter.matches(x))
+                    .map(|x| (pid, x)),
+            );
+        }
+        if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        if !read_any {
+            StoreReader::wait_for_change(&mut changes, deadline - tokio::time::Instant::now())
+                .await;
+        }
+    }
+    found.sort_by_key(|(p, r)| (r.timestamp_ms, *p, r.offset));
+    let records: Vec<RecordJson<'_>> = found
+        .iter()
+        .map(|(p, r)| RecordJson::from_stored(&q.topic, *p, r))
+        .collect();
+    let next: Vec<String> = cursor
+        .iter()
+        .map(|(part, at)| format!("{}:{at}", part.id()))
+        .collect();
+    Ok(axum::Json(json!({ "records": records, "cursor": next.join(",") })).into_response())
 }
 
 /// `/v1/context`: a record and its neighbours from the same source.
