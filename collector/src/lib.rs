@@ -28,6 +28,7 @@ pub mod alloc;
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod descriptors;
 pub mod ingest;
 pub mod kafka;

@@ -260,6 +260,10 @@ pub fn required_scope(method: &Method, path: &str, open_metrics: bool) -> Option
     if path == "/healthz" || (path == "/metrics" && open_metrics) {
         return None;
     }
+    // The console's own files hold no data; what they fetch carries the token.
+    if (*method == Method::GET || *method == Method::HEAD) && crate::console::is_asset(path) {
+        return None;
+    }
     let writes = *method != Method::GET && *method != Method::HEAD;
     if writes && path.starts_with("/v1/groups/") {
         return Some(Scope::Commit);

@@ -82,6 +82,7 @@ fn build(
             store,
             metrics: metrics.clone(),
         });
+    let reads = reads.merge(crate::console::routes());
     let all = match writer {
         Some(w) => reads.merge(produce::routes(w, metrics)),
         None => reads,

@@ -80,7 +80,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     let host = host.unwrap_or_else(|| "tributary-agent".to_owned());
     let demo_log = data.join("demo").join("app.log");
     let tokens_file = data.join("tokens");
-    quickstart_token(&data, &tokens_file)?;
+    let token = quickstart_token(&data, &tokens_file)?;
     let collector_yaml = data.join("collector.yaml");
     let agent_yaml = data.join("agent.yaml");
     write_file(
@@ -167,6 +167,8 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
          \x20 agent:     tails {demo} (topic `demo`, a line every 0.5 s)\n\
          \x20            and {system_line}\n\
          \x20 configs:   {cy} and {ay}\n\n\
+         Open the console in a browser (search, histogram, live tail, agents):\n\
+         \x20 {api}/#search?topic=demo&range=15m&token={token}\n\n\
          Read the logs back from another terminal; the API and the Kafka listener want a\n\
          token (this one, `quickstart`, may do anything):\n\
          \x20 export TRIBUTARY_TOKEN=$(cat {token_file})\n\
