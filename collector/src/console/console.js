@@ -532,11 +532,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("login").hidden = true;
     start();
   });
-  window.addEventListener("hashchange", () => {
-    const { page } = route();
-    showPage(page);
-    if (page === "search" && !$("results").children.length && topics.length) runSearch();
-    if (page === "tail" && !tailAbort && !paused && topics.length) startTail();
-  });
+  // A new address (a link, a nav tab, an edited URL) is a new query.
+  window.addEventListener("hashchange", start);
   start();
 });
