@@ -153,6 +153,23 @@ def main():
         assert bars == errors, f"filtered histogram sums to {bars}"
         checks.append("filter")
 
+        # Clicking a bar narrows the range to its bucket: the results are its records.
+        before = b.eval("Number(document.body.dataset.searched || 0)")
+        want = b.eval(
+            "(() => { const g = [...document.querySelectorAll('#histogram g.bar')]"
+            ".find(g => Number(g.dataset.count) > 0);"
+            " g.dispatchEvent(new MouseEvent('click', {bubbles: true}));"
+            " return Number(g.dataset.count); })()"
+        )
+        b.wait(
+            f"Number(document.body.dataset.searched) > {before} && "
+            "document.getElementById('s-range').value === 'abs' && "
+            f"document.querySelectorAll('#results li').length === {want} && "
+            "location.hash.includes('until=')",
+            "a bar narrows the search to its bucket",
+        )
+        checks.append("narrow")
+
         # Expanding a line shows its fields; its context comes from its source.
         b.eval("document.querySelector('#results li').click()")
         b.wait("!!document.querySelector('#results li dl')", "details shown")

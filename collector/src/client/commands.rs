@@ -478,6 +478,9 @@ pub struct QueryFlags {
     /// asc | desc by timestamp.
     #[arg(long, default_value = "asc")]
     pub order: String,
+    /// A field's value: KEY=VALUE (dotted keys for nested fields); repeatable.
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    pub fields: Vec<String>,
 }
 
 impl QueryFlags {
@@ -493,6 +496,14 @@ impl QueryFlags {
             regex: self.regex.clone(),
             limit: Some(self.limit.to_string()),
             order: Some(self.order.clone()),
+            extra: self
+                .fields
+                .iter()
+                .map(|f| {
+                    let (k, v) = f.split_once('=').unwrap_or((f.as_str(), ""));
+                    (format!("field.{k}"), v.to_owned())
+                })
+                .collect(),
         }
     }
 }

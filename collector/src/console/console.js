@@ -92,6 +92,11 @@ function filterParams(prefix) {
   }
   const text = $(prefix + "-text").value;
   if (text) p.set(prefix === "s" && $("s-regex").checked ? "regex" : "contains", text);
+  // Field filters: `key=value` pairs separated by spaces (dotted keys for nesting).
+  for (const pair of $(prefix + "-fields").value.split(/\s+/)) {
+    const i = pair.indexOf("=");
+    if (i > 0) p.set("field." + pair.slice(0, i), pair.slice(i + 1));
+  }
   return p;
 }
 
@@ -99,6 +104,10 @@ function fillFilters(prefix, params) {
   if (params.get("topic")) $(prefix + "-topic").value = params.get("topic");
   for (const k of ["host", "source", "severity"]) $(prefix + "-" + k).value = params.get(k) || "";
   $(prefix + "-text").value = params.get("regex") || params.get("contains") || "";
+  $(prefix + "-fields").value = [...params.entries()]
+    .filter(([k]) => k.startsWith("field."))
+    .map(([k, v]) => k.slice(6) + "=" + v)
+    .join(" ");
   if (prefix === "s") $("s-regex").checked = params.has("regex");
 }
 
@@ -114,6 +123,19 @@ function fromLocalInput(v) {
   return Number.isNaN(t) ? null : t;
 }
 
+/// Set a date input to `ms`, keeping the milliseconds the input cannot show.
+function setExact(input, ms) {
+  input.value = toLocalInput(ms);
+  input.dataset.ms = String(ms);
+}
+
+/// A date input's time: the exact one it was set to, unless edited since.
+function exactInput(input) {
+  const ms = Number(input.dataset.ms);
+  if (input.dataset.ms && input.value === toLocalInput(ms)) return ms;
+  return fromLocalInput(input.value);
+}
+
 function syncRange() {
   const abs = $("s-range").value === "abs";
   for (const e of document.querySelectorAll(".abs")) e.classList.toggle("shown", abs);
@@ -124,8 +146,8 @@ function searchParams() {
   const p = filterParams("s");
   const range = $("s-range").value;
   if (range === "abs") {
-    const from = fromLocalInput($("s-from").value);
-    const to = fromLocalInput($("s-to").value);
+    const from = exactInput($("s-from"));
+    const to = exactInput($("s-to"));
     if (from !== null) p.set("since", new Date(from).toISOString());
     if (to !== null) p.set("until", new Date(to).toISOString());
   } else {
@@ -135,6 +157,8 @@ function searchParams() {
 }
 
 let searchAbort = null;
+// Completed searches, on the page as `data-searched` (tests wait for it to move).
+let searchCount = 0;
 let shown = new Set();
 let oldest = null;
 
@@ -165,6 +189,7 @@ async function runSearch(e) {
       h.total + " records from " + h.since + " to " + h.until +
       (h.complete ? "" : " (histogram incomplete: the scan hit its time limit)") +
       "; showing the newest " + shown.size + ".";
+    document.body.dataset.searched = String(++searchCount);
   } catch (err) {
     $("s-summary").textContent = "";
     report(err);
@@ -354,8 +379,8 @@ function drawHistogram(h) {
 
 function narrow(from, to) {
   $("s-range").value = "abs";
-  $("s-from").value = toLocalInput(from);
-  $("s-to").value = toLocalInput(to);
+  setExact($("s-from"), from);
+  setExact($("s-to"), to);
   syncRange();
   runSearch();
 }
@@ -509,8 +534,8 @@ async function start() {
     fillFilters("s", params);
     const range = params.get("range") || (params.has("until") ? "abs" : params.get("since") || "1h");
     $("s-range").value = ["15m", "1h", "24h", "7d", "abs"].includes(range) ? range : "1h";
-    if (params.get("since") && $("s-range").value === "abs") $("s-from").value = toLocalInput(Date.parse(params.get("since")));
-    if (params.get("until")) $("s-to").value = toLocalInput(Date.parse(params.get("until")));
+    if (params.get("since") && $("s-range").value === "abs") setExact($("s-from"), Date.parse(params.get("since")));
+    if (params.get("until")) setExact($("s-to"), Date.parse(params.get("until")));
     syncRange();
     if (topics.length) runSearch();
   } else if (page === "tail") {

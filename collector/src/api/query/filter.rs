@@ -38,6 +38,9 @@ pub struct QueryParams {
     pub regex: Option<String>,
     pub limit: Option<String>,
     pub order: Option<String>,
+    /// `field.KEY=VALUE` (dotted keys for nested fields); other keys are ignored.
+    #[serde(flatten, default)]
+    pub extra: std::collections::BTreeMap<String, String>,
 }
 
 /// A checked query.
@@ -66,6 +69,29 @@ pub struct Filter {
     pub contains: Option<memmem::Finder<'static>>,
     /// Regular expression over the message bytes.
     pub regex: Option<regex::bytes::Regex>,
+    /// `field.KEY=VALUE`: the record's field at the dotted path KEY (its own
+    /// fields first, then its block's) equals VALUE (a string as it is, other JSON
+    /// values as they print).
+    pub fields: Vec<(Vec<String>, String)>,
+}
+
+/// Most `field.` filters in one query.
+const MAX_FIELD_FILTERS: usize = 16;
+
+/// The value at the dotted `path` of a fields object, as text.
+fn field_value(fields: &[u8], path: &[String]) -> Option<String> {
+    if fields.is_empty() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(fields).ok()?;
+    let mut cur = &v;
+    for k in path {
+        cur = cur.as_object()?.get(k)?;
+    }
+    Some(match cur {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
 }
 
 /// Longest accepted regex source, and the compiled size limit: patterns are user
@@ -170,6 +196,25 @@ impl Filter {
                     .map_err(|e| invalid(format!("bad `regex`: {e}")))
             })
             .transpose()?;
+        let mut fields = Vec::new();
+        for (k, v) in &p.extra {
+            let Some(path) = k.strip_prefix("field.") else {
+                continue;
+            };
+            let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(invalid(format!(
+                    "bad field filter `{k}`: field.KEY or field.A.B=VALUE"
+                )));
+            }
+            fields.push((path, v.clone()));
+        }
+        if fields.len() > MAX_FIELD_FILTERS {
+            return Err(invalid(format!(
+                "{} field filters; at most {MAX_FIELD_FILTERS}",
+                fields.len()
+            )));
+        }
         Ok(Filter {
             since_ms,
             until_ms,
@@ -178,6 +223,7 @@ impl Filter {
             max_severity,
             contains,
             regex,
+            fields,
         })
     }
 
@@ -228,6 +274,12 @@ impl Filter {
         if let Some(max) = self.max_severity {
             let level = severity_in(fields).or_else(|| severity_in(block_fields));
             if level.is_none_or(|l| l > max) {
+                return false;
+            }
+        }
+        for (path, want) in &self.fields {
+            let got = field_value(fields, path).or_else(|| field_value(block_fields, path));
+            if got.as_deref() != Some(want.as_str()) {
                 return false;
             }
         }

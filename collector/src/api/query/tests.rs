@@ -75,8 +75,8 @@ fn q(params: &[(&str, &str)]) -> Query {
         topic: Some("app".into()),
         ..Default::default()
     };
-    for (k, v) in params {
-        let v = Some(v.to_string());
+    for (k, text) in params {
+        let v = Some(text.to_string());
         match *k {
             "since" => p.since = v,
             "until" => p.until = v,
@@ -87,6 +87,9 @@ fn q(params: &[(&str, &str)]) -> Query {
             "regex" => p.regex = v,
             "limit" => p.limit = v,
             "order" => p.order = v,
+            f if f.starts_with("field.") => {
+                p.extra.insert(f.to_owned(), text.to_string());
+            }
             _ => panic!("{k}"),
         }
     }
@@ -335,4 +338,32 @@ fn context_keeps_to_the_records_source() {
     assert!(c.after.is_empty() && c.complete);
     assert_eq!(offs(&c.before), [last - 2, last - 1]);
     assert!(super::context::around(&p, p.end_offset(), 1, 1).is_err());
+}
+
+#[test]
+fn field_filters_match_record_then_block_fields() {
+    let (_d, topic) = store();
+    // Partition 2's records carry {"severity": "err" | "info"}.
+    let r = go(&topic, &q(&[("field.severity", "err"), ("limit", "10000")]));
+    assert_eq!(r.records.len(), 100);
+    let r = go(
+        &topic,
+        &q(&[
+            ("field.severity", "info"),
+            ("contains", "i=00"),
+            ("limit", "10000"),
+        ]),
+    );
+    assert_eq!(r.records.len(), 90);
+    let r = go(
+        &topic,
+        &q(&[("field.nope.deeper", "x"), ("limit", "10000")]),
+    );
+    assert!(r.records.is_empty());
+    let mut p = QueryParams {
+        topic: Some("app".into()),
+        ..Default::default()
+    };
+    p.extra.insert("field.".into(), "x".into());
+    assert!(Query::parse(&p, T0).is_err(), "an empty key is refused");
 }
