@@ -89,6 +89,28 @@ pub fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `tributary token add` as an operator runs it: a token named `name` with
+/// `scopes` (comma-separated) appended to the tokens file `file`; returns it.
+pub fn token_add(file: &Path, name: &str, scopes: &str) -> String {
+    let file = file.to_str().expect("utf-8 path");
+    let (code, out, err) = run(
+        "tributary",
+        &[
+            "token",
+            "add",
+            "--tokens-file",
+            file,
+            "--name",
+            name,
+            "--scopes",
+            scopes,
+        ],
+    );
+    assert_eq!(code, 0, "tributary token add: {err}");
+    assert!(err.contains("only its hash is stored"), "{err}");
+    out.trim().to_owned()
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

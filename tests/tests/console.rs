@@ -50,20 +50,7 @@ fn console_searches_narrows_expands_tails_and_escapes_in_chromium() {
     };
     let env = Env::new();
     let tokens = env.path().join("tokens");
-    let (code, token, err) = tributary_e2e::run(
-        "tributary",
-        &[
-            "token",
-            "add",
-            "--tokens-file",
-            tokens.to_str().unwrap(),
-            "--name",
-            "console",
-            "--scopes",
-            "read",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let token = tributary_e2e::token_add(&tokens, "console", "read");
     let c = env.start_collector_full(
         tributary_e2e::free_port(),
         tributary_e2e::free_port(),

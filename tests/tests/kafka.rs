@@ -628,23 +628,7 @@ fn sasl_plain_over_tls_with_api_tokens_and_scopes() {
     }
     let env = Env::new();
     let tokens = env.path().join("tokens");
-    let token = |name: &str, scopes: &str| {
-        let (code, out, err) = tributary_e2e::run(
-            "tributary",
-            &[
-                "token",
-                "add",
-                "--tokens-file",
-                tokens.to_str().unwrap(),
-                "--name",
-                name,
-                "--scopes",
-                scopes,
-            ],
-        );
-        assert_eq!(code, 0, "{err}");
-        out.trim().to_owned()
-    };
+    let token = |name: &str, scopes: &str| tributary_e2e::token_add(&tokens, name, scopes);
     let reader = token("dashboard", "read");
     let writer = token("shipper", "write");
     let kport = free_port();

@@ -15,7 +15,7 @@ use tributary_common::codec::Compression;
 use tributary_common::record::BlockWriter;
 use tributary_common::wire::{BatchFrame, ErrorCode, Frame, FrameCodec, PROTOCOL_VERSION};
 use tributary_e2e::pki::Pki;
-use tributary_e2e::{Collector, Env, Proc, append_lines, block_on};
+use tributary_e2e::{Collector, Env, Proc, append_lines, block_on, token_add};
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -600,26 +600,6 @@ fn curl(ca: &Path, url: &str, token: Option<&str>, post: Option<&str>) -> (u16, 
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// Make a token with the CLI, as an operator would; returns it.
-fn token_add(file: &Path, name: &str, scopes: &str) -> String {
-    let (code, out, err) = tributary_e2e::run(
-        "tributary",
-        &[
-            "token",
-            "add",
-            "--tokens-file",
-            file.to_str().expect("utf-8"),
-            "--name",
-            name,
-            "--scopes",
-            scopes,
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("only its hash is stored"), "{err}");
-    out.trim().to_owned()
 }
 
 /// HTTPS with `api.tls` and bearer tokens with scopes, checked with curl and the CLI.
