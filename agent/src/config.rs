@@ -42,6 +42,13 @@ pub enum InputType {
     Syslog,
 }
 
+/// `parse:` of a file input.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParseMode {
+    Json,
+}
+
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadFrom {
@@ -74,6 +81,13 @@ pub struct InputFile {
     /// File inputs: read a symlink whose target the globs do not match; default
     /// false (a link is read only when its target also matches).
     pub follow_symlinks: Option<bool>,
+    /// File inputs: `json` parses lines that are JSON objects into fields.
+    pub parse: Option<ParseMode>,
+    /// With `parse: json`: the key holding the message (default message, msg, log).
+    pub message_key: Option<String>,
+    /// With `parse: json`: the key holding the event time (default timestamp,
+    /// time, ts, @timestamp).
+    pub timestamp_key: Option<String>,
     /// Syslog listen addresses (`udp://…`, `tcp://…`, `tls://…`).
     #[serde(default)]
     pub listen: Vec<String>,
@@ -119,6 +133,9 @@ impl InputFile {
             ("max_line_bytes", self.max_line_bytes.is_some()),
             ("close_inactive", self.close_inactive.is_some()),
             ("follow_symlinks", self.follow_symlinks.is_some()),
+            ("parse", self.parse.is_some()),
+            ("message_key", self.message_key.is_some()),
+            ("timestamp_key", self.timestamp_key.is_some()),
         ]
         .into_iter()
         .find_map(|(k, set)| set.then_some(k))
@@ -229,6 +246,8 @@ pub struct FileInputConfig {
     pub max_line_bytes: usize,
     pub close_inactive: Duration,
     pub follow_symlinks: bool,
+    /// `parse: json` and its keys.
+    pub json: Option<crate::input::json::JsonParse>,
 }
 
 /// A resolved syslog input.
@@ -361,7 +380,22 @@ impl AgentConfigFile {
                         ));
                     }
                     let fields_json = fields_json(&input.fields, path, key("fields"))?;
+                    let json = match input.parse {
+                        Some(ParseMode::Json) => Some(crate::input::json::JsonParse {
+                            message_key: input.message_key.clone(),
+                            timestamp_key: input.timestamp_key.clone(),
+                        }),
+                        None if input.message_key.is_some() || input.timestamp_key.is_some() => {
+                            return Err(value_err(
+                                path,
+                                key("parse"),
+                                "message_key and timestamp_key need `parse: json`",
+                            ));
+                        }
+                        None => None,
+                    };
                     files.push(FileInputConfig {
+                        json,
                         topic: input.topic.into(),
                         include: input.include,
                         exclude: input.exclude,

@@ -2,6 +2,7 @@
 
 mod chunk;
 pub mod file;
+pub mod json;
 
 pub use chunk::Chunk;
 pub mod syslog;

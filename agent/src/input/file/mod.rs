@@ -85,6 +85,8 @@ pub struct FileInputSettings {
     pub fields_json: Arc<[u8]>,
     /// Longer lines are split into pieces of this size marked `FLAG_PARTIAL`.
     pub max_line_bytes: usize,
+    /// `parse: json`.
+    pub json: Option<crate::input::json::JsonParse>,
     /// Periodic glob rescan, the fallback for missed watcher events.
     pub rescan_interval: Duration,
     /// How often an idle reader checks its file when no watcher event came.
@@ -246,6 +248,7 @@ impl FileInput {
                 fields: settings.fields_json,
                 chunk_bytes: settings.chunk_bytes.max(1),
                 max_line_bytes: settings.max_line_bytes.clamp(1, u32::MAX as usize),
+                json: settings.json.map(Arc::new),
                 marks: settings.marks,
             }),
             resume: settings.resume,

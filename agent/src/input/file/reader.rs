@@ -52,6 +52,8 @@ pub(crate) struct TailConfig {
     pub fields: Arc<[u8]>,
     pub chunk_bytes: usize,
     pub max_line_bytes: usize,
+    /// `parse: json`: lines that are JSON objects become fields, message and time.
+    pub json: Option<Arc<crate::input::json::JsonParse>>,
     /// Where every file version read in this run registers its identity.
     pub marks: Arc<Marks>,
 }
@@ -519,8 +521,11 @@ impl Tail {
             &self.buf[..data_len],
             self.carry,
             self.offset,
-            cfg.max_line_bytes,
-            now_ms(),
+            LineRules {
+                max_line: cfg.max_line_bytes,
+                ts: now_ms(),
+                json: cfg.json.as_deref(),
+            },
             &mut block,
             &mut payload,
         );
@@ -587,8 +592,11 @@ impl Tail {
         push_line(
             &self.buf[..self.carry],
             self.offset,
-            cfg.max_line_bytes,
-            ts,
+            LineRules {
+                max_line: cfg.max_line_bytes,
+                ts,
+                json: cfg.json.as_deref(),
+            },
             &mut block,
             &mut payload,
         );
@@ -673,11 +681,11 @@ pub(crate) fn encode_lines(
     data: &[u8],
     scan_from: usize,
     base: u64,
-    max_line: usize,
-    ts: i64,
+    rules: LineRules<'_>,
     block: &mut BlockWriter,
     out: &mut Vec<u8>,
 ) -> usize {
+    let LineRules { max_line, ts, .. } = rules;
     let mut start = 0;
     let mut search = scan_from.min(data.len());
     while let Some(i) = memchr(b'\n', &data[search..]) {
@@ -687,14 +695,7 @@ pub(crate) fn encode_lines(
         } else {
             nl
         };
-        push_line(
-            &data[start..end],
-            base + start as u64,
-            max_line,
-            ts,
-            block,
-            out,
-        );
+        push_line(&data[start..end], base + start as u64, rules, block, out);
         start = nl + 1;
         search = start;
     }
@@ -714,15 +715,32 @@ pub(crate) fn encode_lines(
     start
 }
 
-/// One line without its terminator, cut into pieces of at most `max_line` bytes.
+/// How lines become records: pieces of at most `max_line` bytes, read at `ts`,
+/// and with `json` a line that fits in one piece is parsed (see `input::json`).
+#[derive(Clone, Copy)]
+pub(crate) struct LineRules<'a> {
+    pub max_line: usize,
+    pub ts: i64,
+    pub json: Option<&'a crate::input::json::JsonParse>,
+}
+
+/// One line without its terminator, as [`LineRules`] say.
 fn push_line(
     line: &[u8],
     at: u64,
-    max_line: usize,
-    ts: i64,
+    rules: LineRules<'_>,
     block: &mut BlockWriter,
     out: &mut Vec<u8>,
 ) {
+    let LineRules { max_line, ts, json } = rules;
+    if let Some(j) = json
+        && line.len() <= max_line
+    {
+        let p = j.parse(line);
+        let message = p.message.as_deref().unwrap_or(line);
+        block.push(out, 0, p.timestamp_ms.unwrap_or(ts), at, &p.fields, message);
+        return;
+    }
     let mut s = 0;
     while line.len() - s > max_line {
         block.push(

@@ -69,6 +69,7 @@ pub(super) fn tail_config(chunk_bytes: usize, max_line_bytes: usize) -> Arc<Tail
         fields: Arc::from(&br#"{"env":"test"}"#[..]),
         chunk_bytes,
         max_line_bytes,
+        json: None,
         marks: Arc::default(),
     })
 }

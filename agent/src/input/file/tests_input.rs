@@ -35,6 +35,7 @@ fn settings(include: &[PathBuf]) -> FileInputSettings {
         read_from_beginning: true,
         fields_json: Arc::from(&b""[..]),
         max_line_bytes: 1 << 20,
+        json: None,
         rescan_interval: Duration::from_millis(50),
         poll_interval: Duration::from_millis(20),
         chunk_bytes: 64 << 10,
