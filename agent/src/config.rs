@@ -49,6 +49,30 @@ pub enum ParseMode {
     Json,
 }
 
+/// `format:` of a file input.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatName {
+    Cri,
+    Docker,
+}
+
+/// `multiline:` of a file input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultilineFile {
+    /// A line matching it starts a record; the others continue the current one.
+    pub start_pattern: Option<String>,
+    /// `java`, `python`, `go` or `ruby` instead of a pattern.
+    pub preset: Option<String>,
+    /// Send an unfinished record when no line came for this long; default 1000.
+    pub timeout_ms: Option<HumanDuration>,
+    /// Cut a record (marked partial) after this many lines; default 500.
+    pub max_lines: Option<u32>,
+    /// Cut a record before it grows past this; default `max_line_bytes`.
+    pub max_bytes: Option<ByteSize>,
+}
+
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadFrom {
@@ -88,6 +112,10 @@ pub struct InputFile {
     /// With `parse: json`: the key holding the event time (default timestamp,
     /// time, ts, @timestamp).
     pub timestamp_key: Option<String>,
+    /// File inputs: `cri` or `docker` decodes container runtime lines.
+    pub format: Option<FormatName>,
+    /// File inputs: group lines into records (stack traces).
+    pub multiline: Option<MultilineFile>,
     /// Syslog listen addresses (`udp://…`, `tcp://…`, `tls://…`).
     #[serde(default)]
     pub listen: Vec<String>,
@@ -136,6 +164,8 @@ impl InputFile {
             ("parse", self.parse.is_some()),
             ("message_key", self.message_key.is_some()),
             ("timestamp_key", self.timestamp_key.is_some()),
+            ("format", self.format.is_some()),
+            ("multiline", self.multiline.is_some()),
         ]
         .into_iter()
         .find_map(|(k, set)| set.then_some(k))
@@ -248,6 +278,10 @@ pub struct FileInputConfig {
     pub follow_symlinks: bool,
     /// `parse: json` and its keys.
     pub json: Option<crate::input::json::JsonParse>,
+    /// `format: cri | docker`.
+    pub format: Option<crate::input::container::Format>,
+    /// `multiline`.
+    pub multiline: Option<crate::input::multiline::Multiline>,
 }
 
 /// A resolved syslog input.
@@ -394,8 +428,23 @@ impl AgentConfigFile {
                         }
                         None => None,
                     };
+                    let multiline = match &input.multiline {
+                        Some(m) => Some(resolve_multiline(
+                            path,
+                            &key("multiline"),
+                            m,
+                            max_line_bytes as usize,
+                        )?),
+                        None => None,
+                    };
+                    let format = input.format.map(|f| match f {
+                        FormatName::Cri => crate::input::container::Format::Cri,
+                        FormatName::Docker => crate::input::container::Format::Docker,
+                    });
                     files.push(FileInputConfig {
                         json,
+                        format,
+                        multiline,
                         topic: input.topic.into(),
                         include: input.include,
                         exclude: input.exclude,
@@ -608,6 +657,86 @@ fn resolve_syslog(
 }
 
 /// An input's static `fields` as the JSON object every record carries (empty when none).
+/// Check `multiline:` of an input (`at` names it in errors).
+fn resolve_multiline(
+    path: &str,
+    at: &str,
+    m: &MultilineFile,
+    max_line_bytes: usize,
+) -> Result<crate::input::multiline::Multiline, ConfigError> {
+    use crate::input::multiline::{Multiline, Rule};
+    let key = |k: &str| format!("{at}.{k}");
+    let rule = match (&m.start_pattern, &m.preset) {
+        (Some(_), Some(_)) => {
+            return Err(value_err(
+                path,
+                key("preset"),
+                "give either start_pattern or preset, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(value_err(
+                path,
+                at,
+                "needs start_pattern (a regex matching a record's first line) or preset (java, python, go, ruby)",
+            ));
+        }
+        (Some(p), None) => {
+            let re = regex::bytes::RegexBuilder::new(p)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    value_err(
+                        path,
+                        key("start_pattern"),
+                        format!(
+                            "bad regex `{p}`: {}",
+                            e.to_string().lines().last().unwrap_or("")
+                        ),
+                    )
+                })?;
+            Rule::Pattern(re)
+        }
+        (None, Some(name)) => Rule::preset(name).ok_or_else(|| {
+            value_err(
+                path,
+                key("preset"),
+                format!("unknown preset `{name}`: use java, python, go or ruby"),
+            )
+        })?,
+    };
+    let timeout = m.timeout_ms.map_or(Duration::from_millis(1000), |d| d.0);
+    if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&timeout) {
+        return Err(value_err(
+            path,
+            key("timeout_ms"),
+            "must be between 10ms and 1h",
+        ));
+    }
+    let max_lines = m.max_lines.unwrap_or(500);
+    if !(1..=100_000).contains(&max_lines) {
+        return Err(value_err(
+            path,
+            key("max_lines"),
+            "must be between 1 and 100000",
+        ));
+    }
+    let max_bytes = m.max_bytes.map_or(max_line_bytes as u64, |b| b.0);
+    if !(16..=(64 << 20)).contains(&max_bytes) {
+        return Err(value_err(
+            path,
+            key("max_bytes"),
+            "must be between 16 bytes and 64MiB",
+        ));
+    }
+    Ok(Multiline {
+        rule,
+        timeout,
+        max_lines: max_lines as usize,
+        max_bytes: max_bytes as usize,
+    })
+}
+
 fn fields_json(
     fields: &serde_json::Map<String, serde_json::Value>,
     path: &str,
@@ -696,6 +825,33 @@ mod tests {
             .to_string();
         assert!(err.starts_with("agent.yaml:2:"), "{err}");
         assert!(err.contains("inputs[0].type"), "{err}");
+
+        let with = |extra: &str| {
+            parse(&base.replace("    include:", &format!("    {extra}\n    include:")))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = with("multiline: {preset: cobol}");
+        assert!(
+            err.contains("inputs[0].multiline.preset") && err.contains("java, python"),
+            "{err}"
+        );
+        let err = with("multiline: {preset: java, start_pattern: x}");
+        assert!(err.contains("not both"), "{err}");
+        let err = with("multiline: {timeout_ms: 10}");
+        assert!(err.contains("needs start_pattern"), "{err}");
+        let err = with("multiline: {start_pattern: '(unclosed'}");
+        assert!(
+            err.contains("multiline.start_pattern") && err.contains("bad regex"),
+            "{err}"
+        );
+        let err = with("multiline: {preset: go, max_lines: 0}");
+        assert!(err.contains("multiline.max_lines"), "{err}");
+        let err = with("format: syslog");
+        assert!(err.contains("format") && err.contains("cri"), "{err}");
+        // Valid ones get as far as the output's CA.
+        let err = with("multiline: {preset: python}\n    format: cri");
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 }
 

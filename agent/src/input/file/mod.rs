@@ -87,6 +87,10 @@ pub struct FileInputSettings {
     pub max_line_bytes: usize,
     /// `parse: json`.
     pub json: Option<crate::input::json::JsonParse>,
+    /// `format: cri | docker`.
+    pub format: Option<crate::input::container::Format>,
+    /// `multiline`.
+    pub multiline: Option<crate::input::multiline::Multiline>,
     /// Periodic glob rescan, the fallback for missed watcher events.
     pub rescan_interval: Duration,
     /// How often an idle reader checks its file when no watcher event came.
@@ -249,6 +253,8 @@ impl FileInput {
                 chunk_bytes: settings.chunk_bytes.max(1),
                 max_line_bytes: settings.max_line_bytes.clamp(1, u32::MAX as usize),
                 json: settings.json.map(Arc::new),
+                format: settings.format,
+                multiline: settings.multiline.map(Arc::new),
                 marks: settings.marks,
             }),
             resume: settings.resume,
@@ -357,6 +363,12 @@ impl FileInput {
             }
         };
         let stopped = readers.tasks.len() as u64;
+        // Readers stop by themselves on shutdown; those assembling a record send it
+        // first (bounded), then whatever is left is aborted.
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while readers.tasks.join_next().await.is_some() {}
+        })
+        .await;
         readers.tasks.shutdown().await;
         self.stats.files_open.fetch_sub(stopped, Ordering::Relaxed);
         result

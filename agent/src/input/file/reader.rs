@@ -34,12 +34,16 @@ use super::fingerprint::{FileKey, Fingerprint, end_hash, end_hash_of, source_id}
 use super::gz;
 use super::{Chunk, FileMark, Lineage, Marks, RegistrationInfo};
 
+mod assemble;
 mod compressed;
 pub(crate) mod follow;
 mod identity;
 
+use self::assemble::{Assembly, End, encode_assembled};
 pub(crate) use self::follow::{ExitReason, Follow, ReaderExit, follow};
 use self::identity::{match_copy, resume_anchor, same_content};
+use crate::input::container::{Format, k8s_fields};
+use crate::input::multiline::Multiline;
 
 /// An idle reader keeps at most this much read buffer.
 const IDLE_BUF_BYTES: usize = 16 * 1024;
@@ -54,6 +58,10 @@ pub(crate) struct TailConfig {
     pub max_line_bytes: usize,
     /// `parse: json`: lines that are JSON objects become fields, message and time.
     pub json: Option<Arc<crate::input::json::JsonParse>>,
+    /// `format: cri | docker`: runtime lines decoded, their pieces merged.
+    pub format: Option<Format>,
+    /// `multiline`: lines grouped into records.
+    pub multiline: Option<Arc<Multiline>>,
     /// Where every file version read in this run registers its identity.
     pub marks: Arc<Marks>,
 }
@@ -172,6 +180,8 @@ pub(crate) struct Tail {
     buf: Vec<u8>,
     /// Payload bytes per 1024 input bytes seen in the last chunk, to size the next one.
     ratio: usize,
+    /// The block fields: the input's, with the pod's names for a container log.
+    fields: Arc<[u8]>,
 }
 
 impl Tail {
@@ -189,6 +199,7 @@ impl Tail {
             return Ok(None);
         }
         let path_str: Arc<str> = path.to_string_lossy().into();
+        let fields = file_fields(&cfg, &path_str);
         // Stopped before it had a fingerprint (not ready, failed): nothing of it is
         // known, so it starts as a file seen for the first time.
         let start = match start {
@@ -216,6 +227,7 @@ impl Tail {
             carry: 0,
             buf: Vec::new(),
             ratio: 1400,
+            fields,
         };
         if gz::is_gz(path) {
             tail.open_gz(start)?;
@@ -505,30 +517,52 @@ impl Tail {
         if n == 0 {
             return Ok(Step::Eof);
         }
-        self.encode(self.carry + n)
+        self.encode(self.carry + n, End::Wait)
     }
 
-    /// Encode the complete records of `buf[..data_len]` (an unfinished line stays).
-    fn encode(&mut self, data_len: usize) -> io::Result<Step> {
+    /// Whether records can span lines (`multiline`, `format`).
+    pub(crate) fn assembles(&self) -> bool {
+        self.cfg.format.is_some() || self.cfg.multiline.is_some()
+    }
+
+    fn assembly(&self) -> Option<Assembly<'_>> {
+        (self.cfg.format.is_some() || self.cfg.multiline.is_some()).then(|| Assembly {
+            format: self.cfg.format,
+            multiline: self.cfg.multiline.as_deref(),
+        })
+    }
+
+    /// Encode the complete records of `buf[..data_len]` (an unfinished line, and with
+    /// `multiline` or `format` an unfinished record, stay unless `end` says).
+    fn encode(&mut self, data_len: usize, end: End) -> io::Result<Step> {
         let cfg = self.cfg.clone();
         let (sid, record_path) = self.record_identity();
         let record_path = record_path.clone();
-        let header = BLOCK_HEADER_FIXED_LEN + cfg.host.len() + record_path.len() + cfg.fields.len();
+        let header =
+            BLOCK_HEADER_FIXED_LEN + cfg.host.len() + record_path.len() + self.fields.len();
         let mut payload =
             Vec::with_capacity(header + data_len / 1024 * self.ratio + data_len / 16 + 64);
-        let mut block = BlockWriter::begin(&mut payload, &cfg.host, &record_path, sid, &cfg.fields);
-        let consumed = encode_lines(
-            &self.buf[..data_len],
-            self.carry,
-            self.offset,
-            LineRules {
-                max_line: cfg.max_line_bytes,
-                ts: now_ms(),
-                json: cfg.json.as_deref(),
-            },
-            &mut block,
-            &mut payload,
-        );
+        let mut block =
+            BlockWriter::begin(&mut payload, &cfg.host, &record_path, sid, &self.fields);
+        let rules = LineRules {
+            max_line: cfg.max_line_bytes,
+            ts: now_ms(),
+            json: cfg.json.as_deref(),
+        };
+        let data = &self.buf[..data_len];
+        let consumed = match self.assembly() {
+            Some(asm) => {
+                encode_assembled(data, self.offset, rules, asm, end, &mut block, &mut payload)
+            }
+            None => encode_lines(
+                data,
+                self.carry,
+                self.offset,
+                rules,
+                &mut block,
+                &mut payload,
+            ),
+        };
         let records = block.count();
         block.finish(&mut payload);
         let start_offset = self.offset;
@@ -576,18 +610,51 @@ impl Tail {
         }
     }
 
+    /// Whether complete lines wait for the next one to tell where their record ends
+    /// (`multiline`, or pieces of a runtime line): what a timeout flushes.
+    pub(crate) fn pending(&self) -> bool {
+        self.assembles() && memchr(b'\n', &self.buf[..self.carry]).is_some()
+    }
+
+    /// How long a record may wait for its next line.
+    pub(crate) fn pending_timeout(&self) -> Duration {
+        self.cfg
+            .multiline
+            .as_ref()
+            .map_or(Duration::from_secs(1), |m| m.timeout)
+    }
+
+    /// Send the record waiting for its next line (no line came for the timeout, or
+    /// the agent stops); an unfinished line stays.
+    pub(crate) fn flush_pending(&mut self) -> io::Result<Option<Chunk>> {
+        if !self.pending() {
+            return Ok(None);
+        }
+        match self.encode(self.carry, End::Pending)? {
+            Step::Chunk(c) => Ok(Some(c)),
+            _ => Ok(None),
+        }
+    }
+
     /// Emit the held unfinished line as a last record: used when a file that is gone
     /// is closed, since nobody will complete it.
     pub(crate) fn flush_final(&mut self) -> Option<Chunk> {
         if self.carry == 0 {
             return None;
         }
+        if self.assembly().is_some() {
+            return match self.encode(self.carry, End::All) {
+                Ok(Step::Chunk(c)) => Some(c),
+                _ => None,
+            };
+        }
         let cfg = self.cfg.clone();
         let (sid, record_path) = self.record_identity();
         let record_path = record_path.clone();
         let mut payload =
             Vec::with_capacity(BLOCK_HEADER_FIXED_LEN + 256 + self.carry + 2 * RECORD_HEADER_LEN);
-        let mut block = BlockWriter::begin(&mut payload, &cfg.host, &record_path, sid, &cfg.fields);
+        let mut block =
+            BlockWriter::begin(&mut payload, &cfg.host, &record_path, sid, &self.fields);
         let ts = now_ms();
         push_line(
             &self.buf[..self.carry],
@@ -665,6 +732,26 @@ impl Tail {
             at: Instant::now(),
         }
     }
+}
+
+/// The block fields of a file: the input's, and with a `format` the pod's names
+/// when the path is a Kubernetes container log.
+fn file_fields(cfg: &TailConfig, path: &str) -> Arc<[u8]> {
+    let k8s = match cfg.format {
+        Some(_) => k8s_fields(path),
+        None => None,
+    };
+    let Some(k8s) = k8s else {
+        return cfg.fields.clone();
+    };
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&cfg.fields).unwrap_or_default();
+    let names = k8s
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+        .collect();
+    map.entry("k8s").or_insert(serde_json::Value::Object(names));
+    serde_json::to_vec(&map).map_or_else(|_| cfg.fields.clone(), Arc::from)
 }
 
 fn now_ms() -> i64 {

@@ -70,6 +70,8 @@ pub(super) fn tail_config(chunk_bytes: usize, max_line_bytes: usize) -> Arc<Tail
         chunk_bytes,
         max_line_bytes,
         json: None,
+        format: None,
+        multiline: None,
         marks: Arc::default(),
     })
 }

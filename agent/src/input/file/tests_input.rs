@@ -36,6 +36,8 @@ fn settings(include: &[PathBuf]) -> FileInputSettings {
         fields_json: Arc::from(&b""[..]),
         max_line_bytes: 1 << 20,
         json: None,
+        format: None,
+        multiline: None,
         rescan_interval: Duration::from_millis(50),
         poll_interval: Duration::from_millis(20),
         chunk_bytes: 64 << 10,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::super::fingerprint::{Fingerprint, end_hash_of};
 use super::super::gz;
-use super::{GzPhase, StartAt, Step, Tail, resume_anchor};
+use super::{End, GzPhase, StartAt, Step, Tail, resume_anchor};
 
 impl Tail {
     /// A compressed file: nothing is read here (decompressing takes a while; the
@@ -71,7 +71,7 @@ impl Tail {
                     .read(&mut self.buf[self.carry..need])
                     .map_err(|e| self.gz_error(e))?;
                 if n > 0 {
-                    return self.encode(self.carry + n);
+                    return self.encode(self.carry + n, End::Wait);
                 }
                 // The end: an unfinished last line is a record too (nothing follows).
                 let last = self.flush_final();

@@ -77,15 +77,30 @@ pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
         return exit(reason, None);
     }
     let mut last_data = Instant::now();
+    let assembles = tail.assembles();
     loop {
-        let job = tokio::task::spawn_blocking(move || {
+        let mut job = tokio::task::spawn_blocking(move || {
             let r = tail.step();
             (tail, r)
         });
         let (t, step) = tokio::select! {
             biased;
-            _ = f.shutdown.cancelled() => return exit(ExitReason::Shutdown, None),
-            r = job => match r {
+            _ = f.shutdown.cancelled() => {
+                // A record being assembled is sent before the final checkpoint: let
+                // the read finish, send what it made, then the record.
+                if assembles && let Ok((mut t, step)) = (&mut job).await {
+                    let sent = match step {
+                        Ok(Step::Chunk(c)) => send_final(&mut t, &f, c).await,
+                        Ok(_) => true,
+                        Err(_) => false,
+                    };
+                    if sent && let Ok(Some(c)) = t.flush_pending() {
+                        send_final(&mut t, &f, c).await;
+                    }
+                }
+                return exit(ExitReason::Shutdown, None);
+            }
+            r = &mut job => match r {
                 Ok(v) => v,
                 Err(e) => {
                     warn!(error = %e, "file reader task failed");
@@ -146,17 +161,47 @@ pub(crate) async fn follow(mut tail: Tail, f: Follow) -> ReaderExit {
                     closed.idle = true;
                     return exit(ExitReason::Idle, Some(closed));
                 }
+                // A record waiting for a line that does not come leaves after the
+                // multiline timeout.
+                let flush_at = tail.pending().then(|| last_data + tail.pending_timeout());
+                if flush_at.is_some_and(|t| t <= Instant::now()) {
+                    last_data = Instant::now();
+                    match tail.flush_pending() {
+                        Ok(Some(chunk)) => {
+                            if let Some(reason) = make_durable(&mut tail, &f).await {
+                                return exit(reason, None);
+                            }
+                            if let Some(reason) = send(&f, chunk).await {
+                                return exit(reason, None);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(path = %tail.path(), error = %e, "reading file failed; dropping it");
+                            return exit(ExitReason::Failed, Some(tail.closed(true)));
+                        }
+                    }
+                    continue;
+                }
                 tail.shrink_idle();
                 // Look again after close_inactive: the file may be due for closing then,
                 // or more files may be open by then (never a deadline in the past).
                 let since = if crowded { last_data } else { Instant::now() };
                 let idle_at = tokio::time::Instant::from_std(since + f.close_inactive);
+                let flush_at =
+                    tokio::time::Instant::from_std(flush_at.unwrap_or(since + f.close_inactive));
                 loop {
                     tokio::select! {
                         biased;
-                        _ = f.shutdown.cancelled() => return exit(ExitReason::Shutdown, None),
+                        _ = f.shutdown.cancelled() => {
+                            if let Ok(Some(c)) = tail.flush_pending() {
+                                send_final(&mut tail, &f, c).await;
+                            }
+                            return exit(ExitReason::Shutdown, None);
+                        }
                         _ = f.wake.notified() => break,
                         _ = tokio::time::sleep_until(idle_at) => break,
+                        _ = tokio::time::sleep_until(flush_at) => break,
                         _ = tokio::time::sleep(f.poll_interval) => {
                             if f.orphaned.load(Ordering::Relaxed) || tail.has_news() {
                                 break;
@@ -183,6 +228,19 @@ async fn make_durable(tail: &mut Tail, f: &Follow) -> Option<ExitReason> {
             None
         }
     }
+}
+
+/// At shutdown: send one last chunk, if the version needs no registration first
+/// (that waits on the checkpoint writer, which is stopping) and the pipeline takes
+/// it soon. Whether it was sent.
+async fn send_final(tail: &mut Tail, f: &Follow, chunk: Chunk) -> bool {
+    if tail.registration().is_some() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), f.tx.send(chunk)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Send one chunk, waiting while the channel is full. `Some(reason)` when the reader
