@@ -29,6 +29,8 @@ pub struct Position {
     /// CRC32C of the bytes from `crc_base` to `end_offset` (see `Chunk::crc`).
     pub crc_base: u64,
     pub crc: u32,
+    /// See `Chunk::cursor`.
+    pub cursor: Option<Arc<str>>,
 }
 
 /// A closed, compressed batch waiting for a sequence number.
@@ -149,6 +151,7 @@ impl Batcher {
                     p.end_hash = chunk.end_hash;
                     p.crc_base = chunk.crc_base;
                     p.crc = chunk.crc;
+                    p.cursor = chunk.cursor.clone();
                 }
             }
             None => open.positions.push(Position {
@@ -158,6 +161,7 @@ impl Batcher {
                 end_hash: chunk.end_hash,
                 crc_base: chunk.crc_base,
                 crc: chunk.crc,
+                cursor: chunk.cursor.clone(),
             }),
         }
         if open.payload.len() >= self.limits.max_bytes || open.records >= self.limits.max_records {
@@ -224,6 +228,7 @@ mod tests {
             end_hash: end * 7,
             crc_base: 0,
             crc: 0,
+            cursor: None,
         }
     }
 
@@ -255,6 +260,7 @@ mod tests {
                 end_hash: 700,
                 crc_base: 0,
                 crc: 0,
+                cursor: None,
             }]
         );
         let (data, summary) = batch.frame.open(1 << 20).unwrap();

@@ -97,6 +97,16 @@ pub fn check(config_path: &Path, config: &AgentConfig) -> Report {
             addrs.join(", ")
         ));
     }
+    for j in &config.journald {
+        match crate::input::journald::check_journalctl(&j.journalctl) {
+            Ok(()) => r.line(format!(
+                "journald input (topic {}): reads {}",
+                j.topic,
+                j.key()
+            )),
+            Err(e) => r.error(format!("journald input (topic {}): {e}", j.topic)),
+        }
+    }
     match writable(&config.data_dir) {
         Ok(()) => r.line(format!("data_dir {} is writable", config.data_dir.display())),
         Err(e) => r.error(format!(

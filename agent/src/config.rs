@@ -40,6 +40,7 @@ fn default_data_dir() -> PathBuf {
 pub enum InputType {
     File,
     Syslog,
+    Journald,
 }
 
 /// `parse:` of a file input.
@@ -116,6 +117,20 @@ pub struct InputFile {
     pub format: Option<FormatName>,
     /// File inputs: group lines into records (stack traces).
     pub multiline: Option<MultilineFile>,
+    /// Journald: a journal directory instead of the system's journal.
+    pub directory: Option<PathBuf>,
+    /// Journald: journal files instead of the system's journal.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Journald: only these units' entries.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// Journald: `FIELD=value` matches.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<String>,
+    /// Journald: on the first start (no checkpoint), only entries from now on;
+    /// default false (the whole journal).
+    pub since_now: Option<bool>,
     /// Syslog listen addresses (`udp://…`, `tcp://…`, `tls://…`).
     #[serde(default)]
     pub listen: Vec<String>,
@@ -147,6 +162,19 @@ impl InputFile {
                 self.max_connections_per_ip.is_some(),
             ),
             ("idle_timeout", self.idle_timeout.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(k, set)| set.then_some(k))
+    }
+
+    /// The first journald-only key that is set.
+    fn journald_key_set(&self) -> Option<&'static str> {
+        [
+            ("directory", self.directory.is_some()),
+            ("files", !self.files.is_empty()),
+            ("units", !self.units.is_empty()),
+            ("match", !self.matches.is_empty()),
+            ("since_now", self.since_now.is_some()),
         ]
         .into_iter()
         .find_map(|(k, set)| set.then_some(k))
@@ -314,6 +342,7 @@ pub struct AgentConfig {
     pub log_level: Option<String>,
     pub files: Vec<FileInputConfig>,
     pub syslog: Vec<SyslogInputConfig>,
+    pub journald: Vec<crate::input::journald::JournaldConfig>,
     pub collectors: Vec<CollectorAddr>,
     /// Followed as its files change: a renewed certificate is used by the next
     /// connection, without a restart.
@@ -360,6 +389,7 @@ impl AgentConfigFile {
         }
         let mut files = Vec::new();
         let mut syslog = Vec::new();
+        let mut journald = Vec::new();
         // The agent's own files, which no input reads whatever its globs match.
         let mut protected = vec![PathBuf::from(path)];
         for input in &self.inputs {
@@ -381,6 +411,13 @@ impl AgentConfigFile {
             }
             match input.kind {
                 InputType::File => {
+                    if let Some(k) = input.journald_key_set() {
+                        return Err(value_err(
+                            path,
+                            key(k),
+                            "only journald inputs have this key",
+                        ));
+                    }
                     if input.include.is_empty() {
                         return Err(value_err(
                             path,
@@ -457,9 +494,57 @@ impl AgentConfigFile {
                         follow_symlinks: input.follow_symlinks.unwrap_or(false),
                     });
                 }
+                InputType::Journald => {
+                    if let Some(k) = input.file_key_set().or(input.syslog_key_set()) {
+                        return Err(value_err(
+                            path,
+                            key(k),
+                            "journald inputs do not have this key",
+                        ));
+                    }
+                    if input.directory.is_some() && !input.files.is_empty() {
+                        return Err(value_err(
+                            path,
+                            key("files"),
+                            "give either directory or files, not both",
+                        ));
+                    }
+                    for (j, m) in input.matches.iter().enumerate() {
+                        let ok = m == "+"
+                            || m.split_once('=').is_some_and(|(f, _)| {
+                                !f.is_empty()
+                                    && f.bytes().all(|b| {
+                                        b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'
+                                    })
+                            });
+                        if !ok {
+                            return Err(value_err(
+                                path,
+                                key(&format!("match[{j}]")),
+                                format!("`{m}` is not FIELD=value (FIELD in A-Z, 0-9, _)"),
+                            ));
+                        }
+                    }
+                    let fields_json = fields_json(&input.fields, path, key("fields"))?;
+                    journald.push(crate::input::journald::JournaldConfig {
+                        topic: input.topic.into(),
+                        fields_json,
+                        directory: input.directory,
+                        files: input.files,
+                        units: input.units,
+                        matches: input.matches,
+                        since_now: input.since_now.unwrap_or(false),
+                        max_message_bytes: 1 << 20,
+                        journalctl: PathBuf::from("journalctl"),
+                    });
+                }
                 InputType::Syslog => {
-                    if let Some(k) = input.file_key_set() {
-                        return Err(value_err(path, key(k), "only file inputs have this key"));
+                    if let Some(k) = input.file_key_set().or(input.journald_key_set()) {
+                        return Err(value_err(
+                            path,
+                            key(k),
+                            "syslog inputs do not have this key",
+                        ));
                     }
                     syslog.push(resolve_syslog(path, &format!("inputs[{i}]"), input)?);
                 }
@@ -534,6 +619,7 @@ impl AgentConfigFile {
             log_level: self.log_level,
             files,
             syslog,
+            journald,
             collectors,
             tls,
             tls_files: tls::ClientFiles {

@@ -52,6 +52,8 @@ pub enum AgentError {
         topic: String,
         source: input::syslog::SyslogInputError,
     },
+    #[error("journald input for topic {topic}: {message}")]
+    JournaldInput { topic: String, message: String },
     #[error("checkpoints: {0}")]
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("spool: {0}")]
@@ -89,6 +91,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     checkpoints.publish(&marks);
 
     let mut inputs = Vec::new();
+    let mut journald_inputs = Vec::new();
     for f in &config.files {
         let input = FileInput::new(FileInputSettings {
             topic: f.topic.clone(),
@@ -119,6 +122,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             source,
         })?;
         inputs.push(tokio::spawn(input.run(chunk_tx.clone(), shutdown.clone())));
+    }
+    for j in &config.journald {
+        input::journald::check_journalctl(&j.journalctl).map_err(|message| {
+            AgentError::JournaldInput {
+                topic: j.topic.to_string(),
+                message,
+            }
+        })?;
+        let cursor = checkpoints.journal_cursor(&j.key());
+        let input = input::journald::JournaldInput::new(
+            j.clone(),
+            cursor,
+            config.host.clone(),
+            chunk_bytes,
+        );
+        journald_inputs.push(tokio::spawn(input.run(chunk_tx.clone(), shutdown.clone())));
     }
     let mut syslog_inputs = Vec::new();
     for s in &config.syslog {
@@ -184,6 +203,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         host = %config.host,
         inputs = config.files.len(),
         syslog_inputs = config.syslog.len(),
+        journald_inputs = config.journald.len(),
         collectors = ?config.collectors.iter().map(|c| c.addr.as_str()).collect::<Vec<_>>(),
         compression = config.compression.name(),
         "agent started"
@@ -206,6 +226,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             Err(e) => tracing::error!(error = %e, "syslog input task panicked"),
             Ok(Ok(())) => {}
         }
+    }
+    for j in journald_inputs {
+        let _ = j.await;
     }
     let _ = batcher.await;
     if let Some(m) = metrics {

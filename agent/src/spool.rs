@@ -81,6 +81,8 @@ struct SpooledPosition {
     crc_base: u64,
     #[serde(default)]
     crc: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
 }
 
 /// A FIFO of batches on disk with a size limit. A batch's file is deleted only when
@@ -189,6 +191,7 @@ impl Spool {
                 end_hash: p.end_hash,
                 crc_base: p.crc_base,
                 crc: p.crc,
+                cursor: p.cursor.as_deref().map(str::to_owned),
             })
             .collect();
         let json = serde_json::to_vec(&positions).unwrap_or_default();
@@ -304,6 +307,7 @@ fn decode(data: &[u8]) -> Option<Batch> {
                 end_hash: p.end_hash,
                 crc_base: p.crc_base,
                 crc: p.crc,
+                cursor: p.cursor.map(std::sync::Arc::from),
             })
             .collect(),
     })
@@ -330,6 +334,7 @@ mod tests {
                 end_hash: n,
                 crc_base: 0,
                 crc: 0,
+                cursor: None,
             }],
         }
     }

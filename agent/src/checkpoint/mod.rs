@@ -35,7 +35,7 @@
 pub mod identity;
 pub mod registry;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,7 +163,12 @@ impl Entry {
 #[serde(tag = "version")]
 enum State {
     #[serde(rename = "1")]
-    V1 { files: Vec<Entry> },
+    V1 {
+        files: Vec<Entry>,
+        /// Journal cursors acknowledged, by `journald` input.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        journals: BTreeMap<String, String>,
+    },
 }
 
 /// The agent's checkpoints, in memory, and where they are saved.
@@ -171,6 +176,7 @@ enum State {
 pub struct Checkpoints {
     path: PathBuf,
     entries: HashMap<u64, Entry>,
+    journals: BTreeMap<String, String>,
     dirty: bool,
 }
 
@@ -181,12 +187,14 @@ impl Checkpoints {
         std::fs::create_dir_all(data_dir).map_err(io_err("create directory", data_dir))?;
         let path = data_dir.join(FILE_NAME);
         let mut entries = HashMap::new();
+        let mut journal_cursors = BTreeMap::new();
         match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
-                Ok(State::V1 { files }) => {
+                Ok(State::V1 { files, journals }) => {
                     for e in files {
                         entries.insert(e.source_id, e);
                     }
+                    journal_cursors = journals;
                 }
                 Err(e) => {
                     let aside = path.with_extension("json.unreadable");
@@ -201,6 +209,7 @@ impl Checkpoints {
         Ok(Checkpoints {
             path,
             entries,
+            journals: journal_cursors,
             dirty: false,
         })
     }
@@ -244,6 +253,11 @@ impl Checkpoints {
         for r in self.resume_points() {
             marks.set_latest(r);
         }
+    }
+
+    /// The acknowledged cursor of the `journald` input `key`.
+    pub fn journal_cursor(&self, key: &str) -> Option<String> {
+        self.journals.get(key).cloned()
     }
 
     pub fn get(&self, source_id: u64) -> Option<&Entry> {
@@ -355,6 +369,13 @@ impl Checkpoints {
     /// registered, e.g. syslog) are ignored.
     pub fn apply(&mut self, positions: &[Position], marks: &Marks, now_ms: i64) {
         for p in positions {
+            if let Some(c) = &p.cursor {
+                if self.journals.get(&*p.path).map(String::as_str) != Some(&**c) {
+                    self.journals.insert(p.path.to_string(), c.to_string());
+                    self.dirty = true;
+                }
+                continue;
+            }
             if p.source_id == 0 {
                 continue;
             }
@@ -410,7 +431,11 @@ impl Checkpoints {
         }
         let mut files: Vec<Entry> = self.entries.values().cloned().collect();
         files.sort_by(|a, b| a.path.cmp(&b.path).then(a.source_id.cmp(&b.source_id)));
-        let bytes = serde_json::to_vec_pretty(&State::V1 { files }).unwrap_or_default();
+        let bytes = serde_json::to_vec_pretty(&State::V1 {
+            files,
+            journals: self.journals.clone(),
+        })
+        .unwrap_or_default();
         tributary_common::fs::write_atomic(&self.path, &bytes)?;
         self.dirty = false;
         Ok(())
@@ -474,6 +499,7 @@ async fn save_blocking(cp: &mut Checkpoints) {
         Checkpoints {
             path: cp.path.clone(),
             entries: HashMap::new(),
+            journals: BTreeMap::new(),
             dirty: false,
         },
     );
@@ -542,6 +568,7 @@ mod tests {
             end_hash: end,
             crc_base: 0,
             crc: 0,
+            cursor: None,
         }
     }
 

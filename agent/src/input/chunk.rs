@@ -28,4 +28,7 @@ pub struct Chunk {
     /// CRC32C of the bytes from `crc_base` to `end_offset` (see `anchor`).
     pub crc_base: u64,
     pub crc: u32,
+    /// A journal cursor: the checkpoint of a `journald` input once acknowledged
+    /// (`path` then names the input).
+    pub cursor: Option<Arc<str>>,
 }

@@ -3,6 +3,7 @@
 mod chunk;
 pub mod container;
 pub mod file;
+pub mod journald;
 pub mod json;
 pub mod multiline;
 

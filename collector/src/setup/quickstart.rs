@@ -112,6 +112,13 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     } else {
         String::new()
     };
+    // The systemd journal, from now on, when this machine has one we can read.
+    let journal = has_journal();
+    let journal_input = if journal {
+        "\x20 - type: journald\n    topic: journal\n    since_now: true\n"
+    } else {
+        ""
+    };
     write_file(
         &agent_yaml,
         &format!(
@@ -121,6 +128,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
              inputs:\n\
              \x20 - type: file\n    topic: demo\n    include: [\"{demo}\"]\n    read_from: beginning\n    fields: {{env: quickstart}}\n\
              {system_input}\
+             {journal_input}\
              output:\n  collectors: [\"127.0.0.1:{ingest_port}\"]\n  tls:\n    ca: {ca}\n    cert: {cert}\n    key: {key}\n    server_name: localhost\n  compression: lz4\n",
             agent_data = data.join("agent").display(),
             demo = demo_log.display(),
@@ -154,6 +162,11 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
         )
     } else {
         format!("no readable file matches {SYSTEM_GLOB} here, so only the demo file is tailed")
+    };
+    let system_line = if journal {
+        format!("{system_line}; the systemd journal goes to topic `journal` from now on")
+    } else {
+        system_line
     };
     // The client commands, as this checkout runs them, pointed at this collector.
     let cli = if api_port == 7401 {
@@ -298,4 +311,15 @@ fn quickstart_token(dir: &Path, tokens_file: &Path) -> anyhow::Result<String> {
     f.write_all(token.as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: {e}", token_file.display()))?;
     Ok(token)
+}
+
+/// Whether this machine has a systemd journal this user can read (`journalctl`
+/// installed and showing at least one entry).
+fn has_journal() -> bool {
+    std::process::Command::new("journalctl")
+        .args(["--lines=1", "--output=export", "--quiet", "--no-pager"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
 }

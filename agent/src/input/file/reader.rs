@@ -590,6 +590,7 @@ impl Tail {
             end_hash: self.end_hash,
             crc_base: self.crc_base,
             crc: self.crc,
+            cursor: None,
         }))
     }
 
@@ -686,6 +687,7 @@ impl Tail {
             end_hash: self.end_hash,
             crc_base: self.crc_base,
             crc: self.crc,
+            cursor: None,
         })
     }
 

@@ -134,6 +134,7 @@ impl ChunkBuilder {
             start_offset: 0,
             end_offset: 0,
             end_hash: 0,
+            cursor: None,
         })
     }
 }

@@ -143,17 +143,17 @@ fn config_keys() {
     bad(
         &format!("{listen}    include: [\"/x\"]\n"),
         "inputs[0].include",
-        "only file inputs",
+        "syslog inputs do not",
     );
     bad(
         &format!("{listen}    read_from: end\n"),
         "inputs[0].read_from",
-        "only file inputs",
+        "syslog inputs do not",
     );
     bad(
         &format!("{listen}    max_line_bytes: 1KiB\n"),
         "inputs[0].max_line_bytes",
-        "only file inputs",
+        "syslog inputs do not",
     );
     bad(
         &format!("{listen}    listn: []\n"),
