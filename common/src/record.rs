@@ -355,10 +355,10 @@ impl<'a> Iterator for Records<'a> {
 }
 
 fn is_json_object(b: &[u8]) -> bool {
-    matches!(
-        serde_json::from_slice::<serde_json::Value>(b),
-        Ok(serde_json::Value::Object(_))
-    )
+    // Checked without building it: valid JSON whose first token opens an object.
+    b.trim_ascii_start().first() == Some(&b'{')
+        && std::str::from_utf8(b)
+            .is_ok_and(|s| serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok())
 }
 
 /// What a validated payload holds, for batch headers and partition routing.

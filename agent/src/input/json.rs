@@ -9,6 +9,8 @@
 //! histogram know it. A line that is not a JSON object is kept as it is, with
 //! `fields.parse_error` saying why.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use tributary_common::names::{severity_level, severity_name};
 
@@ -44,38 +46,194 @@ fn time_of(v: &Value) -> Option<i64> {
     }
 }
 
+/// A top-level object's members, values left as their JSON text (nothing nested is
+/// built: a line's fields are written back from the text as it came).
+struct Members<'a>(Vec<(Cow<'a, str>, &'a str)>);
+
+/// Why a line is not an object.
+enum NotObject {
+    /// Valid JSON of another kind.
+    Kind,
+    Syntax(String),
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Index just past the string starting at `b[i] == '"'`.
+fn string_end(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+impl<'a> Members<'a> {
+    /// The members of `text`, checked as JSON first (so the scan below only has to
+    /// find where each top-level member starts and ends).
+    fn parse(text: &'a str) -> Result<Members<'a>, NotObject> {
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| NotObject::Syntax(e.to_string()))?;
+        let b = text.as_bytes();
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return Err(NotObject::Kind);
+        }
+        let mut out = Vec::with_capacity(16);
+        i = skip_ws(b, i + 1);
+        while i < b.len() && b[i] == b'"' {
+            let ks = i;
+            i = string_end(b, i);
+            let raw_key = &text[ks + 1..i - 1];
+            let key = if raw_key.contains('\\') {
+                Cow::Owned(serde_json::from_str::<String>(&text[ks..i]).unwrap_or_default())
+            } else {
+                Cow::Borrowed(raw_key)
+            };
+            i = skip_ws(b, i) + 1; // ':'
+            i = skip_ws(b, i);
+            let vs = i;
+            let mut depth = 0usize;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => {
+                        i = string_end(b, i);
+                        if depth == 0 {
+                            break;
+                        }
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => {
+                        depth -= 1;
+                        if depth == 0 {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => break,
+                    _ => {}
+                }
+                i += 1;
+            }
+            out.push((key, &text[vs..i]));
+            i = skip_ws(b, i);
+            if b.get(i) == Some(&b',') {
+                i = skip_ws(b, i + 1);
+            }
+        }
+        Ok(Members(out))
+    }
+}
+
+impl Members<'_> {
+    /// Index of the member named `k` (the last one, as JSON readers keep).
+    fn find(&self, k: &str) -> Option<usize> {
+        self.0.iter().rposition(|(n, _)| n == k)
+    }
+
+    /// Which members an earlier one of the same name hides (only the last is kept).
+    fn hidden(&self) -> Vec<bool> {
+        let n = self.0.len();
+        let mut hidden = vec![false; n];
+        if n <= 32 {
+            for (i, h) in hidden.iter_mut().enumerate() {
+                *h = self.0[i + 1..].iter().any(|(k, _)| *k == self.0[i].0);
+            }
+        } else {
+            let mut last = std::collections::HashMap::with_capacity(n);
+            for (i, (k, _)) in self.0.iter().enumerate() {
+                if let Some(j) = last.insert(k.as_ref(), i) {
+                    hidden[j] = true;
+                }
+            }
+        }
+        hidden
+    }
+}
+
+/// A string value's text, or the JSON text of any other value.
+fn text_of(t: &str) -> Vec<u8> {
+    if t.starts_with('"')
+        && let Ok(s) = serde_json::from_str::<String>(t)
+    {
+        return s.into_bytes();
+    }
+    t.as_bytes().to_vec()
+}
+
 impl JsonParse {
     pub fn parse(&self, line: &[u8]) -> Parsed {
-        let mut obj: Map<String, Value> = match serde_json::from_slice::<Value>(line) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Self::unparsed("not a JSON object"),
-            Err(e) => return Self::unparsed(&format!("not JSON: {e}")),
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Self::unparsed("not JSON: not UTF-8");
         };
-        let message = match &self.message_key {
-            Some(k) => obj.remove(k),
-            None => MESSAGE_KEYS.iter().find_map(|k| obj.remove(*k)),
-        }
-        .map(|v| match v {
-            Value::String(s) => s.into_bytes(),
-            other => other.to_string().into_bytes(),
-        });
+        let obj = match Members::parse(text) {
+            Ok(m) => m,
+            Err(NotObject::Kind) => return Self::unparsed("not a JSON object"),
+            Err(NotObject::Syntax(e)) => return Self::unparsed(&format!("not JSON: {e}")),
+        };
+        let message_at = match &self.message_key {
+            Some(k) => obj.find(k),
+            None => MESSAGE_KEYS.iter().find_map(|k| obj.find(k)),
+        };
+        let message = message_at.map(|i| text_of(obj.0[i].1));
+        let value = |i: usize| serde_json::from_str::<Value>(obj.0[i].1).ok();
         let timestamp_ms = match &self.timestamp_key {
-            Some(k) => obj.get(k).and_then(time_of),
-            None => TIME_KEYS.iter().find_map(|k| obj.get(*k).and_then(time_of)),
+            Some(k) => obj.find(k).and_then(value).and_then(|v| time_of(&v)),
+            None => TIME_KEYS
+                .iter()
+                .find_map(|k| obj.find(k).and_then(value).and_then(|v| time_of(&v))),
         };
         let level = ["severity", "level"]
             .iter()
-            .find_map(|k| match obj.get(*k) {
-                Some(Value::String(s)) => severity_level(s),
+            .find_map(|k| match obj.find(k).and_then(value) {
+                Some(Value::String(s)) => severity_level(&s),
                 Some(Value::Number(n)) => n.as_u64().filter(|n| *n <= 7).map(|n| n as u8),
                 _ => None,
             });
-        if let Some(l) = level {
-            obj.insert("severity".into(), Value::String(severity_name(l).into()));
+        let hidden = obj.hidden();
+        let mut fields = Vec::with_capacity(line.len() + 32);
+        fields.push(b'{');
+        let mut severity_done = false;
+        for (i, (k, raw)) in obj.0.iter().enumerate() {
+            if hidden[i] || Some(i) == message_at {
+                continue;
+            }
+            if fields.len() > 1 {
+                fields.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut fields, k);
+            fields.push(b':');
+            match level {
+                Some(l) if k == "severity" => {
+                    let _ = serde_json::to_writer(&mut fields, severity_name(l));
+                    severity_done = true;
+                }
+                _ => fields.extend_from_slice(raw.as_bytes()),
+            }
         }
+        if let Some(l) = level
+            && !severity_done
+        {
+            if fields.len() > 1 {
+                fields.push(b',');
+            }
+            fields.extend_from_slice(b"\"severity\":");
+            let _ = serde_json::to_writer(&mut fields, severity_name(l));
+        }
+        fields.push(b'}');
         Parsed {
             message,
-            fields: serde_json::to_vec(&obj).unwrap_or_default(),
+            fields,
             timestamp_ms,
         }
     }
@@ -127,6 +285,26 @@ mod tests {
         let p = j.parse(br#"{"time":"yesterday","severity":4}"#);
         assert_eq!(p.timestamp_ms, None);
         assert_eq!(fields(&p)["severity"], "warning");
+    }
+
+    #[test]
+    fn escaped_keys_duplicates_and_nested_text_survive() {
+        let j = JsonParse::default();
+        let p = j.parse(br#"{"a\"b":1,"x":1,"x":{"y": [1, "z"]},"msg":"m\u00e9"}"#);
+        assert_eq!(p.message.as_deref(), Some("m\u{e9}".as_bytes()));
+        let f = fields(&p);
+        assert_eq!(f["a\"b"], 1);
+        assert_eq!(f["x"]["y"][1], "z");
+        assert_eq!(
+            f.as_object().unwrap().len(),
+            2,
+            "the last duplicate kept: {f}"
+        );
+        let many: String = (0..100).map(|i| format!(r#""k{}":{i},"#, i % 50)).collect();
+        let p = j.parse(format!("{{{many}\"msg\":\"x\"}}").as_bytes());
+        let f = fields(&p);
+        assert_eq!(f.as_object().unwrap().len(), 50);
+        assert_eq!(f["k3"], 53);
     }
 
     #[test]

@@ -2,8 +2,14 @@
 //! and a real collector over mutual TLS, to durable storage.
 //!
 //! ```text
-//! cargo run --release -p tributary-e2e --bin tributary-bench -- [--lines 1000000] [--compression lz4|gzip|none] [--fsync always|interval] [--gz]
+//! cargo run --release -p tributary-e2e --bin tributary-bench -- [--lines 1000000] [--compression lz4|gzip|none] [--fsync always|interval] [--gz] [--input plain|multiline|cri|json|journald]
 //! ```
+//! `--input` picks what the agent reads: plain lines (the default); the same lines
+//! with a Java stack trace of 9 frames after every 20th (`multiline: {preset:
+//! java}`); the lines as CRI container logs, every 100th split in two pieces
+//! (`format: cri`); JSON objects (`parse: json`); or journal entries in a journal
+//! file made by `systemd-journal-remote` before the clock starts (`type: journald`).
+//! Lines/s count input lines (a trace's frames too); records are what is stored.
 //! Prints lines/s, MB/s and, per process, CPU seconds and peak RSS (from /proc).
 //! With `--gz` the file is a compressed rotation (`bench.log.1.gz`, gzip level 6
 //! as logrotate's `gzip` writes it) that the agent decompresses: the figures are
@@ -19,6 +25,7 @@ struct Opts {
     compression: String,
     fsync: String,
     gz: bool,
+    input: String,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -27,6 +34,7 @@ fn parse_args() -> Result<Opts, String> {
         compression: "lz4".into(),
         fsync: "always".into(),
         gz: false,
+        input: "plain".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -36,6 +44,7 @@ fn parse_args() -> Result<Opts, String> {
             "--compression" => o.compression = val()?,
             "--fsync" => o.fsync = val()?,
             "--gz" => o.gz = true,
+            "--input" => o.input = val()?,
             "--bench" => {} // passed by `cargo bench`
             other => return Err(format!("unknown argument {other}")),
         }
@@ -56,25 +65,34 @@ fn main() {
     std::fs::create_dir_all(&logs).expect("logs dir");
     let file = logs.join("bench.log");
     let mut bytes = 0u64;
+    let mut records = 0u64;
     {
         use std::io::Write;
         let mut w = std::io::BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(&file).expect("bench file"),
         );
-        for i in 0..opts.lines {
-            let line = format!(
-                "2026-11-25T14:01:34.{:03}Z INFO web-{:02} request_id={i:010} method=GET path=/api/v1/items/{} status=200 bytes={} ua=\"Mozilla/5.0 (X11; Linux)\"\n",
-                i % 1000,
-                i % 16,
-                i.wrapping_mul(7919) % 1_000_000,
-                i % 65_536
-            );
-            bytes += line.len() as u64;
-            w.write_all(line.as_bytes()).expect("write");
+        let mut i = 0;
+        while i < opts.lines {
+            let (text, lines, recs) = workload_line(&opts.input, i);
+            bytes += text.len() as u64;
+            records += recs;
+            i += lines;
+            w.write_all(text.as_bytes()).expect("write");
         }
         w.flush().expect("flush");
     }
+    let input_yaml = match opts.input.as_str() {
+        "plain" => String::new(),
+        "multiline" => "    multiline: {preset: java, timeout_ms: 100}\n".into(),
+        "cri" => "    format: cri\n".into(),
+        "json" => "    parse: json\n".into(),
+        "journald" => String::new(),
+        other => {
+            eprintln!("tributary-bench: unknown --input {other}");
+            std::process::exit(2);
+        }
+    };
     let file = if opts.gz {
         let gz = logs.join("bench.log.1.gz");
         let mut enc = flate2::write::GzEncoder::new(
@@ -100,10 +118,21 @@ fn main() {
         "topics:\n  default: {{partitions: 4}}\ndurability:\n  fsync: {}\n  interval_ms: 1000\n",
         opts.fsync
     ));
+    let input = if opts.input == "journald" {
+        let dir = journal_of(&file, &logs);
+        format!(
+            "  - type: journald\n    topic: bench\n    directory: {}\n",
+            dir.display()
+        )
+    } else {
+        format!(
+            "  - type: file\n    topic: bench\n    include: [\"{}\"]\n    read_from: beginning\n{input_yaml}",
+            file.display()
+        )
+    };
     let yaml = format!(
-        "host: bench\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: bench\n    include: [\"{file}\"]\n    read_from: beginning\n{out}",
+        "host: bench\ndata_dir: {data}\ninputs:\n{input}{out}",
         data = env.path().join("agent-data").display(),
-        file = file.display(),
         out = env
             .output_yaml(&collector, &opts.compression)
             .replace("linger_ms: 50", "linger_ms: 200"),
@@ -122,13 +151,12 @@ fn main() {
             cc.max(peak.2),
             cr.max(peak.3),
         );
-        if n >= opts.lines as u64 {
+        if n >= records {
             break;
         }
         if Instant::now() > deadline || !agent.is_running() {
             eprintln!(
-                "tributary-bench: only {n} of {} lines after {:?}\n{}",
-                opts.lines,
+                "tributary-bench: only {n} of {records} records after {:?}\n{}",
                 start.elapsed(),
                 agent.log_text()
             );
@@ -148,8 +176,9 @@ fn main() {
     let mb = bytes as f64 / 1e6;
     println!("machine:        {}", machine());
     println!(
-        "workload:       {} lines, {:.1} MB ({:.0} bytes/line), compression {}, fsync {}{}",
+        "workload:       {} lines ({} input, {records} records), {:.1} MB ({:.0} bytes/line), compression {}, fsync {}{}",
         opts.lines,
+        opts.input,
         mb,
         bytes as f64 / opts.lines as f64,
         opts.compression,
@@ -171,4 +200,107 @@ fn main() {
         cr as f64 / 1e6
     );
     drop(agent);
+}
+
+/// The text of input line `i` for `input` (more than one line for a trace or a
+/// split CRI line): (text, input lines, records).
+fn workload_line(input: &str, i: usize) -> (String, usize, u64) {
+    let access = format!(
+        "2026-11-25T14:01:34.{:03}Z INFO web-{:02} request_id={i:010} method=GET path=/api/v1/items/{} status=200 bytes={} ua=\"Mozilla/5.0 (X11; Linux)\"",
+        i % 1000,
+        i % 16,
+        i.wrapping_mul(7919) % 1_000_000,
+        i % 65_536
+    );
+    match input {
+        "multiline" if i % 20 == 19 => {
+            let mut t = format!(
+                "2026-11-25T14:01:34.{:03}Z ERROR web-{:02} request_id={i:010} failed\njava.lang.IllegalStateException: item {i} not found\n",
+                i % 1000,
+                i % 16
+            );
+            for f in 0..8 {
+                t.push_str(&format!(
+                    "\tat com.example.shop.ItemService.load{f}(ItemService.java:{})\n",
+                    100 + f
+                ));
+            }
+            // The log line, then the exception and its 8 frames as one record.
+            (t, 10, 2)
+        }
+        "cri" if i % 100 == 99 => {
+            let (a, b) = access.split_at(access.len() / 2);
+            (
+                format!(
+                    "2026-11-25T14:01:34.{:03}456789Z stdout P {a}\n2026-11-25T14:01:34.{:03}456789Z stdout F {b}\n",
+                    i % 1000,
+                    i % 1000
+                ),
+                2,
+                1,
+            )
+        }
+        "cri" => (
+            format!(
+                "2026-11-25T14:01:34.{:03}456789Z stdout F {access}\n",
+                i % 1000
+            ),
+            1,
+            1,
+        ),
+        "json" => (
+            format!(
+                "{{\"ts\":\"2026-11-25T14:01:34.{:03}Z\",\"level\":\"info\",\"msg\":\"request done\",\"host\":\"web-{:02}\",\"request_id\":{i},\"method\":\"GET\",\"path\":\"/api/v1/items/{}\",\"status\":200,\"bytes\":{}}}\n",
+                i % 1000,
+                i % 16,
+                i.wrapping_mul(7919) % 1_000_000,
+                i % 65_536
+            ),
+            1,
+            1,
+        ),
+        _ => (format!("{access}\n"), 1, 1),
+    }
+}
+
+/// A journal directory holding the lines of `file` as entries (one per line),
+/// written by systemd-journal-remote before the clock starts.
+fn journal_of(file: &std::path::Path, logs: &std::path::Path) -> std::path::PathBuf {
+    use std::io::{BufRead, Write};
+    let remote = ["/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            eprintln!("tributary-bench: --input journald needs systemd-journal-remote (apt install systemd-journal-remote)");
+            std::process::exit(2);
+        });
+    let export = logs.join("bench.export");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&export).expect("export file"));
+    let r = std::io::BufReader::new(std::fs::File::open(file).expect("bench file"));
+    for (i, line) in r.lines().enumerate() {
+        let line = line.expect("read");
+        write!(
+            w,
+            "__REALTIME_TIMESTAMP={}\n_HOSTNAME=bench\n_SYSTEMD_UNIT=web.service\n_PID=4242\nPRIORITY=6\nSYSLOG_IDENTIFIER=web\nMESSAGE={line}\n\n",
+            1_796_000_000_000_000u64 + i as u64
+        )
+        .expect("write");
+    }
+    w.flush().expect("flush");
+    drop(w);
+    let dir = logs.join("journal");
+    std::fs::create_dir_all(&dir).expect("journal dir");
+    let t = Instant::now();
+    let st = std::process::Command::new(remote)
+        .arg(format!("--output={}", dir.join("bench.journal").display()))
+        .arg(&export)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("systemd-journal-remote runs");
+    assert!(st.success(), "systemd-journal-remote failed");
+    println!(
+        "journal:        written by systemd-journal-remote in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    dir
 }
