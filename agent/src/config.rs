@@ -949,7 +949,9 @@ mod example_tests {
     fn example_config_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/agent.yaml");
         let f: AgentConfigFile = config::load_yaml(Path::new(path)).unwrap();
-        assert_eq!(f.inputs.len(), 2);
+        assert_eq!(f.inputs.len(), 3);
+        assert_eq!(f.inputs[1].kind, InputType::Journald);
+        assert_eq!(f.inputs[1].units, ["nginx.service", "ssh.service"]);
         assert_eq!(f.output.compression, Compression::Lz4);
         assert_eq!(f.output.batch.max_bytes, ByteSize(1 << 20));
     }
