@@ -559,6 +559,17 @@ impl Collector {
     }
 }
 
+/// Line `i` of the benchmarks' access log (~150 bytes, without its newline).
+pub fn access_line(i: usize) -> String {
+    format!(
+        "2026-11-25T14:01:34.{:03}Z INFO web-{:02} request_id={i:010} method=GET path=/api/v1/items/{} status=200 bytes={} ua=\"Mozilla/5.0 (X11; Linux)\"",
+        i % 1000,
+        i % 16,
+        i.wrapping_mul(7919) % 1_000_000,
+        i % 65_536
+    )
+}
+
 /// Append `lines` to `path` (created if missing) in one write.
 pub fn append_lines<I: IntoIterator<Item = String>>(path: &Path, lines: I) {
     let mut buf = String::new();

@@ -205,13 +205,7 @@ fn main() {
 /// The text of input line `i` for `input` (more than one line for a trace or a
 /// split CRI line): (text, input lines, records).
 fn workload_line(input: &str, i: usize) -> (String, usize, u64) {
-    let access = format!(
-        "2026-11-25T14:01:34.{:03}Z INFO web-{:02} request_id={i:010} method=GET path=/api/v1/items/{} status=200 bytes={} ua=\"Mozilla/5.0 (X11; Linux)\"",
-        i % 1000,
-        i % 16,
-        i.wrapping_mul(7919) % 1_000_000,
-        i % 65_536
-    );
+    let access = tributary_e2e::access_line(i);
     match input {
         "multiline" if i % 20 == 19 => {
             let mut t = format!(

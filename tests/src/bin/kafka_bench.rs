@@ -111,13 +111,7 @@ fn main() {
             std::fs::File::create(&file).expect("bench file"),
         );
         for i in 0..opts.records {
-            let line = format!(
-                "2026-11-25T14:01:34.{:03}Z INFO web-{:02} request_id={i:010} method=GET path=/api/v1/items/{} status=200 bytes={} ua=\"Mozilla/5.0 (X11; Linux)\"\n",
-                i % 1000,
-                i % 16,
-                i.wrapping_mul(7919) % 1_000_000,
-                i % 65_536
-            );
+            let line = format!("{}\n", tributary_e2e::access_line(i));
             bytes += line.len() as u64 - 1;
             w.write_all(line.as_bytes()).expect("write");
         }

@@ -361,7 +361,7 @@ impl<'a> Builder<'a> {
         let ts = e
             .get(b"__REALTIME_TIMESTAMP")
             .and_then(|(v, _)| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
-            .map_or_else(now_ms, |us| us / 1000);
+            .map_or_else(tributary_common::timefmt::now_ms, |us| us / 1000);
         let mut map = serde_json::Map::new();
         for (n, v, _) in e.iter() {
             let keep = (!n.starts_with(b"_") && n != b"MESSAGE") || TRUSTED.contains(&n);
@@ -425,12 +425,6 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h.max(1)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
