@@ -1,8 +1,11 @@
 //! Batching: chunks of encoded records → compressed batches, one topic per batch.
 //!
 //! A batch is closed when it reaches `max_bytes` or `max_records`, or `linger`
-//! after its first chunk arrived. Chunks are whole encoded blocks, so batching is
-//! a `memcpy`, and compression runs here, off the shipping task.
+//! after its first chunk arrived, or as soon as the output can take it once every
+//! source in it has reached its end (see [`Chunk::at_end`]) and no other chunk
+//! waits: a line written to a quiet file leaves at once, and `linger` only merges
+//! what arrives while the output is busy. Chunks are whole encoded blocks, so
+//! batching is a `memcpy`, and compression runs here, off the shipping task.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +63,8 @@ struct Open {
     records: u32,
     deadline: Instant,
     positions: Vec<Position>,
+    /// Sources whose last chunk did not reach their end: more of them is coming.
+    reading: Vec<u64>,
 }
 
 /// The batching stage.
@@ -92,17 +97,28 @@ impl Batcher {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Chunk>, tx: mpsc::Sender<Batch>) {
         loop {
             let deadline = self.open.values().map(|o| o.deadline).min();
-            let chunk = match deadline {
-                Some(d) => tokio::select! {
-                    c = rx.recv() => c,
-                    _ = tokio::time::sleep_until(d) => {
-                        if !self.flush_due(&tx, Instant::now()).await {
-                            return;
-                        }
-                        continue;
+            let idle = self
+                .open
+                .iter()
+                .find(|(_, o)| o.reading.is_empty())
+                .map(|(t, _)| t.clone());
+            let chunk = tokio::select! {
+                // Chunks first: whatever is already waiting joins the open batches.
+                biased;
+                c = rx.recv() => c,
+                permit = tx.reserve(), if idle.is_some() => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(batch) = idle.and_then(|t| self.close(&t)) {
+                        permit.send(batch);
                     }
-                },
-                None => rx.recv().await,
+                    continue;
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    if !self.flush_due(&tx, Instant::now()).await {
+                        return;
+                    }
+                    continue;
+                }
             };
             let Some(chunk) = chunk else {
                 self.flush_due(&tx, Instant::now() + Duration::from_secs(86_400 * 365))
@@ -137,7 +153,15 @@ impl Batcher {
                 records: 0,
                 deadline: Instant::now() + linger,
                 positions: Vec::new(),
+                reading: Vec::new(),
             });
+        match open.reading.iter().position(|&s| s == chunk.source_id) {
+            Some(i) if chunk.at_end => {
+                open.reading.swap_remove(i);
+            }
+            None if !chunk.at_end => open.reading.push(chunk.source_id),
+            _ => {}
+        }
         open.payload.extend_from_slice(&chunk.payload);
         open.records += chunk.records;
         match open
@@ -229,6 +253,7 @@ mod tests {
             crc_base: 0,
             crc: 0,
             cursor: None,
+            at_end: false,
         }
     }
 
@@ -292,6 +317,46 @@ mod tests {
         // Closing the input flushes the open batch at once, without waiting for linger.
         let batch = brx.recv().await.unwrap();
         assert_eq!((batch.frame.topic.as_str(), batch.records()), ("b", 2));
+        assert!(brx.recv().await.is_none());
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_source_at_its_end_leaves_at_once_and_a_busy_output_merges() {
+        let (ctx, crx) = mpsc::channel(8);
+        let (btx, mut brx) = mpsc::channel(1);
+        let task = tokio::spawn(Batcher::new(limits(1 << 20, 1000)).run(crx, btx));
+        let at_end = |topic, source, lines, end| Chunk {
+            at_end: true,
+            ..chunk(topic, source, lines, end)
+        };
+        // Two sources: the batch waits while one of them is still being read.
+        ctx.send(chunk("a", 1, 3, 30)).await.unwrap();
+        ctx.send(at_end("a", 2, 1, 10)).await.unwrap();
+        ctx.send(at_end("a", 1, 2, 50)).await.unwrap();
+        let start = Instant::now();
+        let batch = brx.recv().await.unwrap();
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(batch.records(), 6);
+        // The output cannot take a batch (its queue holds one nobody reads): what
+        // arrives meanwhile joins one open batch instead of one batch per chunk.
+        ctx.send(at_end("a", 1, 1, 60)).await.unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while brx.is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for end in [70, 80, 90] {
+            ctx.send(at_end("a", 1, 1, end)).await.unwrap();
+        }
+        assert_eq!(brx.recv().await.unwrap().records(), 1);
+        let merged = brx.recv().await.unwrap();
+        assert_eq!(merged.records(), 3);
+        assert_eq!(merged.positions[0].end_offset, 90);
+        drop(ctx);
         assert!(brx.recv().await.is_none());
         task.await.unwrap();
     }

@@ -31,4 +31,8 @@ pub struct Chunk {
     /// A journal cursor: the checkpoint of a `journald` input once acknowledged
     /// (`path` then names the input).
     pub cursor: Option<Arc<str>>,
+    /// The source had nothing more to read when this chunk was made (the end of the
+    /// file, an idle connection or journal): the batcher need not wait for more of it
+    /// and sends the batch as soon as the output can take it, instead of at `linger`.
+    pub at_end: bool,
 }

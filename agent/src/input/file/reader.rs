@@ -517,7 +517,11 @@ impl Tail {
         if n == 0 {
             return Ok(Step::Eof);
         }
-        self.encode(self.carry + n, End::Wait)
+        let at_end = read_pos + n as u64 >= size;
+        Ok(match self.encode(self.carry + n, End::Wait)? {
+            Step::Chunk(c) => Step::Chunk(Chunk { at_end, ..c }),
+            step => step,
+        })
     }
 
     /// Whether records can span lines (`multiline`, `format`).
@@ -591,6 +595,7 @@ impl Tail {
             crc_base: self.crc_base,
             crc: self.crc,
             cursor: None,
+            at_end: true,
         }))
     }
 
@@ -688,6 +693,7 @@ impl Tail {
             crc_base: self.crc_base,
             crc: self.crc,
             cursor: None,
+            at_end: true,
         })
     }
 

@@ -256,7 +256,8 @@ impl JournaldInput {
             // Send when the batch is big, or when journalctl has nothing more yet.
             if b.payload.len() >= self.chunk_bytes || r.buffer().is_empty() {
                 seq += 1;
-                if let Some(c) = b.take(seq, last.as_deref())
+                let at_end = r.buffer().is_empty();
+                if let Some(c) = b.take(seq, last.as_deref(), at_end)
                     && tx.blocking_send(c).is_err()
                 {
                     return (seq, last, entries);
@@ -264,7 +265,7 @@ impl JournaldInput {
             }
         }
         seq += 1;
-        if let Some(c) = b.take(seq, last.as_deref()) {
+        if let Some(c) = b.take(seq, last.as_deref(), true) {
             let _ = tx.blocking_send(c);
         }
         (seq, last, entries)
@@ -390,7 +391,7 @@ impl<'a> Builder<'a> {
         cursor
     }
 
-    fn take(&mut self, seq: u64, cursor: Option<&str>) -> Option<Chunk> {
+    fn take(&mut self, seq: u64, cursor: Option<&str>, at_end: bool) -> Option<Chunk> {
         if let Some(b) = self.block.take() {
             b.finish(&mut self.payload);
         }
@@ -413,6 +414,7 @@ impl<'a> Builder<'a> {
             crc_base: 0,
             crc: 0,
             cursor: cursor.map(Arc::from),
+            at_end,
         })
     }
 }

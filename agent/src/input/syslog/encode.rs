@@ -110,8 +110,9 @@ impl ChunkBuilder {
         }
     }
 
-    /// The pending chunk, if any; the builder starts over empty.
-    pub fn take(&mut self) -> Option<Chunk> {
+    /// The pending chunk, if any; the builder starts over empty. `at_end`: the
+    /// sender has nothing more right now (see [`Chunk::at_end`]).
+    pub fn take(&mut self, at_end: bool) -> Option<Chunk> {
         if let Some(b) = self.block.take() {
             b.finish(&mut self.payload);
         }
@@ -135,6 +136,7 @@ impl ChunkBuilder {
             end_offset: 0,
             end_hash: 0,
             cursor: None,
+            at_end,
         })
     }
 }

@@ -157,18 +157,18 @@ pub(super) async fn udp(
                     }
                 }
                 counts.publish(&sh);
-                if builder.bytes() >= sh.chunk_bytes && !backlog.push(&tx, builder.take(), &sh) {
+                if builder.bytes() >= sh.chunk_bytes && !backlog.push(&tx, builder.take(false), &sh) {
                     return;
                 }
             }
             _ = sleep_until(flush_at) => {
-                if !backlog.push(&tx, builder.take(), &sh) {
+                if !backlog.push(&tx, builder.take(true), &sh) {
                     return;
                 }
             }
         }
     }
-    if let Some(c) = builder.take() {
+    if let Some(c) = builder.take(true) {
         backlog.bytes += c.payload.len();
         backlog.chunks.push_back(c);
     }
@@ -399,7 +399,7 @@ async fn connection<S: AsyncRead + Unpin>(
                 }
             },
             _ = sleep_until(flush_at) => {
-                if !send(&tx, builder.take(), &shutdown).await {
+                if !send(&tx, builder.take(true), &shutdown).await {
                     break;
                 }
                 continue;
@@ -419,11 +419,11 @@ async fn connection<S: AsyncRead + Unpin>(
         if eof {
             break;
         }
-        if builder.bytes() >= sh.chunk_bytes && !send(&tx, builder.take(), &shutdown).await {
+        if builder.bytes() >= sh.chunk_bytes && !send(&tx, builder.take(false), &shutdown).await {
             break;
         }
     }
-    if let Some(c) = builder.take() {
+    if let Some(c) = builder.take(true) {
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH, tx.send(c)).await;
     }
 }

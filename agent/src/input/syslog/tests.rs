@@ -583,7 +583,7 @@ fn corpus_messages() {
                 source: "syslog+tcp://10.0.0.1".into(),
             };
             b.push(&peer, &p, false, now());
-            let chunk = b.take().unwrap();
+            let chunk = b.take(true).unwrap();
             assert_eq!(record::summarize(&chunk.payload).unwrap().records, 1);
             match r["expected_valid"].as_bool() {
                 Some(true) => {
@@ -682,8 +682,8 @@ fn chunks_hold_one_block_per_host_and_source() {
     for (peer, m) in msgs {
         b.push(peer, &parse(m, now(), &TimeZone::Utc), m == b"garbage", 42);
     }
-    let chunk = b.take().unwrap();
-    assert!(b.take().is_none());
+    let chunk = b.take(true).unwrap();
+    assert!(b.take(true).is_none());
     assert_eq!(
         (
             chunk.records,

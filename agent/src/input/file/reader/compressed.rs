@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::super::fingerprint::{Fingerprint, end_hash_of};
 use super::super::gz;
 use super::{End, GzPhase, StartAt, Step, Tail, resume_anchor};
+use crate::input::Chunk;
 
 impl Tail {
     /// A compressed file: nothing is read here (decompressing takes a while; the
@@ -71,7 +72,11 @@ impl Tail {
                     .read(&mut self.buf[self.carry..need])
                     .map_err(|e| self.gz_error(e))?;
                 if n > 0 {
-                    return self.encode(self.carry + n, End::Wait);
+                    // More follows (or the end, whose last line comes next).
+                    return Ok(match self.encode(self.carry + n, End::Wait)? {
+                        Step::Chunk(c) => Step::Chunk(Chunk { at_end: false, ..c }),
+                        step => step,
+                    });
                 }
                 // The end: an unfinished last line is a record too (nothing follows).
                 let last = self.flush_final();
