@@ -6,6 +6,7 @@
 //! - [`wire`]: the framed, versioned ingest protocol (pure codec, no sockets);
 //! - [`codec`]: batch compression (none, gzip, lz4) with hard size limits;
 //! - [`config`]: YAML loading with precise errors, sizes and durations;
+//! - [`json`]: a validating JSON scanner that finds an object's members in place;
 //! - [`names`]: topic names and syslog severities, spelled one way;
 //! - [`fs`]: `write_atomic`, the one way small state files are replaced;
 //! - [`error`]: one-line error reports that say each cause once;
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod fs;
+pub mod json;
 pub mod limits;
 pub mod names;
 pub mod ratelimit;

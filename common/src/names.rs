@@ -27,17 +27,20 @@ pub fn severity_name(s: u8) -> &'static str {
 /// The severity number of a name (case-insensitive, with the usual aliases such as
 /// `error` and `warn`) or of a digit 0-7.
 pub fn severity_level(s: &str) -> Option<u8> {
-    let s = s.trim().to_ascii_lowercase();
-    let name = match s.as_str() {
-        "emergency" | "panic" => "emerg",
-        "critical" => "crit",
-        "error" => "err",
-        "warn" => "warning",
-        "informational" => "info",
-        other => other,
-    };
-    if let Some(i) = SEVERITIES.iter().position(|n| *n == name) {
+    const ALIASES: [(&str, u8); 6] = [
+        ("emergency", 0),
+        ("panic", 0),
+        ("critical", 2),
+        ("error", 3),
+        ("warn", 4),
+        ("informational", 6),
+    ];
+    let s = s.trim();
+    if let Some(i) = SEVERITIES.iter().position(|n| n.eq_ignore_ascii_case(s)) {
         return u8::try_from(i).ok();
+    }
+    if let Some((_, l)) = ALIASES.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
+        return Some(*l);
     }
     s.parse::<u8>().ok().filter(|n| *n < 8)
 }

@@ -355,10 +355,8 @@ impl<'a> Iterator for Records<'a> {
 }
 
 fn is_json_object(b: &[u8]) -> bool {
-    // Checked without building it: valid JSON whose first token opens an object.
-    b.trim_ascii_start().first() == Some(&b'{')
-        && std::str::from_utf8(b)
-            .is_ok_and(|s| serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok())
+    // Checked without building it: valid UTF-8 JSON whose value is an object.
+    std::str::from_utf8(b).is_ok() && crate::json::is_object(b)
 }
 
 /// What a validated payload holds, for batch headers and partition routing.

@@ -39,7 +39,12 @@ pub fn bin_dir() -> PathBuf {
             })
             .expect("target dir")
             .to_path_buf();
-        let release = dir.ends_with("release");
+        // target/debug, target/release or target/<profile> (e.g. `profiling`).
+        let profile = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_owned();
         // Build the binaries with the same profile and the same target selection as
         // `cargo test --workspace`: the feature resolution is then identical and this
         // reuses what the test run just compiled instead of rebuilding a variant.
@@ -64,8 +69,8 @@ pub fn bin_dir() -> PathBuf {
                 cmd.env_remove(k);
             }
         }
-        if release {
-            cmd.arg("--release");
+        if profile != "debug" {
+            cmd.args(["--profile", &profile]);
         }
         let started = Instant::now();
         let status = cmd.status().expect("run cargo build");

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
+use tributary_common::json::{self, NotObject};
 use tributary_common::names::{severity_level, severity_name};
 
 /// The settings of `parse: json`.
@@ -27,207 +28,214 @@ const TIME_KEYS: [&str; 4] = ["timestamp", "time", "ts", "@timestamp"];
 /// One parsed line: its message (`None`: the line as it is), fields (a JSON
 /// object, encoded) and event time when the line carries one.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Parsed {
-    pub message: Option<Vec<u8>>,
+pub struct Parsed<'a> {
+    pub message: Option<Cow<'a, [u8]>>,
     pub fields: Vec<u8>,
     pub timestamp_ms: Option<i64>,
 }
 
-fn time_of(v: &Value) -> Option<i64> {
-    match v {
-        Value::String(s) => tributary_common::timefmt::parse_ms(s).ok(),
-        Value::Number(n) => {
-            let f = n.as_f64()?;
-            // Seconds until the year 5138, milliseconds after.
-            let ms = if f.abs() < 1e11 { f * 1000.0 } else { f };
-            (ms.is_finite() && ms.abs() < 1e15).then_some(ms as i64)
-        }
-        _ => None,
+/// A JSON string's text (borrowed when it has no escapes), `None` for other values.
+fn str_of(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
     }
 }
 
-/// A top-level object's members, values left as their JSON text (nothing nested is
-/// built: a line's fields are written back from the text as it came).
-struct Members<'a>(Vec<(Cow<'a, str>, &'a str)>);
-
-/// Why a line is not an object.
-enum NotObject {
-    /// Valid JSON of another kind.
-    Kind,
-    Syntax(String),
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
-        i += 1;
+/// The time a value names: RFC 3339 text, or epoch seconds or milliseconds.
+fn time_of(raw: &str) -> Option<i64> {
+    if let Some(s) = str_of(raw) {
+        return tributary_common::timefmt::parse_ms(&s).ok();
     }
-    i
+    if !raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return None;
+    }
+    let f: f64 = raw.parse().ok()?;
+    // Seconds until the year 5138, milliseconds after.
+    let ms = if f.abs() < 1e11 { f * 1000.0 } else { f };
+    (ms.is_finite() && ms.abs() < 1e15).then_some(ms as i64)
 }
 
-/// Index just past the string starting at `b[i] == '"'`.
-fn string_end(b: &[u8], mut i: usize) -> usize {
-    i += 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
-        }
+/// A syslog severity named by a `level`/`severity` value (`"error"`, `"WARN"`, `3`).
+fn level_of(raw: &str) -> Option<u8> {
+    match str_of(raw) {
+        Some(s) => severity_level(&s),
+        None => raw.parse::<u8>().ok().filter(|n| *n <= 7),
     }
-    b.len()
 }
+
+/// One top-level member: its key's name (borrowed when it has no escapes) and
+/// JSON text, its value's JSON text, and a tag (length and first and last byte of
+/// the name) that tells most different names apart without comparing them.
+struct Member<'a> {
+    name: Cow<'a, str>,
+    tag: u64,
+    key: &'a str,
+    value: &'a str,
+}
+
+/// Where the members a line's record is made of are: the message, the time and
+/// the level (by the rank of the key that named them) and which members a later
+/// one of the same name hides (JSON readers keep the last).
+struct Roles {
+    message: [Option<usize>; 3],
+    time: [Option<usize>; 4],
+    level: [Option<usize>; 2],
+}
+
+/// A top-level object's members. Nothing nested is built: a line's fields are
+/// written back from the text as it came.
+struct Members<'a>(Vec<Member<'a>>);
 
 impl<'a> Members<'a> {
-    /// The members of `text`, checked as JSON first (so the scan below only has to
-    /// find where each top-level member starts and ends).
-    fn parse(text: &'a str) -> Result<Members<'a>, NotObject> {
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
-            .map_err(|e| NotObject::Syntax(e.to_string()))?;
-        let b = text.as_bytes();
-        let mut i = skip_ws(b, 0);
-        if b.get(i) != Some(&b'{') {
-            return Err(NotObject::Kind);
-        }
+    /// The members of `text` in one validating pass, or why it is not an object.
+    fn parse(text: &'a str) -> Result<Members<'a>, String> {
         let mut out = Vec::with_capacity(16);
-        i = skip_ws(b, i + 1);
-        while i < b.len() && b[i] == b'"' {
-            let ks = i;
-            i = string_end(b, i);
-            let raw_key = &text[ks + 1..i - 1];
-            let key = if raw_key.contains('\\') {
-                Cow::Owned(serde_json::from_str::<String>(&text[ks..i]).unwrap_or_default())
-            } else {
-                Cow::Borrowed(raw_key)
+        let mut bad_key = None;
+        let found = json::object_members(text, |m| {
+            let name = match m.plain_key() {
+                Some(k) => Cow::Borrowed(k),
+                None => match serde_json::from_str::<String>(m.key) {
+                    Ok(k) => Cow::Owned(k),
+                    Err(e) => {
+                        bad_key.get_or_insert_with(|| format!("not JSON: key {}: {e}", m.key));
+                        return;
+                    }
+                },
             };
-            i = skip_ws(b, i) + 1; // ':'
-            i = skip_ws(b, i);
-            let vs = i;
-            let mut depth = 0usize;
-            while i < b.len() {
-                match b[i] {
-                    b'"' => {
-                        i = string_end(b, i);
-                        if depth == 0 {
-                            break;
-                        }
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' if depth > 0 => {
-                        depth -= 1;
-                        if depth == 0 {
-                            i += 1;
-                            break;
-                        }
-                    }
-                    b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => break,
-                    _ => {}
-                }
-                i += 1;
+            let b = name.as_bytes();
+            let edge = |c: Option<&u8>| u64::from(c.copied().unwrap_or(0));
+            let tag = (b.len() as u64) << 16 | edge(b.first()) << 8 | edge(b.last());
+            out.push(Member {
+                name,
+                tag,
+                key: m.key,
+                value: m.value,
+            });
+        });
+        match found {
+            Err(NotObject::Kind) => Err("not a JSON object".into()),
+            Err(NotObject::Syntax(e)) => Err(format!("not JSON: {e}")),
+            Ok(()) => match bad_key {
+                Some(why) => Err(why),
+                None => Ok(Members(out)),
+            },
+        }
+    }
+
+    /// Which members a later one of the same name hides; `None` when no name
+    /// repeats (the usual case, found without allocating).
+    fn hidden(&self) -> Option<Vec<bool>> {
+        let m = &self.0;
+        let repeats = |i: usize| {
+            m[i + 1..]
+                .iter()
+                .any(|o| o.tag == m[i].tag && o.name == m[i].name)
+        };
+        if m.len() <= 32 {
+            let first = (0..m.len()).find(|&i| repeats(i))?;
+            let mut hidden = vec![false; m.len()];
+            for (i, h) in hidden.iter_mut().enumerate().skip(first) {
+                *h = repeats(i);
             }
-            out.push((key, &text[vs..i]));
-            i = skip_ws(b, i);
-            if b.get(i) == Some(&b',') {
-                i = skip_ws(b, i + 1);
+            return Some(hidden);
+        }
+        let mut hidden = vec![false; m.len()];
+        let mut last = std::collections::HashMap::with_capacity(m.len());
+        for (i, member) in m.iter().enumerate() {
+            if let Some(j) = last.insert(member.name.as_ref(), i) {
+                hidden[j] = true;
             }
         }
-        Ok(Members(out))
+        hidden.contains(&true).then_some(hidden)
     }
 }
 
-impl Members<'_> {
-    /// Index of the member named `k` (the last one, as JSON readers keep).
-    fn find(&self, k: &str) -> Option<usize> {
-        self.0.iter().rposition(|(n, _)| n == k)
+/// Appends `KEY:` (a key's JSON text) to an encoded object.
+fn put_key(out: &mut Vec<u8>, key: &str) {
+    if out.len() > 1 {
+        out.push(b',');
     }
-
-    /// Which members an earlier one of the same name hides (only the last is kept).
-    fn hidden(&self) -> Vec<bool> {
-        let n = self.0.len();
-        let mut hidden = vec![false; n];
-        if n <= 32 {
-            for (i, h) in hidden.iter_mut().enumerate() {
-                *h = self.0[i + 1..].iter().any(|(k, _)| *k == self.0[i].0);
-            }
-        } else {
-            let mut last = std::collections::HashMap::with_capacity(n);
-            for (i, (k, _)) in self.0.iter().enumerate() {
-                if let Some(j) = last.insert(k.as_ref(), i) {
-                    hidden[j] = true;
-                }
-            }
-        }
-        hidden
-    }
-}
-
-/// A string value's text, or the JSON text of any other value.
-fn text_of(t: &str) -> Vec<u8> {
-    if t.starts_with('"')
-        && let Ok(s) = serde_json::from_str::<String>(t)
-    {
-        return s.into_bytes();
-    }
-    t.as_bytes().to_vec()
+    out.extend_from_slice(key.as_bytes());
+    out.push(b':');
 }
 
 impl JsonParse {
-    pub fn parse(&self, line: &[u8]) -> Parsed {
+    /// The members that play a role, in one pass over the names (the last of a
+    /// repeated name, as for the fields).
+    fn roles(&self, obj: &Members<'_>) -> Roles {
+        let mut r = Roles {
+            message: [None; 3],
+            time: [None; 4],
+            level: [None; 2],
+        };
+        let rank = |configured: &Option<String>, defaults: &[&str], name: &str| match configured {
+            Some(k) => (k == name).then_some(0),
+            None => defaults.iter().position(|k| *k == name),
+        };
+        for (i, m) in obj.0.iter().enumerate() {
+            if let Some(k) = rank(&self.message_key, &MESSAGE_KEYS, &m.name) {
+                r.message[k] = Some(i);
+            }
+            if let Some(k) = rank(&self.timestamp_key, &TIME_KEYS, &m.name) {
+                r.time[k] = Some(i);
+            }
+            if let Some(k) = ["severity", "level"].iter().position(|k| *k == m.name) {
+                r.level[k] = Some(i);
+            }
+        }
+        r
+    }
+
+    pub fn parse<'a>(&self, line: &'a [u8]) -> Parsed<'a> {
         let Ok(text) = std::str::from_utf8(line) else {
             return Self::unparsed("not JSON: not UTF-8");
         };
         let obj = match Members::parse(text) {
             Ok(m) => m,
-            Err(NotObject::Kind) => return Self::unparsed("not a JSON object"),
-            Err(NotObject::Syntax(e)) => return Self::unparsed(&format!("not JSON: {e}")),
+            Err(why) => return Self::unparsed(&why),
         };
-        let message_at = match &self.message_key {
-            Some(k) => obj.find(k),
-            None => MESSAGE_KEYS.iter().find_map(|k| obj.find(k)),
-        };
-        let message = message_at.map(|i| text_of(obj.0[i].1));
-        let value = |i: usize| serde_json::from_str::<Value>(obj.0[i].1).ok();
-        let timestamp_ms = match &self.timestamp_key {
-            Some(k) => obj.find(k).and_then(value).and_then(|v| time_of(&v)),
-            None => TIME_KEYS
-                .iter()
-                .find_map(|k| obj.find(k).and_then(value).and_then(|v| time_of(&v))),
-        };
-        let level = ["severity", "level"]
+        let roles = self.roles(&obj);
+        let message_at = roles.message.iter().find_map(|i| *i);
+        let message = message_at.map(|i| {
+            let raw = obj.0[i].value;
+            match str_of(raw) {
+                Some(Cow::Borrowed(s)) => Cow::Borrowed(s.as_bytes()),
+                Some(Cow::Owned(s)) => Cow::Owned(s.into_bytes()),
+                None => Cow::Borrowed(raw.as_bytes()),
+            }
+        });
+        let timestamp_ms = roles
+            .time
             .iter()
-            .find_map(|k| match obj.find(k).and_then(value) {
-                Some(Value::String(s)) => severity_level(&s),
-                Some(Value::Number(n)) => n.as_u64().filter(|n| *n <= 7).map(|n| n as u8),
-                _ => None,
-            });
+            .find_map(|i| i.and_then(|i| time_of(obj.0[i].value)));
+        let level = roles
+            .level
+            .iter()
+            .find_map(|i| i.and_then(|i| level_of(obj.0[i].value)));
         let hidden = obj.hidden();
         let mut fields = Vec::with_capacity(line.len() + 32);
         fields.push(b'{');
         let mut severity_done = false;
-        for (i, (k, raw)) in obj.0.iter().enumerate() {
-            if hidden[i] || Some(i) == message_at {
+        for (i, m) in obj.0.iter().enumerate() {
+            if hidden.as_ref().is_some_and(|h| h[i]) || Some(i) == message_at {
                 continue;
             }
-            if fields.len() > 1 {
-                fields.push(b',');
-            }
-            let _ = serde_json::to_writer(&mut fields, k);
-            fields.push(b':');
+            put_key(&mut fields, m.key);
             match level {
-                Some(l) if k == "severity" => {
+                Some(l) if m.name == "severity" => {
                     let _ = serde_json::to_writer(&mut fields, severity_name(l));
                     severity_done = true;
                 }
-                _ => fields.extend_from_slice(raw.as_bytes()),
+                _ => fields.extend_from_slice(m.value.as_bytes()),
             }
         }
         if let Some(l) = level
             && !severity_done
         {
-            if fields.len() > 1 {
-                fields.push(b',');
-            }
-            fields.extend_from_slice(b"\"severity\":");
+            put_key(&mut fields, "\"severity\"");
             let _ = serde_json::to_writer(&mut fields, severity_name(l));
         }
         fields.push(b'}');
@@ -238,7 +246,7 @@ impl JsonParse {
         }
     }
 
-    fn unparsed(why: &str) -> Parsed {
+    fn unparsed(why: &str) -> Parsed<'static> {
         let mut m = Map::new();
         m.insert("parse_error".into(), Value::String(why.to_owned()));
         Parsed {
@@ -301,7 +309,15 @@ mod tests {
             "the last duplicate kept: {f}"
         );
         let many: String = (0..100).map(|i| format!(r#""k{}":{i},"#, i % 50)).collect();
-        let p = j.parse(format!("{{{many}\"msg\":\"x\"}}").as_bytes());
+        // Whitespace around members is not part of their values.
+        let p = j.parse(b" { \"a\" : [1, 2] ,\t\"msg\" : \"x\" , \"level\": 3 } ");
+        assert_eq!(p.message.as_deref(), Some(&b"x"[..]));
+        assert_eq!(
+            String::from_utf8_lossy(&p.fields),
+            r#"{"a":[1, 2],"level":3,"severity":"err"}"#
+        );
+        let line = format!("{{{many}\"msg\":\"x\"}}");
+        let p = j.parse(line.as_bytes());
         let f = fields(&p);
         assert_eq!(f.as_object().unwrap().len(), 50);
         assert_eq!(f["k3"], 53);
