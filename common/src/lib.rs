@@ -6,6 +6,7 @@
 //! - [`wire`]: the framed, versioned ingest protocol (pure codec, no sockets);
 //! - [`codec`]: batch compression (none, gzip, lz4) with hard size limits;
 //! - [`config`]: YAML loading with precise errors, sizes and durations;
+//! - [`kafka`]: the client side of the Kafka protocol (connections, batch codec);
 //! - [`json`]: a validating JSON scanner that finds an object's members in place;
 //! - [`names`]: topic names and syslog severities, spelled one way;
 //! - [`fs`]: `write_atomic`, the one way small state files are replaced;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod json;
+pub mod kafka;
 pub mod limits;
 pub mod names;
 pub mod ratelimit;

@@ -625,3 +625,96 @@ pub fn machine() -> String {
         .unwrap_or(1);
     format!("{cores} cores, {model}")
 }
+
+/// A Kafka-compatible broker for the Kafka output and source tests: `noida-db`
+/// (PyPI) from the virtualenv `.ci/run` creates, started on 127.0.0.1.
+pub struct Broker {
+    pub proc: Proc,
+    pub port: u16,
+    pub data: PathBuf,
+}
+
+impl Broker {
+    /// The broker's own binary in `target/pyenv` (run directly so that SIGTERM
+    /// reaches it; the PyPI wrapper does not pass it on), or `None` with a
+    /// visible SKIPPED line.
+    pub fn binary() -> Option<PathBuf> {
+        let pyenv = bin_dir().parent()?.join("pyenv/lib");
+        let found = std::fs::read_dir(&pyenv).ok().and_then(|dirs| {
+            dirs.flatten()
+                .map(|d| d.path().join("site-packages/noida_db/noida-db"))
+                .find(|p| p.exists())
+        });
+        if found.is_none() {
+            eprintln!(
+                "SKIPPED: no noida-db under {} (.ci/run installs it: pip install noida-db)",
+                pyenv.display()
+            );
+        }
+        found
+    }
+
+    /// Start `bin` with its data in `data` and wait until it answers a Kafka
+    /// request.
+    pub fn start(bin: &Path, data: &Path, port: u16) -> Broker {
+        std::fs::create_dir_all(data).expect("broker data dir");
+        let log = data.with_extension("log");
+        let proc = Proc::spawn_command(
+            "noida-db",
+            &bin.to_string_lossy(),
+            &[
+                "start",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                &port.to_string(),
+                "--host",
+                "127.0.0.1",
+                "--data-dir",
+                &data.to_string_lossy(),
+            ],
+            log,
+        );
+        let b = Broker {
+            proc,
+            port,
+            data: data.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !b.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "noida-db on port {port} did not answer ApiVersions within 60 s; log: {}",
+                std::fs::read_to_string(&b.proc.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Whether an ApiVersions v0 request gets its answer.
+    pub fn answers(&self) -> bool {
+        use std::io::Read;
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.port).into(),
+            Duration::from_secs(1),
+        ) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        // size, api key 18, version 0, correlation 7, no client id
+        let req = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 7, 0xff, 0xff];
+        let mut head = [0u8; 8];
+        s.write_all(&req).is_ok() && s.read_exact(&mut head).is_ok() && head[4..8] == [0, 0, 0, 7]
+    }
+
+    /// SIGTERM (the broker writes its data), then wait for the exit.
+    pub fn stop(&mut self) {
+        let st = self.proc.terminate(Duration::from_secs(60));
+        assert!(st.is_some(), "noida-db did not stop within 60 s of SIGTERM");
+    }
+}

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_common::wire::{ErrorCode, Frame, WireError};
 
 pub mod connect;
+pub mod kafka;
 pub mod order;
 
 pub use connect::{ConnectError, Reader, Writer, connect};

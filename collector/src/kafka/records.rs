@@ -8,8 +8,6 @@
 //! compressed with the configured codec: LZ4 frames of independent 64 KiB blocks
 //! (`lz4_flex`), gzip (`flate2`), or none.
 
-use std::io::Write;
-
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
@@ -17,7 +15,6 @@ use kafka_protocol::records::{
     Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, Record,
     RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use serde_json::Value;
 use tributary_common::record::FLAG_PARTIAL;
 use tributary_store::StoredRecord;
 
@@ -53,7 +50,7 @@ pub fn to_kafka(r: &StoredRecord, base: u64) -> Record {
         Some(Bytes::copy_from_slice(r.source.as_bytes())),
     );
     for fields in [&r.block_fields[..], &r.fields[..]] {
-        add_fields(&mut headers, fields);
+        tributary_common::kafka::field_headers(&mut headers, fields);
     }
     // After the fields, so that no field can pass for the authenticated identity.
     if !r.agent.is_empty() {
@@ -88,23 +85,6 @@ pub fn to_kafka(r: &StoredRecord, base: u64) -> Record {
     }
 }
 
-/// Each member of a JSON object (stored fields are always one, or empty) as a header.
-fn add_fields(headers: &mut IndexMap<StrBytes, Option<Bytes>>, json: &[u8]) {
-    if json.is_empty() {
-        return;
-    }
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(json) else {
-        return;
-    };
-    for (k, v) in map {
-        let value = match v {
-            Value::String(s) => Bytes::from(s.into_bytes()),
-            other => Bytes::from(other.to_string().into_bytes()),
-        };
-        headers.insert(StrBytes::from_string(k), Some(value));
-    }
-}
-
 /// Why a batch could not be encoded (a bug: the inputs are our own records).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot encode a record batch: {0}")]
@@ -128,32 +108,10 @@ pub fn encode_batch(
         &mut buf,
         kafka.iter(),
         &options,
-        Some(compress),
+        Some(tributary_common::kafka::compress),
     )
     .map_err(|e| EncodeError(e.to_string()))?;
     Ok(buf.freeze())
-}
-
-/// Compress a batch's record bytes into `out` (the hook of the batch encoder).
-fn compress(records: &mut BytesMut, out: &mut BytesMut, codec: Compression) -> anyhow::Result<()> {
-    match codec {
-        Compression::None => out.extend_from_slice(records),
-        Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(records)?;
-            out.extend_from_slice(&enc.finish()?);
-        }
-        Compression::Lz4 => {
-            let info = lz4_flex::frame::FrameInfo::new()
-                .block_size(lz4_flex::frame::BlockSize::Max64KB)
-                .block_mode(lz4_flex::frame::BlockMode::Independent);
-            let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
-            enc.write_all(records)?;
-            out.extend_from_slice(&enc.finish()?);
-        }
-        other => anyhow::bail!("{other:?} is not offered for fetches"),
-    }
-    Ok(())
 }
 
 #[cfg(test)]

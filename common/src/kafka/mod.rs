@@ -1,0 +1,74 @@
+//! The client side of the Kafka protocol, shared by the agent's Kafka output and
+//! the collector's Kafka source: [`conn::Conn`] (one broker: TCP or TLS, SASL
+//! PLAIN, version agreement, calls with timeouts and size limits) and
+//! [`compress`], the codec hook of v2 record batches (lz4 frames from `lz4_flex`,
+//! gzip from `flate2`: no C library). Message types and batch encoding come from
+//! the `kafka-protocol` crate.
+
+use std::io::Write;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+
+pub mod conn;
+
+pub use conn::{Conn, ConnSettings, KafkaError, Sasl};
+
+/// Each member of a record's fields (a JSON object, or empty) as a header: strings
+/// as their text, other values as their JSON text. A later name replaces an
+/// earlier one, as in the object.
+pub fn field_headers(headers: &mut IndexMap<StrBytes, Option<Bytes>>, fields: &[u8]) {
+    let Ok(text) = std::str::from_utf8(fields) else {
+        return;
+    };
+    let _ = crate::json::object_members(text, |m| {
+        let name = match m.plain_key() {
+            Some(k) => k.to_owned(),
+            None => match serde_json::from_str::<String>(m.key) {
+                Ok(k) => k,
+                Err(_) => return,
+            },
+        };
+        let value = match m.value.strip_prefix('"') {
+            Some(s) if !s.contains('\\') => s.strip_suffix('"').unwrap_or(s).to_owned(),
+            Some(_) => {
+                serde_json::from_str::<String>(m.value).unwrap_or_else(|_| m.value.to_owned())
+            }
+            None => m.value.to_owned(),
+        };
+        headers.insert(
+            StrBytes::from_string(name),
+            Some(Bytes::from(value.into_bytes())),
+        );
+    });
+}
+
+/// Compress a batch's record bytes into `out` (the hook of
+/// `RecordBatchEncoder::encode_with_custom_compression`): LZ4 frames of
+/// independent 64 KiB blocks, gzip, or none.
+pub fn compress(
+    records: &mut BytesMut,
+    out: &mut BytesMut,
+    codec: Compression,
+) -> anyhow::Result<()> {
+    match codec {
+        Compression::None => out.extend_from_slice(records),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(records)?;
+            out.extend_from_slice(&enc.finish()?);
+        }
+        Compression::Lz4 => {
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                .block_mode(lz4_flex::frame::BlockMode::Independent);
+            let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+            enc.write_all(records)?;
+            out.extend_from_slice(&enc.finish()?);
+        }
+        other => anyhow::bail!("{other:?} compression is not offered (lz4, gzip or none)"),
+    }
+    Ok(())
+}
