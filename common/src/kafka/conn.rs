@@ -98,9 +98,32 @@ pub fn error_name(code: i16) -> &'static str {
     }
 }
 
-/// SASL credentials for a connection (PLAIN).
+/// A SASL mechanism the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "plain", alias = "PLAIN")]
+    Plain,
+    #[serde(rename = "scram-sha-256", alias = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "scram-sha-512", alias = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name brokers know it by (SaslHandshake).
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// SASL credentials for a connection.
 #[derive(Clone)]
 pub struct Sasl {
+    pub mechanism: SaslMechanism,
     pub username: String,
     pub password: String,
 }
@@ -109,7 +132,8 @@ impl std::fmt::Debug for Sasl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Sasl {{ username: {:?}, password: <hidden> }}",
+            "Sasl {{ mechanism: {}, username: {:?}, password: <hidden> }}",
+            self.mechanism.name(),
             self.username
         )
     }
@@ -344,10 +368,16 @@ impl Conn {
 
     async fn authenticate(&mut self, sasl: &Sasl) -> Result<(), KafkaError> {
         let v = self.version::<SaslHandshakeRequest>(0..=1)?;
-        let req =
-            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+        let req = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
         let r: SaslHandshakeResponse = self.call_v(&req, v).await?;
         self.check("SaslHandshake", r.error_code, None)?;
+        if sasl.mechanism != SaslMechanism::Plain {
+            return Err(KafkaError::Protocol {
+                addr: self.addr.clone(),
+                what: format!("SASL {} is not implemented yet", sasl.mechanism.name()),
+            });
+        }
         let mut token = Vec::with_capacity(sasl.username.len() + sasl.password.len() + 2);
         token.push(0);
         token.extend_from_slice(sasl.username.as_bytes());

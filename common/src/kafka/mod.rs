@@ -14,7 +14,7 @@ use kafka_protocol::records::Compression;
 
 pub mod conn;
 
-pub use conn::{Conn, ConnSettings, KafkaError, Sasl};
+pub use conn::{Conn, ConnSettings, KafkaError, Sasl, SaslMechanism};
 
 /// Each member of a record's fields (a JSON object, or empty) as a header: strings
 /// as their text, other values as their JSON text. A later name replaces an
