@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tributary_common::codec::Compression;
-use tributary_common::config::{self, ByteSize, ConfigError, HumanDuration};
+use tributary_common::config::{self, ByteSize, ConfigError, HumanDuration, split_host};
 use tributary_common::error::report;
 use tributary_common::names::valid_topic_name;
 use tributary_common::tls;
@@ -837,35 +837,9 @@ fn fields_json(
 }
 
 /// Host part of `host:port` or `[v6]:port`.
-fn split_host(addr: &str) -> Option<&str> {
-    if let Some(rest) = addr.strip_prefix('[') {
-        let end = rest.find(']')?;
-        rest[end + 1..].strip_prefix(':')?.parse::<u16>().ok()?;
-        return Some(&rest[..end]);
-    }
-    let (host, port) = addr.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    let bad = host.is_empty() || host.contains(['/', ' ', '[', ']']) || host.contains(':');
-    (!bad).then_some(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_part() {
-        assert_eq!(
-            split_host("collector.example.com:7400"),
-            Some("collector.example.com")
-        );
-        assert_eq!(split_host("127.0.0.1:7400"), Some("127.0.0.1"));
-        assert_eq!(split_host("[::1]:7400"), Some("::1"));
-        assert_eq!(split_host("nohost"), None);
-        assert_eq!(split_host("h:notaport"), None);
-        assert_eq!(split_host("a/b:7400"), None);
-        assert_eq!(split_host("::1:7400"), None);
-    }
 
     fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
         let f: AgentConfigFile = config::parse_yaml("agent.yaml", text)?;

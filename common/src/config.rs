@@ -36,6 +36,20 @@ pub enum ConfigError {
     },
 }
 
+/// The host part of `host:port` (`[v6]:port` too), if `addr` is that and nothing
+/// else (no scheme, no path).
+pub fn split_host(addr: &str) -> Option<&str> {
+    if let Some(rest) = addr.strip_prefix('[') {
+        let end = rest.find(']')?;
+        rest[end + 1..].strip_prefix(':')?.parse::<u16>().ok()?;
+        return Some(&rest[..end]);
+    }
+    let (host, port) = addr.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let bad = host.is_empty() || host.contains(['/', ' ', '[', ']']) || host.contains(':');
+    (!bad).then_some(host)
+}
+
 /// Read and parse a YAML file into `T`.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -229,6 +243,20 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_part() {
+        assert_eq!(
+            split_host("collector.example.com:7400"),
+            Some("collector.example.com")
+        );
+        assert_eq!(split_host("127.0.0.1:7400"), Some("127.0.0.1"));
+        assert_eq!(split_host("[::1]:7400"), Some("::1"));
+        assert_eq!(split_host("nohost"), None);
+        assert_eq!(split_host("h:notaport"), None);
+        assert_eq!(split_host("a/b:7400"), None);
+        assert_eq!(split_host("::1:7400"), None);
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
 pub mod conn;
+pub mod settings;
 
 pub use conn::{Conn, ConnSettings, KafkaError, Sasl, SaslMechanism};
 
