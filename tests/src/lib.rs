@@ -626,6 +626,48 @@ pub fn machine() -> String {
     format!("{cores} cores, {model}")
 }
 
+/// The virtualenv's Python (`target/pyenv`, or `TRIBUTARY_PYTHON`) if it can
+/// import every module of `modules` (comma-separated, as `import` takes them), or
+/// `None` with a visible SKIPPED line.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let py = std::env::var_os("TRIBUTARY_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| bin_dir().parent().map(|t| t.join("pyenv/bin/python")))?;
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: no Python with {modules} at {} (.ci/run creates it)",
+            py.display()
+        );
+        return None;
+    }
+    Some(py)
+}
+
+/// Run one step of `tests/python/SCRIPT` (`SCRIPT BOOTSTRAP ARGS...`, bounded to
+/// 120 s) and return the JSON value it prints.
+pub fn python_step(py: &Path, script: &str, bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(py)
+        .arg(&script)
+        .arg(bootstrap)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed:\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}\n{stderr}"))
+}
+
 /// A Kafka-compatible broker for the Kafka output and source tests: `noida-db`
 /// (PyPI) from the virtualenv `.ci/run` creates, started on 127.0.0.1.
 pub struct Broker {

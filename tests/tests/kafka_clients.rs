@@ -10,47 +10,18 @@
 //! directory (`target/pyenv`, or `TRIBUTARY_PYTHON`); without it the test skips
 //! visibly.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use tributary_e2e::{Env, append_lines, bin_dir, free_port};
+use tributary_e2e::{Env, append_lines, free_port, python_step, python_with};
 
 fn python() -> Option<PathBuf> {
-    let py = std::env::var_os("TRIBUTARY_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| bin_dir().parent().map(|t| t.join("pyenv/bin/python")))?;
-    let ok = Command::new(&py)
-        .args(["-c", "import kafka, confluent_kafka, lz4"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED: no Python with kafka-python, confluent-kafka and lz4 at {} (.ci/run creates it)",
-            py.display()
-        );
-        return None;
-    }
-    Some(py)
+    python_with("kafka, confluent_kafka, lz4")
 }
 
-/// Run one step of tests/python/kafka_clients.py; its JSON answer.
-fn step(py: &PathBuf, bootstrap: &str, args: &[&str]) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/kafka_clients.py");
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(py)
-        .arg(&script)
-        .arg(bootstrap)
-        .args(args)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?} failed:\n{stdout}\n{stderr}");
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}\n{stderr}"))
+fn step(py: &Path, bootstrap: &str, args: &[&str]) -> Value {
+    python_step(py, "kafka_clients.py", bootstrap, args)
 }
 
 #[test]

@@ -6,45 +6,21 @@
 //! it the test skips visibly.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
 use kafka_protocol::records::Compression;
 use serde_json::Value;
 use tributary_agent::ship::kafka::{Producer, partition_of, to_kafka};
 use tributary_common::kafka::ConnSettings;
 use tributary_common::record::{BlockWriter, FLAG_PARTIAL};
-use tributary_e2e::{Broker, Env, bin_dir, free_port};
+use tributary_e2e::{Broker, Env, free_port, python_step, python_with};
 
 fn python() -> Option<PathBuf> {
-    let py = bin_dir().parent()?.join("pyenv/bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import kafka"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "SKIPPED: no Python with kafka-python at {} (.ci/run creates it)",
-            py.display()
-        );
-    }
-    ok.then_some(py)
+    python_with("kafka")
 }
 
-fn step(py: &PathBuf, bootstrap: &str, args: &[&str]) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/kafka_broker.py");
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(py)
-        .arg(&script)
-        .arg(bootstrap)
-        .args(args)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?} failed:\n{stdout}\n{stderr}");
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+fn step(py: &Path, bootstrap: &str, args: &[&str]) -> Value {
+    python_step(py, "kafka_broker.py", bootstrap, args)
 }
 
 /// One payload: `per_source` records from each of three sources, with block
