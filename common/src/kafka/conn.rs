@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::scram::{ScramClient, ScramError, ScramHash};
+
 /// What can go wrong talking to a broker; each names the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -366,32 +368,115 @@ impl Conn {
         Ok(resp)
     }
 
+    /// SaslHandshake naming the mechanism, then its SaslAuthenticate rounds: one
+    /// for PLAIN, two for SCRAM (client-first → server-first, client-final →
+    /// server-final, the server's signature checked).
     async fn authenticate(&mut self, sasl: &Sasl) -> Result<(), KafkaError> {
+        let mechanism = sasl.mechanism.name();
         let v = self.version::<SaslHandshakeRequest>(0..=1)?;
-        let req = SaslHandshakeRequest::default()
-            .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
+        let req =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
         let r: SaslHandshakeResponse = self.call_v(&req, v).await?;
-        self.check("SaslHandshake", r.error_code, None)?;
-        if sasl.mechanism != SaslMechanism::Plain {
-            return Err(KafkaError::Protocol {
-                addr: self.addr.clone(),
-                what: format!("SASL {} is not implemented yet", sasl.mechanism.name()),
-            });
+        if r.error_code == UNSUPPORTED_SASL_MECHANISM {
+            let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
+            let offered = format!(
+                "the broker does not offer {mechanism}, only {}: configure one of those, or enable {mechanism} on the broker",
+                offered.join(", ")
+            );
+            return self.check("SaslHandshake", r.error_code, Some(&offered));
         }
-        let mut token = Vec::with_capacity(sasl.username.len() + sasl.password.len() + 2);
-        token.push(0);
-        token.extend_from_slice(sasl.username.as_bytes());
-        token.push(0);
-        token.extend_from_slice(sasl.password.as_bytes());
+        self.check("SaslHandshake", r.error_code, None)?;
+        let hash = match sasl.mechanism {
+            SaslMechanism::Plain => {
+                let mut token = Vec::with_capacity(sasl.username.len() + sasl.password.len() + 2);
+                token.push(0);
+                token.extend_from_slice(sasl.username.as_bytes());
+                token.push(0);
+                token.extend_from_slice(sasl.password.as_bytes());
+                self.sasl_authenticate(sasl, token).await?;
+                return Ok(());
+            }
+            SaslMechanism::ScramSha256 => ScramHash::Sha256,
+            SaslMechanism::ScramSha512 => ScramHash::Sha512,
+        };
+        let scram = ScramClient::with_random_nonce(hash, &sasl.username, &sasl.password)
+            .map_err(|e| self.scram_error(sasl, e))?;
+        let server_first = self.sasl_authenticate(sasl, scram.client_first()).await?;
+        // PBKDF2 is up to a million HMACs: off the async workers.
+        let step = tokio::task::spawn_blocking(move || scram.server_first(&server_first))
+            .await
+            .map_err(|e| KafkaError::Protocol {
+                addr: self.addr.clone(),
+                what: format!("the {mechanism} computation did not finish: {e}"),
+            })?
+            .map_err(|e| self.scram_error(sasl, e))?;
+        let server_final = self
+            .sasl_authenticate(sasl, step.message().to_vec())
+            .await?;
+        step.server_final(&server_final)
+            .map_err(|e| self.scram_error(sasl, e))?;
+        tracing::debug!(broker = %self.addr, mechanism, user = %sasl.username, "SASL authenticated");
+        Ok(())
+    }
+
+    /// One SaslAuthenticate round: send `token`, return the broker's answer. A
+    /// refusal (SASL_AUTHENTICATION_FAILED) names the mechanism and the user.
+    async fn sasl_authenticate(
+        &mut self,
+        sasl: &Sasl,
+        token: Vec<u8>,
+    ) -> Result<Bytes, KafkaError> {
         let v = self.version::<SaslAuthenticateRequest>(0..=1)?;
         let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
         let r: SaslAuthenticateResponse = self.call_v(&req, v).await?;
-        self.check(
-            "SaslAuthenticate",
-            r.error_code,
-            r.error_message.as_ref().map(|m| m.as_str()),
-        )
+        let mut message = r.error_message.as_ref().map(|m| m.to_string());
+        if r.error_code == SASL_AUTHENTICATION_FAILED {
+            let refusal = refusal(sasl);
+            message = Some(match message {
+                Some(m) if !m.is_empty() => format!("{m}; {refusal}"),
+                _ => refusal,
+            });
+        }
+        self.check("SaslAuthenticate", r.error_code, message.as_deref())?;
+        Ok(r.auth_bytes)
     }
+
+    /// A failed SCRAM exchange as a [`KafkaError`] naming this broker, the
+    /// mechanism and the user.
+    fn scram_error(&self, sasl: &Sasl, e: ScramError) -> KafkaError {
+        let what = match &e {
+            ScramError::Server(reason) => format!("{} (it answered `e={reason}`)", refusal(sasl)),
+            _ => format!(
+                "{} authentication of user `{}`: {e}",
+                sasl.mechanism.name(),
+                sasl.username
+            ),
+        };
+        KafkaError::Protocol {
+            addr: self.addr.clone(),
+            what,
+        }
+    }
+}
+
+/// SaslHandshake: the broker does not offer the mechanism asked for.
+const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+/// SaslAuthenticate: wrong credentials, or an unknown user.
+const SASL_AUTHENTICATION_FAILED: i16 = 58;
+
+/// What a broker's refusal of `sasl` means, and what to check.
+fn refusal(sasl: &Sasl) -> String {
+    let mechanism = sasl.mechanism.name();
+    let user = &sasl.username;
+    let mut s = format!(
+        "the broker refused the {mechanism} credentials of user `{user}`: check the username and password"
+    );
+    if sasl.mechanism != SaslMechanism::Plain {
+        s.push_str(&format!(
+            ", and that the broker has {mechanism} credentials for `{user}`"
+        ));
+    }
+    s
 }
 
 fn api_name(k: ApiKey) -> &'static str {
@@ -411,5 +496,333 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::OffsetCommit => "OffsetCommit",
         ApiKey::OffsetFetch => "OffsetFetch",
         _ => "a request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::scram::{base64_decode, base64_encode};
+    use anyhow::{Context, bail};
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use ring::{digest, hmac, pbkdf2};
+    use std::num::NonZeroU32;
+    use tokio::net::TcpListener;
+
+    const USER: &str = "tributary";
+    const PASSWORD: &str = "correct horse";
+
+    /// What the fake broker answers a client-final message with a right proof.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Answer {
+        /// `v=` with the server signature.
+        Honest,
+        /// `v=` with a signature made without the server key (an impostor).
+        ForgedSignature,
+        /// `e=invalid-proof` (as RFC 5802 servers do; Kafka answers error 58).
+        ErrorAttribute,
+    }
+
+    /// A user's SCRAM credentials as a broker stores them (RFC 5802 §3): salt,
+    /// iterations, StoredKey and ServerKey.
+    struct Stored {
+        hash: hmac::Algorithm,
+        digest: &'static digest::Algorithm,
+        salt: Vec<u8>,
+        iterations: u32,
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+    }
+
+    fn stored(mechanism: SaslMechanism, password: &str) -> Stored {
+        let (algorithm, hash, digest) = match mechanism {
+            SaslMechanism::ScramSha512 => (
+                pbkdf2::PBKDF2_HMAC_SHA512,
+                hmac::HMAC_SHA512,
+                &digest::SHA512,
+            ),
+            _ => (
+                pbkdf2::PBKDF2_HMAC_SHA256,
+                hmac::HMAC_SHA256,
+                &digest::SHA256,
+            ),
+        };
+        let salt = b"fake-broker-salt".to_vec();
+        let iterations = 4096;
+        let mut salted = vec![0u8; digest.output_len()];
+        pbkdf2::derive(
+            algorithm,
+            NonZeroU32::new(iterations).unwrap(),
+            &salt,
+            password.as_bytes(),
+            &mut salted,
+        );
+        let salted = hmac::Key::new(hash, &salted);
+        let client_key = hmac::sign(&salted, b"Client Key");
+        Stored {
+            hash,
+            digest,
+            salt,
+            iterations,
+            stored_key: digest::digest(digest, client_key.as_ref())
+                .as_ref()
+                .to_vec(),
+            server_key: hmac::sign(&salted, b"Server Key").as_ref().to_vec(),
+        }
+    }
+
+    async fn read_frame(s: &mut TcpStream) -> anyhow::Result<Option<Bytes>> {
+        let mut len = [0u8; 4];
+        match s.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).await?;
+        Ok(Some(Bytes::from(body)))
+    }
+
+    /// The request in `frame`, after its header; and its correlation id.
+    fn request<R: Request + Decodable>(
+        frame: &mut Bytes,
+        version: i16,
+    ) -> anyhow::Result<(R, i32)> {
+        let h = RequestHeader::decode(frame, R::header_version(version))?;
+        Ok((R::decode(frame, version)?, h.correlation_id))
+    }
+
+    async fn respond<R: Encodable + HeaderVersion>(
+        s: &mut TcpStream,
+        correlation: i32,
+        resp: &R,
+        version: i16,
+    ) -> anyhow::Result<()> {
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(correlation)
+            .encode(&mut buf, R::header_version(version))?;
+        resp.encode(&mut buf, version)?;
+        let len = i32::try_from(buf.len() - 4)?;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        s.write_all(&buf).await?;
+        Ok(())
+    }
+
+    /// Serve one connection as a Kafka broker offering `mechanism` for `USER`
+    /// with `credentials`: ApiVersions v0, SaslHandshake, and SCRAM over
+    /// SaslAuthenticate, the proof checked by RFC 5802's formulas.
+    async fn fake_broker(
+        listener: TcpListener,
+        mechanism: SaslMechanism,
+        credentials: Stored,
+        answer: Answer,
+    ) -> anyhow::Result<()> {
+        let (mut s, _) = listener.accept().await?;
+        let mut auth_message = String::new();
+        let mut server_nonce = String::new();
+        while let Some(mut frame) = read_frame(&mut s).await? {
+            let key = i16::from_be_bytes([frame[0], frame[1]]);
+            let version = i16::from_be_bytes([frame[2], frame[3]]);
+            match ApiKey::try_from(key) {
+                Ok(ApiKey::ApiVersions) => {
+                    let (_, c): (ApiVersionsRequest, _) = request(&mut frame, version)?;
+                    let api = |k: ApiKey, max| {
+                        ApiVersion::default()
+                            .with_api_key(k as i16)
+                            .with_min_version(0)
+                            .with_max_version(max)
+                    };
+                    let resp = ApiVersionsResponse::default().with_api_keys(vec![
+                        api(ApiKey::ApiVersions, 3),
+                        api(ApiKey::SaslHandshake, 1),
+                        api(ApiKey::SaslAuthenticate, 2),
+                    ]);
+                    respond(&mut s, c, &resp, version).await?;
+                }
+                Ok(ApiKey::SaslHandshake) => {
+                    let (req, c): (SaslHandshakeRequest, _) = request(&mut frame, version)?;
+                    let code = if req.mechanism.as_str() == mechanism.name() {
+                        0
+                    } else {
+                        UNSUPPORTED_SASL_MECHANISM
+                    };
+                    let resp = SaslHandshakeResponse::default()
+                        .with_error_code(code)
+                        .with_mechanisms(vec![StrBytes::from_static_str(mechanism.name())]);
+                    respond(&mut s, c, &resp, version).await?;
+                }
+                Ok(ApiKey::SaslAuthenticate) if auth_message.is_empty() => {
+                    let (req, c): (SaslAuthenticateRequest, _) = request(&mut frame, version)?;
+                    let first = std::str::from_utf8(&req.auth_bytes)?;
+                    let bare = first.strip_prefix("n,,").context("no GS2 header")?;
+                    let (name, nonce) = bare
+                        .strip_prefix("n=")
+                        .and_then(|b| b.split_once(",r="))
+                        .context("not n=…,r=…")?;
+                    let name = name.replace("=2C", ",").replace("=3D", "=");
+                    if name != USER {
+                        bail!("unknown user {name}");
+                    }
+                    server_nonce = format!("{nonce}fake%broker");
+                    let server_first = format!(
+                        "r={server_nonce},s={},i={}",
+                        base64_encode(&credentials.salt),
+                        credentials.iterations
+                    );
+                    auth_message = format!("{bare},{server_first}");
+                    let resp = SaslAuthenticateResponse::default()
+                        .with_auth_bytes(Bytes::from(server_first.into_bytes()));
+                    respond(&mut s, c, &resp, version).await?;
+                }
+                Ok(ApiKey::SaslAuthenticate) => {
+                    let (req, c): (SaslAuthenticateRequest, _) = request(&mut frame, version)?;
+                    let last = std::str::from_utf8(&req.auth_bytes)?;
+                    let (without_proof, proof) = last.rsplit_once(",p=").context("no proof")?;
+                    if without_proof != format!("c=biws,r={server_nonce}") {
+                        bail!("unexpected client-final {last}");
+                    }
+                    let auth_message = format!("{auth_message},{without_proof}");
+                    let proof = base64_decode(proof).context("proof not base64")?;
+                    let signature = hmac::sign(
+                        &hmac::Key::new(credentials.hash, &credentials.stored_key),
+                        auth_message.as_bytes(),
+                    );
+                    let client_key: Vec<u8> = proof
+                        .iter()
+                        .zip(signature.as_ref())
+                        .map(|(p, s)| p ^ s)
+                        .collect();
+                    let right = proof.len() == credentials.stored_key.len()
+                        && digest::digest(credentials.digest, &client_key).as_ref()
+                            == credentials.stored_key;
+                    let server_key = match answer {
+                        Answer::ForgedSignature => credentials.stored_key.clone(),
+                        _ => credentials.server_key.clone(),
+                    };
+                    let verifier = hmac::sign(
+                        &hmac::Key::new(credentials.hash, &server_key),
+                        auth_message.as_bytes(),
+                    );
+                    let resp = match (right, answer) {
+                        // What Kafka answers a wrong proof.
+                        (false, _) => SaslAuthenticateResponse::default()
+                            .with_error_code(SASL_AUTHENTICATION_FAILED)
+                            .with_error_message(Some(StrBytes::from_string(format!(
+                                "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
+                                mechanism.name()
+                            )))),
+                        (true, Answer::ErrorAttribute) => SaslAuthenticateResponse::default()
+                            .with_auth_bytes(Bytes::from_static(b"e=invalid-proof")),
+                        (true, _) => SaslAuthenticateResponse::default().with_auth_bytes(
+                            Bytes::from(format!("v={}", base64_encode(verifier.as_ref()))),
+                        ),
+                    };
+                    respond(&mut s, c, &resp, version).await?;
+                }
+                other => bail!("unexpected request {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker's address and what `Conn::open` with SCRAM as `USER` with
+    /// `password` gave against a fake broker holding `PASSWORD`'s credentials (the
+    /// fake broker must have served the exchange without fault).
+    async fn open_against_fake(
+        mechanism: SaslMechanism,
+        password: &str,
+        answer: Answer,
+    ) -> (String, Result<(), KafkaError>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let broker = tokio::spawn(fake_broker(
+            listener,
+            mechanism,
+            stored(mechanism, PASSWORD),
+            answer,
+        ));
+        let settings = ConnSettings {
+            client_id: "scram-test".into(),
+            tls: None,
+            sasl: Some(Sasl {
+                mechanism,
+                username: USER.into(),
+                password: password.into(),
+            }),
+            timeout: Duration::from_secs(5),
+            max_response: 1 << 20,
+        };
+        let conn = tokio::time::timeout(Duration::from_secs(20), Conn::open(&addr, &settings))
+            .await
+            .expect("Conn::open took more than 20 s");
+        // Closing the connection ends the fake broker's loop.
+        let conn = conn.map(drop);
+        let served = tokio::time::timeout(Duration::from_secs(20), broker)
+            .await
+            .expect("the fake broker did not finish")
+            .expect("the fake broker panicked");
+        if let Err(e) = served {
+            panic!("the fake broker failed: {e:#}");
+        }
+        (addr, conn)
+    }
+
+    #[tokio::test]
+    async fn scram_sha256_right_password_authenticates() {
+        let (_, conn) =
+            open_against_fake(SaslMechanism::ScramSha256, PASSWORD, Answer::Honest).await;
+        conn.unwrap();
+    }
+
+    #[tokio::test]
+    async fn scram_sha512_right_password_authenticates() {
+        let (_, conn) =
+            open_against_fake(SaslMechanism::ScramSha512, PASSWORD, Answer::Honest).await;
+        conn.unwrap();
+    }
+
+    #[tokio::test]
+    async fn scram_wrong_password_is_refused_naming_the_broker() {
+        let (addr, conn) =
+            open_against_fake(SaslMechanism::ScramSha256, "wrong horse", Answer::Honest).await;
+        let e = conn
+            .expect_err("a wrong password authenticated")
+            .to_string();
+        assert!(e.contains(&addr), "{e}");
+        assert!(e.contains("SASL_AUTHENTICATION_FAILED"), "{e}");
+        assert!(
+            e.contains("the broker refused the SCRAM-SHA-256 credentials of user `tributary`"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn scram_forged_server_signature_is_refused() {
+        let (addr, conn) = open_against_fake(
+            SaslMechanism::ScramSha512,
+            PASSWORD,
+            Answer::ForgedSignature,
+        )
+        .await;
+        let e = conn.expect_err("a forged signature was accepted");
+        assert!(!e.retriable());
+        let e = e.to_string();
+        assert!(e.contains(&addr) && e.contains("SCRAM-SHA-512"), "{e}");
+        assert!(e.contains("signature does not prove"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn scram_error_attribute_is_an_authentication_failure() {
+        let (addr, conn) =
+            open_against_fake(SaslMechanism::ScramSha256, PASSWORD, Answer::ErrorAttribute).await;
+        let e = conn.expect_err("e= was accepted").to_string();
+        assert!(e.contains(&addr), "{e}");
+        assert!(
+            e.contains("refused the SCRAM-SHA-256 credentials of user `tributary`")
+                && e.contains("e=invalid-proof"),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The client side of the Kafka protocol, shared by the agent's Kafka output and
 //! the collector's Kafka source: [`conn::Conn`] (one broker: TCP or TLS, SASL
-//! PLAIN, version agreement, calls with timeouts and size limits) and
+//! PLAIN or SCRAM-SHA-256/512 ([`scram`]), version agreement, calls with timeouts
+//! and size limits), [`settings`] (brokers, TLS and SASL as the configs write them) and
 //! [`compress`], the codec hook of v2 record batches (lz4 frames from `lz4_flex`,
 //! gzip from `flate2`: no C library). Message types and batch encoding come from
 //! the `kafka-protocol` crate.
@@ -13,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
 pub mod conn;
+pub mod scram;
 pub mod settings;
 
 pub use conn::{Conn, ConnSettings, KafkaError, Sasl, SaslMechanism};
