@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::net::ToSocketAddrs;
 use std::path::Path;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Output};
 use crate::input::file::preview;
 
 /// The report for people, and whether everything checked out.
@@ -114,30 +114,76 @@ pub fn check(config_path: &Path, config: &AgentConfig) -> Report {
             config.data_dir.display()
         )),
     }
-    for (i, c) in config.collectors.iter().enumerate() {
-        match c.addr.to_socket_addrs().map(|a| a.count()) {
+    let (key, addrs): (&str, Vec<&str>) = match &config.output {
+        Output::Collectors { collectors, .. } => (
+            "output.collectors",
+            collectors.iter().map(|c| c.addr.as_str()).collect(),
+        ),
+        Output::Kafka(k) => (
+            "output.kafka.brokers",
+            k.brokers.iter().map(String::as_str).collect(),
+        ),
+    };
+    for (i, addr) in addrs.iter().enumerate() {
+        match addr.to_socket_addrs().map(|a| a.count()) {
             Ok(n) if n > 0 => {}
             Ok(_) => r.warn(format!(
-                "output.collectors[{i}] `{}`: the name resolves to no address",
-                c.addr
+                "{key}[{i}] `{addr}`: the name resolves to no address"
             )),
             Err(e) => r.warn(format!(
-                "output.collectors[{i}] `{}`: cannot resolve: {e} (the agent retries; check the name if this lasts)",
-                c.addr
+                "{key}[{i}] `{addr}`: cannot resolve: {e} (the agent retries; check the name if this lasts)"
             )),
         }
     }
-    let addrs: Vec<&str> = config.collectors.iter().map(|c| c.addr.as_str()).collect();
-    r.line(format!("ships to {} over TLS", addrs.join(", ")));
+    match &config.output {
+        Output::Collectors { .. } => r.line(format!("ships to {} over TLS", addrs.join(", "))),
+        Output::Kafka(k) => r.line(format!(
+            "ships to the Kafka cluster {} ({}, topic {}, {:?} compression, acks all)",
+            addrs.join(", "),
+            match (k.settings.tls.is_some(), &k.settings.sasl) {
+                (true, Some(s)) => format!("TLS, SASL {}", s.mechanism.name()),
+                (true, None) => "TLS".to_owned(),
+                (false, Some(s)) => format!("plaintext, SASL {}", s.mechanism.name()),
+                (false, None) => "plaintext".to_owned(),
+            },
+            k.topic.for_topic("{{topic}}"),
+            k.compression
+        )),
+    }
     r
 }
 
 /// Connect to every collector as the agent would (TLS handshake, HELLO/WELCOME) and
 /// say what failed in terms of the config.
 pub async fn connect(config: &AgentConfig, r: &mut Report) {
-    for (i, c) in config.collectors.iter().enumerate() {
-        match crate::ship::connect(c, &config.tls.current(), &config.tls_files, &config.host).await
-        {
+    let (collectors, tls, tls_files) = match &config.output {
+        Output::Collectors {
+            collectors,
+            tls,
+            tls_files,
+        } => (collectors, tls, tls_files),
+        Output::Kafka(k) => {
+            for (i, b) in k.brokers.iter().enumerate() {
+                match tributary_common::kafka::Conn::open(b, &k.settings).await {
+                    Ok(_) => r.line(format!(
+                        "output.kafka.brokers[{i}] {b}: connected{}",
+                        if k.settings.sasl.is_some() {
+                            " and authenticated"
+                        } else {
+                            ""
+                        }
+                    )),
+                    Err(e) => r.error(format!(
+                        "output.kafka.brokers[{i}]: {}",
+                        tributary_common::error::report(&e)
+                    )),
+                }
+            }
+            return;
+        }
+    };
+    for (i, c) in collectors.iter().enumerate() {
+        match crate::ship::connect(c, &tls.current(), tls_files, &config.host).await {
             Ok((_reader, mut writer)) => {
                 use futures_util::SinkExt;
                 let _ =

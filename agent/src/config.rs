@@ -212,14 +212,66 @@ pub struct SyslogTlsFile {
 #[serde(deny_unknown_fields)]
 pub struct OutputFile {
     /// `host:port` of collectors; several = failover in order.
-    pub collectors: Vec<String>,
-    pub tls: TlsFile,
     #[serde(default)]
-    pub compression: Compression,
+    pub collectors: Vec<String>,
+    pub tls: Option<TlsFile>,
+    /// Instead of `collectors`: ship to a Kafka cluster.
+    pub kafka: Option<KafkaOutputFile>,
+    pub compression: Option<Compression>,
     #[serde(default)]
     pub batch: BatchFile,
     #[serde(default)]
     pub spool: SpoolFile,
+}
+
+/// `output.kafka`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaOutputFile {
+    pub brokers: Vec<String>,
+    /// The Kafka topic: a name, or a pattern where `{{topic}}` is the input's topic.
+    #[serde(default = "default_kafka_topic")]
+    pub topic: String,
+    #[serde(default)]
+    pub compression: KafkaCompression,
+    /// Only `all` (every in-sync replica) keeps the delivery promise.
+    #[serde(default = "default_acks")]
+    pub acks: String,
+    /// The largest record batch the brokers accept (their `message.max.bytes`).
+    #[serde(default = "default_kafka_message_bytes")]
+    pub max_message_bytes: ByteSize,
+    pub tls: Option<tributary_common::kafka::settings::KafkaTlsFile>,
+    pub sasl: Option<tributary_common::kafka::settings::SaslFile>,
+}
+
+fn default_kafka_topic() -> String {
+    "{{topic}}".into()
+}
+fn default_acks() -> String {
+    "all".into()
+}
+fn default_kafka_message_bytes() -> ByteSize {
+    ByteSize(1_000_000)
+}
+
+/// `output.kafka.compression`: Kafka's own batch codecs that need no C library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaCompression {
+    #[default]
+    Lz4,
+    Gzip,
+    None,
+}
+
+impl KafkaCompression {
+    pub fn codec(self) -> kafka_protocol::records::Compression {
+        match self {
+            KafkaCompression::Lz4 => kafka_protocol::records::Compression::Lz4,
+            KafkaCompression::Gzip => kafka_protocol::records::Compression::Gzip,
+            KafkaCompression::None => kafka_protocol::records::Compression::None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,6 +386,45 @@ pub struct CollectorAddr {
     pub server_name: String,
 }
 
+/// The Kafka topic records of an input's topic go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaTopic {
+    /// The pattern, `{{topic}}` standing for the input's topic.
+    pattern: String,
+}
+
+impl KafkaTopic {
+    pub fn for_topic(&self, topic: &str) -> String {
+        self.pattern.replace("{{topic}}", topic)
+    }
+}
+
+/// The resolved `output.kafka`.
+#[derive(Clone, Debug)]
+pub struct KafkaOutput {
+    pub brokers: Vec<String>,
+    pub topic: KafkaTopic,
+    pub compression: KafkaCompression,
+    pub max_message_bytes: usize,
+    pub settings: tributary_common::kafka::ConnSettings,
+}
+
+/// Where batches go.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Tributary collectors over TLS (`output.collectors`).
+    Collectors {
+        collectors: Vec<CollectorAddr>,
+        /// Followed as its files change: a renewed certificate is used by the next
+        /// connection, without a restart.
+        tls: Arc<tributary_common::reload::Reloading<rustls::ClientConfig>>,
+        /// The files `tls` was built from, for messages that name them.
+        tls_files: tls::ClientFiles,
+    },
+    /// A Kafka cluster (`output.kafka`).
+    Kafka(KafkaOutput),
+}
+
 /// The agent's configuration, ready to run.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -343,12 +434,8 @@ pub struct AgentConfig {
     pub files: Vec<FileInputConfig>,
     pub syslog: Vec<SyslogInputConfig>,
     pub journald: Vec<crate::input::journald::JournaldConfig>,
-    pub collectors: Vec<CollectorAddr>,
-    /// Followed as its files change: a renewed certificate is used by the next
-    /// connection, without a restart.
-    pub tls: Arc<tributary_common::reload::Reloading<rustls::ClientConfig>>,
-    /// The files `tls` was built from, for messages that name them.
-    pub tls_files: tls::ClientFiles,
+    pub output: Output,
+    /// How batches are compressed (`none` for Kafka: the producer compresses).
     pub compression: Compression,
     pub batch_max_bytes: usize,
     pub batch_max_records: u32,
@@ -551,49 +638,73 @@ impl AgentConfigFile {
             }
         }
         let out = self.output;
-        if out.collectors.is_empty() {
-            return Err(value_err(
-                path,
-                "output.collectors",
-                "at least one collector address is needed",
-            ));
-        }
-        let mut collectors = Vec::new();
-        for (i, addr) in out.collectors.iter().enumerate() {
-            let key = format!("output.collectors[{i}]");
-            if let Some((scheme, rest)) = addr.split_once("://") {
+        let (output, compression) = match (&out.kafka, out.collectors.is_empty()) {
+            (Some(_), false) => {
                 return Err(value_err(
                     path,
-                    key,
-                    format!(
-                        "`{addr}` has a scheme: write host:port (`{}`); the agent always speaks TLS to the collector's ingest port, not {scheme}",
-                        rest.trim_end_matches('/')
-                    ),
+                    "output",
+                    "`collectors` and `kafka` are alternatives: ship to collectors or to a Kafka cluster, not both",
                 ));
             }
-            let host = split_host(addr).ok_or_else(|| {
-                value_err(
+            (None, true) => {
+                return Err(value_err(
                     path,
-                    key.clone(),
-                    format!("`{addr}` is not host:port (for example collector.example.com:7400)"),
+                    "output.collectors",
+                    "at least one collector address is needed (or `output.kafka` to ship to a Kafka cluster)",
+                ));
+            }
+            (Some(k), true) => {
+                for (key, set) in [
+                    ("tls", out.tls.is_some()),
+                    ("compression", out.compression.is_some()),
+                ] {
+                    if set {
+                        return Err(value_err(
+                            path,
+                            format!("output.{key}"),
+                            format!(
+                                "applies to collectors; with `output.kafka` write `output.kafka.{key}`"
+                            ),
+                        ));
+                    }
+                }
+                let (kafka, kafka_files) = resolve_kafka(path, k, &host)?;
+                protected.extend(kafka_files);
+                // The producer compresses each Kafka batch; the agent's batches stay plain.
+                (Output::Kafka(kafka), Compression::None)
+            }
+            (None, false) => {
+                let Some(out_tls) = &out.tls else {
+                    return Err(value_err(
+                        path,
+                        "output.tls",
+                        "missing: the agent speaks TLS to collectors; give at least `ca`",
+                    ));
+                };
+                let collectors = resolve_collectors(path, &out.collectors, out_tls)?;
+                let client_cert = match (&out_tls.cert, &out_tls.key) {
+                    (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                    (None, None) => None,
+                    _ => return Err(value_err(path, "output.tls", "cert and key go together")),
+                };
+                let tls = tls::reloading_client("output.tls", &out_tls.ca, client_cert)
+                    .map_err(|e| value_err(path, "output.tls", report(&e)))?;
+                protected.push(out_tls.ca.clone());
+                protected.extend(out_tls.cert.iter().cloned());
+                protected.extend(out_tls.key.iter().cloned());
+                (
+                    Output::Collectors {
+                        collectors,
+                        tls,
+                        tls_files: tls::ClientFiles {
+                            ca: out_tls.ca.clone(),
+                            cert: out_tls.cert.clone(),
+                        },
+                    },
+                    out.compression.unwrap_or_default(),
                 )
-            })?;
-            collectors.push(CollectorAddr {
-                addr: addr.clone(),
-                server_name: out
-                    .tls
-                    .server_name
-                    .clone()
-                    .unwrap_or_else(|| host.to_owned()),
-            });
-        }
-        let client_cert = match (&out.tls.cert, &out.tls.key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            (None, None) => None,
-            _ => return Err(value_err(path, "output.tls", "cert and key go together")),
+            }
         };
-        let tls = tls::reloading_client("output.tls", &out.tls.ca, client_cert)
-            .map_err(|e| value_err(path, "output.tls", report(&e)))?;
         let batch = out.batch;
         if batch.max_bytes.0 < 1024 || batch.max_bytes.0 > MAX_BATCH_BYTES {
             return Err(value_err(
@@ -609,9 +720,6 @@ impl AgentConfigFile {
                 "must be at least 1",
             ));
         }
-        protected.push(out.tls.ca.clone());
-        protected.extend(out.tls.cert.iter().cloned());
-        protected.extend(out.tls.key.iter().cloned());
         Ok(AgentConfig {
             protected,
             data_dir: self.data_dir,
@@ -620,13 +728,8 @@ impl AgentConfigFile {
             files,
             syslog,
             journald,
-            collectors,
-            tls,
-            tls_files: tls::ClientFiles {
-                ca: out.tls.ca.clone(),
-                cert: out.tls.cert.clone(),
-            },
-            compression: out.compression,
+            output,
+            compression,
             batch_max_bytes: batch.max_bytes.0 as usize,
             batch_max_records: batch.max_records,
             linger: batch.linger_ms.0,
@@ -634,6 +737,96 @@ impl AgentConfigFile {
             metrics_listen: self.metrics.map(|m| m.listen),
         })
     }
+}
+
+/// Check `output.collectors`.
+fn resolve_collectors(
+    path: &str,
+    addrs: &[String],
+    tls: &TlsFile,
+) -> Result<Vec<CollectorAddr>, ConfigError> {
+    let mut collectors = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let key = format!("output.collectors[{i}]");
+        if let Some((scheme, rest)) = addr.split_once("://") {
+            return Err(value_err(
+                path,
+                key,
+                format!(
+                    "`{addr}` has a scheme: write host:port (`{}`); the agent always speaks TLS to the collector's ingest port, not {scheme}",
+                    rest.trim_end_matches('/')
+                ),
+            ));
+        }
+        let host = split_host(addr).ok_or_else(|| {
+            value_err(
+                path,
+                key.clone(),
+                format!("`{addr}` is not host:port (for example collector.example.com:7400)"),
+            )
+        })?;
+        collectors.push(CollectorAddr {
+            addr: addr.clone(),
+            server_name: tls.server_name.clone().unwrap_or_else(|| host.to_owned()),
+        });
+    }
+    Ok(collectors)
+}
+
+/// Check `output.kafka` and load its TLS files and password.
+fn resolve_kafka(
+    path: &str,
+    k: &KafkaOutputFile,
+    host: &str,
+) -> Result<(KafkaOutput, Vec<PathBuf>), ConfigError> {
+    if k.acks != "all" && k.acks != "-1" {
+        return Err(value_err(
+            path,
+            "output.kafka.acks",
+            format!(
+                "`{}` is not offered: only `all` (every in-sync replica) keeps the promise that a checkpoint moves only after the cluster holds the lines",
+                k.acks
+            ),
+        ));
+    }
+    let sample = k.topic.replace("{{topic}}", "app");
+    if !valid_topic_name(&sample) || sample.contains(['{', '}']) {
+        return Err(value_err(
+            path,
+            "output.kafka.topic",
+            format!(
+                "`{}` is not a Kafka topic name ([A-Za-z0-9._-]{{1,249}}) or a pattern with `{{{{topic}}}}` standing for the input's topic",
+                k.topic
+            ),
+        ));
+    }
+    if k.max_message_bytes.0 < 16 << 10 || k.max_message_bytes.0 > 64 << 20 {
+        return Err(value_err(
+            path,
+            "output.kafka.max_message_bytes",
+            "must be between 16KiB and 64MiB (the brokers' message.max.bytes)",
+        ));
+    }
+    let (settings, files) = tributary_common::kafka::settings::resolve(
+        "output.kafka",
+        &k.brokers,
+        k.tls.as_ref(),
+        k.sasl.as_ref(),
+        &format!("tributary-agent/{host}"),
+    )
+    .map_err(|e| value_err(path, e.key, e.message))?;
+    Ok((
+        KafkaOutput {
+            brokers: k.brokers.clone(),
+            topic: KafkaTopic {
+                pattern: k.topic.clone(),
+            },
+            compression: k.compression,
+            max_message_bytes: k.max_message_bytes.0 as usize,
+            settings,
+        },
+        files,
+    ))
 }
 
 /// Check and build one `type: syslog` input; `prefix` is `inputs[i]` for errors.
@@ -847,6 +1040,80 @@ mod tests {
     }
 
     #[test]
+    fn kafka_output() {
+        let base = "host: h1\ninputs:\n  - type: file\n    topic: app\n    include: [\"/tmp/*.log\"]\noutput:\n  kafka:\n    brokers: [\"k1:9092\", \"[::1]:9093\"]\n";
+        let c = parse(base).unwrap();
+        let Output::Kafka(k) = &c.output else {
+            panic!("{:?}", c.output)
+        };
+        assert_eq!(k.topic.for_topic("app"), "app");
+        assert_eq!(k.compression, KafkaCompression::Lz4);
+        assert_eq!(k.max_message_bytes, 1_000_000);
+        assert_eq!(k.settings.client_id, "tributary-agent/h1");
+        assert_eq!(c.compression, Compression::None, "the producer compresses");
+
+        let c = parse(&format!(
+            "{base}    topic: \"logs-{{{{topic}}}}\"\n    compression: gzip\n"
+        ))
+        .unwrap();
+        let Output::Kafka(k) = &c.output else {
+            panic!()
+        };
+        assert_eq!(k.topic.for_topic("app"), "logs-app");
+        assert_eq!(k.compression, KafkaCompression::Gzip);
+
+        for (extra, key, says) in [
+            ("    acks: 1\n", "output.kafka.acks", "only `all`"),
+            (
+                "    topic: \"a/{{topic}}\"\n",
+                "output.kafka.topic",
+                "a/{{topic}}",
+            ),
+            (
+                "    topic: \"{{host}}\"\n",
+                "output.kafka.topic",
+                "{{host}}",
+            ),
+            ("    compression: zstd\n", "compression", "zstd"),
+            ("  collectors: [\"c:7400\"]\n", "output", "alternatives"),
+            (
+                "  compression: lz4\n",
+                "output.compression",
+                "output.kafka.compression",
+            ),
+            ("  tls: {ca: /x}\n", "output.tls", "output.kafka.tls"),
+            (
+                "    sasl: {mechanism: scram-sha-512, username: u, password_file: /nonexistent/pw}\n",
+                "output.kafka.sasl.password_file",
+                "/nonexistent/pw",
+            ),
+            (
+                "    tls: {ca: /nonexistent/kafka-ca.pem}\n",
+                "output.kafka.tls",
+                "/nonexistent/kafka-ca.pem",
+            ),
+            (
+                "    max_message_bytes: 1KiB\n",
+                "output.kafka.max_message_bytes",
+                "16KiB",
+            ),
+        ] {
+            let err = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{extra}: {err}");
+        }
+        let err = parse(&base.replace("\"k1:9092\", ", "\"kafka://k1:9092\", "))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("output.kafka.brokers[0]"), "{err}");
+        let err = parse(
+            "inputs:\n  - type: file\n    topic: app\n    include: [\"/tmp/*.log\"]\noutput: {}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("output.kafka"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let base = "inputs:\n  - type: file\n    topic: app\n    include: [\"/tmp/*.log\"]\noutput:\n  collectors: [\"127.0.0.1:7400\"]\n  tls: {ca: /nonexistent/ca.pem}\n";
         let err = parse(base).unwrap_err().to_string();
@@ -926,7 +1193,7 @@ mod example_tests {
         assert_eq!(f.inputs.len(), 3);
         assert_eq!(f.inputs[1].kind, InputType::Journald);
         assert_eq!(f.inputs[1].units, ["nginx.service", "ssh.service"]);
-        assert_eq!(f.output.compression, Compression::Lz4);
+        assert_eq!(f.output.compression, Some(Compression::Lz4));
         assert_eq!(f.output.batch.max_bytes, ByteSize(1 << 20));
     }
 }

@@ -32,10 +32,11 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{BatchLimits, Batcher};
 use crate::checkpoint::Checkpoints;
 use crate::checkpoint::Marks;
-use crate::config::{AgentConfig, ReadFrom};
+use crate::config::{AgentConfig, Output, ReadFrom};
 use crate::input::file::{FileInput, FileInputSettings, Guard};
 use crate::input::syslog::SyslogInput;
 use crate::ship::Shipper;
+use crate::ship::to_kafka::KafkaShipper;
 use crate::spool::Spool;
 use crate::stats::AgentStats;
 
@@ -182,35 +183,66 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         CHECKPOINT_INTERVAL,
     ));
     // The output's certificate, key and CA are read again when they change or on SIGHUP.
-    let mut files: Vec<Arc<dyn tributary_common::reload::Watched>> = vec![config.tls.clone()];
+    let mut files: Vec<Arc<dyn tributary_common::reload::Watched>> = Vec::new();
+    if let Output::Collectors { tls, .. } = &config.output {
+        files.push(tls.clone());
+    }
     for s in &config.syslog {
         if let Some(t) = &s.tls {
             files.push(t.clone());
         }
     }
     let watched = tokio::spawn(tributary_common::reload::watch(files, shutdown.clone()));
-    let shipper = Shipper {
-        collectors: config.collectors.clone(),
-        tls: config.tls.clone(),
-        tls_files: config.tls_files.clone(),
-        host: config.host.clone(),
-        window: WINDOW,
-        drain_timeout: Duration::from_secs(5),
-        stats: stats.clone(),
-        acked: Some(acked_tx),
-    };
-    tracing::info!(
-        host = %config.host,
-        inputs = config.files.len(),
-        syslog_inputs = config.syslog.len(),
-        journald_inputs = config.journald.len(),
-        collectors = ?config.collectors.iter().map(|c| c.addr.as_str()).collect::<Vec<_>>(),
-        compression = config.compression.name(),
-        "agent started"
-    );
+    let drain_timeout = Duration::from_secs(5);
     // Returns when everything was delivered or the drain time after shutdown ran out;
     // dropping it closes the acknowledgement channel, so the checkpointer saves last.
-    shipper.run(batch_rx, spool, shutdown.clone()).await;
+    match config.output {
+        Output::Collectors {
+            collectors,
+            tls,
+            tls_files,
+        } => {
+            tracing::info!(
+                host = %config.host,
+                inputs = config.files.len(),
+                syslog_inputs = config.syslog.len(),
+                journald_inputs = config.journald.len(),
+                collectors = ?collectors.iter().map(|c| c.addr.as_str()).collect::<Vec<_>>(),
+                compression = config.compression.name(),
+                "agent started"
+            );
+            let shipper = Shipper {
+                collectors,
+                tls,
+                tls_files,
+                host: config.host.clone(),
+                window: WINDOW,
+                drain_timeout,
+                stats: stats.clone(),
+                acked: Some(acked_tx),
+            };
+            shipper.run(batch_rx, spool, shutdown.clone()).await;
+        }
+        Output::Kafka(output) => {
+            tracing::info!(
+                host = %config.host,
+                inputs = config.files.len(),
+                syslog_inputs = config.syslog.len(),
+                journald_inputs = config.journald.len(),
+                kafka_brokers = ?output.brokers,
+                kafka_topic = %output.topic.for_topic("{{topic}}"),
+                compression = ?output.compression,
+                "agent started"
+            );
+            let shipper = KafkaShipper {
+                output,
+                drain_timeout,
+                stats: stats.clone(),
+                acked: Some(acked_tx),
+            };
+            shipper.run(batch_rx, spool, shutdown.clone()).await;
+        }
+    }
     let _ = checkpointer.await;
     let _ = watched.await;
     for i in inputs {

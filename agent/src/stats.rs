@@ -55,7 +55,7 @@ impl AgentStats {
         );
         counter(
             "batches_sent_total",
-            "Batches sent to a collector (first sends).",
+            "Batches sent to the output (collector or Kafka; first sends).",
             &self.batches_sent,
         );
         counter(
@@ -65,7 +65,7 @@ impl AgentStats {
         );
         counter(
             "batches_acked_total",
-            "Batches acknowledged as durably stored.",
+            "Batches acknowledged as durably stored (Kafka: by every in-sync replica).",
             &self.batches_acked,
         );
         counter(
@@ -75,12 +75,12 @@ impl AgentStats {
         );
         counter(
             "records_rejected_total",
-            "Records a collector refused permanently.",
+            "Records the output refused permanently (a collector's refusal; for Kafka, records larger than max_message_bytes).",
             &self.records_rejected,
         );
         counter(
             "batch_retries_total",
-            "Batches sent again after a connection failed.",
+            "Batches sent again after a connection or delivery failed.",
             &self.retries,
         );
         counter(
@@ -90,7 +90,7 @@ impl AgentStats {
         );
         counter(
             "connect_failures_total",
-            "Failed attempts to reach a collector.",
+            "Failed attempts to reach a collector or to deliver to Kafka.",
             &self.connect_failures,
         );
         counter(

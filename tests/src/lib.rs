@@ -626,6 +626,32 @@ pub fn machine() -> String {
     format!("{cores} cores, {model}")
 }
 
+/// One counter or gauge from the agent's /metrics on `port` (0 when unreachable).
+pub fn agent_metric(port: u16, name: &str) -> u64 {
+    let api = tributary_collector::client::ApiClient::new(&format!("http://127.0.0.1:{port}"))
+        .expect("url");
+    let Ok((_, text)) = block_on(api.get_text("/metrics", Duration::from_secs(5))) else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Poll `cond` every 50 ms until it holds; after `timeout` fail with `what` and
+/// the agent's log.
+pub fn wait_until(what: &str, timeout: Duration, agent: &Proc, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The virtualenv's Python (`target/pyenv`, or `TRIBUTARY_PYTHON`) if it can
 /// import every module of `modules` (comma-separated, as `import` takes them), or
 /// `None` with a visible SKIPPED line.

@@ -149,3 +149,70 @@ fn records_arrive_once_keyed_by_source_with_their_headers() {
     }
     broker.stop();
 }
+
+#[test]
+fn large_batches_are_split_to_fit_the_brokers_limit() {
+    let (Some(bin), Some(py)) = (Broker::binary(), python()) else {
+        return;
+    };
+    let env = Env::new();
+    let mut broker = Broker::start(&bin, &env.path().join("noida"), free_port());
+    let bootstrap = broker.bootstrap();
+    step(&py, &bootstrap, &["create", "split", "1"]);
+    // 100 records of 1 KiB from one source, and one of 40 KiB in the middle.
+    let mut buf = Vec::new();
+    let mut w = BlockWriter::begin(&mut buf, "web-01", "/var/log/big.log", 7, b"");
+    for i in 0..101u64 {
+        let message = if i == 50 {
+            "x".repeat(40 << 10)
+        } else {
+            format!("{i:04} {}", "y".repeat(1019))
+        };
+        w.push(
+            &mut buf,
+            0,
+            1_796_000_000_000,
+            i * 2000,
+            b"",
+            message.as_bytes(),
+        );
+    }
+    w.finish(&mut buf);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sent = rt.block_on(async {
+        let settings = ConnSettings {
+            client_id: "tributary-test".into(),
+            tls: None,
+            sasl: None,
+            timeout: std::time::Duration::from_secs(10),
+            max_response: 16 << 20,
+        };
+        let mut p = Producer::new(vec![bootstrap.clone()], settings, Compression::None);
+        p.max_message_bytes = 16 << 10;
+        p.send("split", to_kafka(&buf).unwrap())
+            .await
+            .expect("produce")
+    });
+    assert_eq!(sent.too_large, 1, "{sent:?}");
+    assert!(sent.too_large_bytes > 40 << 10, "{sent:?}");
+    assert!(
+        sent.requests >= 7,
+        "100 KiB in batches of at most 16 KiB: {sent:?}"
+    );
+    let got = step(&py, &bootstrap, &["read", "split", "100"]);
+    let values: Vec<String> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap()[..4].to_owned())
+        .collect();
+    let want: Vec<String> = (0..101)
+        .filter(|i| *i != 50)
+        .map(|i| format!("{i:04}"))
+        .collect();
+    assert_eq!(values, want, "every record but the oversized one, in order");
+    broker.stop();
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tributary_e2e::{Collector, Env, Proc, append_lines, block_on, free_port};
+use tributary_e2e::{Collector, Env, agent_metric, append_lines, block_on, free_port, wait_until};
 
 fn line(name: &str, i: usize) -> String {
     format!("{name} {i:08} {}", "p".repeat(60 + i % 50))
@@ -21,30 +21,6 @@ fn agent_yaml(env: &Env, collector: &Collector, logs: &Path, metrics: u16, spool
         data = env.path().join("agent-data").display(),
         logs = logs.display(),
     )
-}
-
-/// One counter or gauge from the agent's /metrics.
-fn agent_metric(port: u16, name: &str) -> u64 {
-    let api = tributary_collector::client::ApiClient::new(&format!("http://127.0.0.1:{port}"))
-        .expect("url");
-    let Ok((_, text)) = block_on(api.get_text("/metrics", Duration::from_secs(5))) else {
-        return 0;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn wait_until(what: &str, timeout: Duration, agent: &Proc, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn check_exactly_once(collector: &Collector, expected: &[(String, usize)]) {

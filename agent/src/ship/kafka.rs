@@ -14,7 +14,7 @@
 //! refreshed when a broker answers that leadership moved; a topic the brokers do
 //! not have is an error naming it (the output never creates topics).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -136,8 +136,11 @@ pub struct Producer {
     bootstrap: Vec<String>,
     settings: ConnSettings,
     compression: Compression,
-    /// How long a broker may take to have every replica acknowledge.
+    /// How long a broker may take to have every replica acknowledge (less than
+    /// the connection's call timeout, so that the broker's answer arrives).
     pub ack_timeout_ms: i32,
+    /// The largest record batch the brokers accept (`message.max.bytes`).
+    pub max_message_bytes: usize,
     nodes: HashMap<i32, String>,
     topics: HashMap<String, TopicMeta>,
     conns: HashMap<String, Conn>,
@@ -148,11 +151,15 @@ const ATTEMPTS: usize = 5;
 
 impl Producer {
     pub fn new(bootstrap: Vec<String>, settings: ConnSettings, compression: Compression) -> Self {
+        let ack_timeout_ms = i32::try_from(settings.timeout.as_millis() / 2)
+            .unwrap_or(5_000)
+            .max(1_000);
         Producer {
             bootstrap,
             settings,
             compression,
-            ack_timeout_ms: 30_000,
+            ack_timeout_ms,
+            max_message_bytes: 1_000_000,
             nodes: HashMap::new(),
             topics: HashMap::new(),
             conns: HashMap::new(),
@@ -181,10 +188,13 @@ impl Producer {
             match self.metadata_from(&addr, topic).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
+                    if !matches!(e, KafkaError::Broker { .. }) {
+                        // The connection is in an unknown state: never reuse it.
+                        self.conns.remove(&addr);
+                    }
                     if !e.retriable() {
                         return Err(e);
                     }
-                    self.conns.remove(&addr);
                     last = Some(e);
                 }
             }
@@ -264,22 +274,58 @@ impl Producer {
     }
 
     /// Produce `records` to `topic`, each to its key's partition, and return once
-    /// every partition's leader acknowledged with `acks=all`. Leadership changes
-    /// are followed (metadata refreshed, the partitions not yet acknowledged sent
-    /// again); what still fails after a few attempts is returned, and sending the
-    /// same records again later may duplicate those that did arrive, which the
-    /// collector reading the topic removes.
-    pub async fn send(&mut self, topic: &str, records: Vec<Record>) -> Result<(), KafkaError> {
+    /// every partition's leader acknowledged with `acks=all`. A partition's records
+    /// go in Kafka batches of at most `max_message_bytes` (uncompressed), one per
+    /// partition per request, in order; a record that alone exceeds it cannot be
+    /// stored by the brokers and is left out (counted in [`Sent::too_large`]).
+    /// Leadership changes are followed (metadata refreshed, the partitions not yet
+    /// acknowledged sent again); what still fails after a few attempts is returned,
+    /// and sending the same records again later may duplicate those that did
+    /// arrive, which the collector reading the topic removes.
+    pub async fn send(&mut self, topic: &str, records: Vec<Record>) -> Result<Sent, KafkaError> {
         let n = self.partitions(topic).await?;
-        let mut by_partition: HashMap<i32, Vec<Record>> = HashMap::new();
+        // Room for the batch header (61 bytes) and the length prefixes.
+        let limit = self.max_message_bytes.saturating_sub(128);
+        let mut sent = Sent::default();
+        let mut by_partition: BTreeMap<i32, Vec<(Vec<Record>, usize)>> = BTreeMap::new();
         for r in records {
+            let size = record_size(&r);
+            if size > limit {
+                sent.too_large += 1;
+                sent.too_large_bytes = sent.too_large_bytes.max(size);
+                continue;
+            }
             let p = partition_of(r.key.as_deref().unwrap_or(b""), n) as i32;
-            by_partition.entry(p).or_default().push(r);
+            let chunks = by_partition.entry(p).or_default();
+            match chunks.last_mut() {
+                Some((rs, bytes)) if *bytes + size <= limit => {
+                    rs.push(r);
+                    *bytes += size;
+                }
+                _ => chunks.push((vec![r], size)),
+            }
         }
-        let mut encoded: HashMap<i32, Bytes> = HashMap::new();
-        for (p, rs) in &by_partition {
-            encoded.insert(*p, self.encode(rs)?);
+        let rounds = by_partition.values().map(Vec::len).max().unwrap_or(0);
+        for round in 0..rounds {
+            let mut encoded: HashMap<i32, Bytes> = HashMap::new();
+            for (p, chunks) in &by_partition {
+                if let Some((rs, _)) = chunks.get(round) {
+                    encoded.insert(*p, self.encode(rs)?);
+                }
+            }
+            self.produce_all(topic, encoded).await?;
+            sent.requests += 1;
         }
+        Ok(sent)
+    }
+
+    /// Produce one batch per partition, following leader changes, until every
+    /// partition acknowledged or the attempts are used up.
+    async fn produce_all(
+        &mut self,
+        topic: &str,
+        mut encoded: HashMap<i32, Bytes>,
+    ) -> Result<(), KafkaError> {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if encoded.is_empty() {
@@ -424,6 +470,27 @@ impl Producer {
 struct Produced {
     ok: Vec<i32>,
     failed: Option<KafkaError>,
+}
+
+/// What [`Producer::send`] did besides delivering.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Produce requests it took.
+    pub requests: u32,
+    /// Records larger than `max_message_bytes`, left out.
+    pub too_large: u32,
+    /// The largest of them (bytes, as encoded).
+    pub too_large_bytes: usize,
+}
+
+/// About how many bytes `r` takes in an uncompressed v2 batch (at least that).
+fn record_size(r: &Record) -> usize {
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 10)
+        .sum();
+    r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + headers + 32
 }
 
 #[cfg(test)]

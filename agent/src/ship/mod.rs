@@ -24,6 +24,7 @@ use tributary_common::wire::{ErrorCode, Frame, WireError};
 pub mod connect;
 pub mod kafka;
 pub mod order;
+pub mod to_kafka;
 
 pub use connect::{ConnectError, Reader, Writer, connect};
 use order::{Next, Queues, Take};
@@ -434,7 +435,7 @@ async fn send(writer: &mut Writer, p: &Inflight) -> Result<(), WireError> {
     writer.send(Frame::Batch(frame)).await
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
@@ -442,7 +443,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 /// Exponential backoff with full jitter: a random wait in [min, min·2^n], capped.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let ceiling = BACKOFF_MIN
         .saturating_mul(1u32 << failures.min(16))
         .min(BACKOFF_MAX);

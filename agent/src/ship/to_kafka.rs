@@ -1,0 +1,336 @@
+//! Shipping to a Kafka cluster (`output.kafka`): batches → Kafka records (see
+//! [`super::kafka`]) → the partitions' leaders, acknowledged by every in-sync
+//! replica (`acks=all`) before the batch's positions go to the checkpointer.
+//!
+//! One batch is in flight at a time. A produce can fail half way (some partitions
+//! acknowledged, others not); the whole batch is then sent again, so a source's
+//! records reach its partition in order, possibly twice: the collector reading the
+//! topic drops the copies by their `tributary.source_id` + `tributary.offset`.
+//! While the cluster cannot take the batch it stays first in line (written to the
+//! spool, so that a crash replays it first), and new batches go into the spool
+//! behind it: files keep being read until the spool is full, then the readers wait.
+//! Nothing is dropped, except a record larger than the brokers accept
+//! (`max_message_bytes`), which is logged and counted as rejected.
+//!
+//! The order of what leaves is the collectors' one ([`super::order`]): the batch
+//! in flight, then the spool, then batches the spool refused, then new ones.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tributary_common::codec::{self, Compression};
+use tributary_common::error::report;
+use tributary_common::kafka::KafkaError;
+
+use super::kafka::{Producer, Sent, to_kafka};
+use super::order::Queues;
+use super::{backoff, sleep_until_opt};
+use crate::batch::{Batch, Position};
+use crate::config::KafkaOutput;
+use crate::spool::Spool;
+use crate::stats::AgentStats;
+
+/// The largest batch payload taken back from the spool (the agent builds at most
+/// 16 MiB).
+const MAX_PAYLOAD: usize = 32 << 20;
+
+/// Settings of the Kafka shipping stage.
+pub struct KafkaShipper {
+    pub output: KafkaOutput,
+    /// After shutdown is requested, how long to keep trying to deliver.
+    pub drain_timeout: Duration,
+    pub stats: Arc<AgentStats>,
+    /// Where acknowledged batches' positions go (the checkpointer).
+    pub acked: Option<mpsc::UnboundedSender<Vec<Position>>>,
+}
+
+/// The batch being delivered.
+struct Current {
+    batch: Batch,
+    /// Its spool file, deleted once the batch is acknowledged.
+    spool_id: Option<u64>,
+}
+
+struct State {
+    current: Option<Current>,
+    spool: Spool,
+    /// Batches the spool could not take (disk error): after the spool, before new
+    /// batches; while any is here, no new batch is taken.
+    held: VecDeque<Batch>,
+    input_closed: bool,
+    failures: u32,
+    drain_deadline: Option<Instant>,
+}
+
+impl State {
+    fn queues(&self) -> Queues {
+        Queues {
+            in_flight: usize::from(self.current.is_some()),
+            spooled: self.spool.len(),
+            spool_has_room: self.spool.has_room(),
+            held: self.held.len(),
+            input_closed: self.input_closed,
+        }
+    }
+}
+
+impl KafkaShipper {
+    /// Run until the batch channel closes and everything was acknowledged, or the
+    /// drain timeout after `shutdown` runs out (what is spooled stays for next time).
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<Batch>,
+        spool: Spool,
+        shutdown: CancellationToken,
+    ) {
+        let out = &self.output;
+        let mut producer = Producer::new(
+            out.brokers.clone(),
+            out.settings.clone(),
+            out.compression.codec(),
+        );
+        producer.max_message_bytes = out.max_message_bytes;
+        let mut st = State {
+            current: None,
+            spool,
+            held: VecDeque::new(),
+            input_closed: false,
+            failures: 0,
+            drain_deadline: None,
+        };
+        self.stats
+            .spool_bytes
+            .store(st.spool.bytes(), Ordering::Relaxed);
+        loop {
+            if st.drain_deadline.is_none() && shutdown.is_cancelled() {
+                st.drain_deadline = Some(Instant::now() + self.drain_timeout);
+            }
+            if st.current.is_none() {
+                // Oldest first: the spool, then what it refused, then new batches.
+                if !st.spool.is_empty() {
+                    match st.spool.next_unsent() {
+                        Ok(Some((id, batch))) => {
+                            st.current = Some(Current {
+                                batch,
+                                spool_id: Some(id),
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the spool; retrying");
+                            if !self.pause(&mut st, &mut rx, &shutdown).await {
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                if let Some(batch) = st.held.pop_front() {
+                    st.current = Some(Current {
+                        batch,
+                        spool_id: None,
+                    });
+                    continue;
+                }
+                if st.queues().done() {
+                    return;
+                }
+                tokio::select! {
+                    b = rx.recv() => match b {
+                        Some(batch) => st.current = Some(Current { batch, spool_id: None }),
+                        None => st.input_closed = true,
+                    },
+                    _ = shutdown.cancelled(), if st.drain_deadline.is_none() => {}
+                }
+                continue;
+            }
+            let Some(cur) = st.current.as_ref() else {
+                continue;
+            };
+            let result = tokio::select! {
+                r = self.deliver(&mut producer, &cur.batch) => Some(r),
+                _ = sleep_until_opt(st.drain_deadline) => None,
+            };
+            match result {
+                None => {
+                    self.give_up(&st);
+                    return;
+                }
+                Some(Ok(())) => {
+                    if let Some(done) = st.current.take() {
+                        self.acknowledged(&mut st, done);
+                    }
+                }
+                Some(Err(e)) => {
+                    st.failures += 1;
+                    self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    if e.retriable() {
+                        tracing::warn!(error = %report(&e), retry_in_ms = backoff(st.failures).as_millis() as u64, "cannot deliver to Kafka; spooling meanwhile");
+                    } else {
+                        // Will not clear up by itself (a missing topic, refused
+                        // credentials): say so loudly, keep every line, keep trying.
+                        tracing::error!(error = %report(&e), "cannot deliver to Kafka; spooling and retrying until this is fixed");
+                    }
+                    // A crash from here on replays it first.
+                    if let Some(cur) = st.current.as_mut()
+                        && cur.spool_id.is_none()
+                    {
+                        match st.spool.push_sent(&cur.batch) {
+                            Ok(id) => cur.spool_id = Some(id),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot spool the batch in flight")
+                            }
+                        }
+                    }
+                    if !self.pause(&mut st, &mut rx, &shutdown).await {
+                        return;
+                    }
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Wait out the backoff, taking new batches into the spool meanwhile. `false`
+    /// when the drain time after shutdown ran out.
+    async fn pause(
+        &self,
+        st: &mut State,
+        rx: &mut mpsc::Receiver<Batch>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let until = Instant::now() + backoff(st.failures);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                _ = shutdown.cancelled(), if st.drain_deadline.is_none() => {
+                    st.drain_deadline = Some(Instant::now() + self.drain_timeout);
+                }
+                _ = sleep_until_opt(st.drain_deadline) => {
+                    self.give_up(st);
+                    return false;
+                }
+                b = rx.recv(), if st.queues().take_offline() => match b {
+                    Some(b) => self.spool_batch(st, b),
+                    None => st.input_closed = true,
+                },
+            }
+        }
+    }
+
+    /// Produce one batch; `Ok` once every record is acknowledged (or could never
+    /// be stored: undecodable, or larger than the brokers accept, logged).
+    async fn deliver(&self, producer: &mut Producer, batch: &Batch) -> Result<(), KafkaError> {
+        let f = &batch.frame;
+        let raw;
+        let payload: &[u8] = if f.codec == Compression::None {
+            &f.payload
+        } else {
+            match codec::decompress(
+                f.codec,
+                &f.payload,
+                f.uncompressed_len as usize,
+                MAX_PAYLOAD,
+            ) {
+                Ok(p) => {
+                    raw = p;
+                    &raw
+                }
+                Err(e) => {
+                    self.drop_batch(batch, &format!("cannot decompress it: {e}"));
+                    return Ok(());
+                }
+            }
+        };
+        let records = match to_kafka(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.drop_batch(batch, &format!("its records do not decode: {e}"));
+                return Ok(());
+            }
+        };
+        let topic = self.output.topic.for_topic(&f.topic);
+        self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .records_sent
+            .fetch_add(u64::from(f.records), Ordering::Relaxed);
+        self.stats
+            .bytes_sent
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        let Sent {
+            too_large,
+            too_large_bytes,
+            ..
+        } = producer.send(&topic, records).await?;
+        if too_large > 0 {
+            self.stats
+                .records_rejected
+                .fetch_add(u64::from(too_large), Ordering::Relaxed);
+            tracing::error!(
+                topic = %topic,
+                records = too_large,
+                largest_bytes = too_large_bytes,
+                max_message_bytes = self.output.max_message_bytes,
+                "records larger than the brokers accept were left out; raise the topic's max.message.bytes and output.kafka.max_message_bytes, or lower the input's max_line_bytes"
+            );
+        }
+        Ok(())
+    }
+
+    /// A batch that can never be delivered (a damaged spool file that passed its
+    /// checksum, or a bug): logged and counted, so the rest can go on.
+    fn drop_batch(&self, batch: &Batch, why: &str) {
+        self.stats
+            .records_rejected
+            .fetch_add(u64::from(batch.records()), Ordering::Relaxed);
+        tracing::error!(topic = %batch.frame.topic, records = batch.records(), "a batch cannot be delivered: {why}; it is dropped");
+    }
+
+    fn acknowledged(&self, st: &mut State, done: Current) {
+        st.failures = 0;
+        if let Some(id) = done.spool_id
+            && let Err(e) = st.spool.ack(id)
+        {
+            tracing::warn!(error = %e, "cannot remove an acknowledged spool file");
+        }
+        self.stats
+            .spool_bytes
+            .store(st.spool.bytes(), Ordering::Relaxed);
+        self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .records_acked
+            .fetch_add(u64::from(done.batch.records()), Ordering::Relaxed);
+        if let Some(acked) = &self.acked {
+            let _ = acked.send(done.batch.positions);
+        }
+    }
+
+    /// Put a batch at the back of the spool, or hold it in memory (and take no
+    /// more) if the disk refuses it.
+    fn spool_batch(&self, st: &mut State, batch: Batch) {
+        if !st.held.is_empty() {
+            st.held.push_back(batch);
+        } else if let Err(e) = st.spool.push(&batch) {
+            tracing::error!(error = %e, records = batch.records(), "cannot spool a batch; holding it in memory and pausing reading");
+            st.held.push_back(batch);
+        }
+        self.stats
+            .spool_bytes
+            .store(st.spool.bytes(), Ordering::Relaxed);
+    }
+
+    fn give_up(&self, st: &State) {
+        if st.current.is_some() || !st.spool.is_empty() {
+            tracing::warn!(
+                in_flight = usize::from(st.current.is_some()),
+                spooled = st.spool.len(),
+                "shutting down before Kafka acknowledged everything; in-flight lines are read again and the spool is sent after restart"
+            );
+        }
+    }
+}
