@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use kafka_protocol::records::Compression;
 use serde_json::Value;
-use tributary_agent::ship::kafka::{Producer, partition_of, to_kafka};
+use tributary_agent::ship::kafka::{Producer, partition_of};
 use tributary_common::kafka::ConnSettings;
 use tributary_common::record::{BlockWriter, FLAG_PARTIAL};
 use tributary_e2e::{Broker, Env, free_port, python_step, python_with};
@@ -81,12 +81,13 @@ fn records_arrive_once_keyed_by_source_with_their_headers() {
             (2, Compression::None),
         ] {
             let mut p = Producer::new(vec![bootstrap.clone()], settings.clone(), codec);
-            let records = to_kafka(&payload(round, per_source)).expect("our payload decodes");
-            p.send("logs", records).await.expect("produce");
+            p.send("logs", &payload(round, per_source))
+                .await
+                .expect("produce");
         }
         let mut p = Producer::new(vec![bootstrap.clone()], settings.clone(), Compression::Lz4);
         let err = p
-            .send("no-such-topic", to_kafka(&payload(0, 1)).unwrap())
+            .send("no-such-topic", &payload(0, 1))
             .await
             .expect_err("a missing topic is an error");
         let msg = err.to_string();
@@ -192,9 +193,7 @@ fn large_batches_are_split_to_fit_the_brokers_limit() {
         };
         let mut p = Producer::new(vec![bootstrap.clone()], settings, Compression::None);
         p.max_message_bytes = 16 << 10;
-        p.send("split", to_kafka(&buf).unwrap())
-            .await
-            .expect("produce")
+        p.send("split", &buf).await.expect("produce")
     });
     assert_eq!(sent.too_large, 1, "{sent:?}");
     assert!(sent.too_large_bytes > 40 << 10, "{sent:?}");

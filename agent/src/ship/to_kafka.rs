@@ -27,7 +27,7 @@ use tributary_common::codec::{self, Compression};
 use tributary_common::error::report;
 use tributary_common::kafka::KafkaError;
 
-use super::kafka::{Producer, Sent, to_kafka};
+use super::kafka::{Producer, SendError, Sent};
 use super::order::Queues;
 use super::{backoff, sleep_until_opt};
 use crate::batch::{Batch, Position};
@@ -247,13 +247,6 @@ impl KafkaShipper {
                 }
             }
         };
-        let records = match to_kafka(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                self.drop_batch(batch, &format!("its records do not decode: {e}"));
-                return Ok(());
-            }
-        };
         let topic = self.output.topic.for_topic(&f.topic);
         self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -266,7 +259,14 @@ impl KafkaShipper {
             too_large,
             too_large_bytes,
             ..
-        } = producer.send(&topic, records).await?;
+        } = match producer.send(&topic, payload).await {
+            Ok(sent) => sent,
+            Err(SendError::Kafka(e)) => return Err(e),
+            Err(SendError::Encode(e)) => {
+                self.drop_batch(batch, &e.to_string());
+                return Ok(());
+            }
+        };
         if too_large > 0 {
             self.stats
                 .records_rejected

@@ -14,23 +14,20 @@
 //! refreshed when a broker answers that leadership moved; a topic the brokers do
 //! not have is an error naming it (the output never creates topics).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
+use bytes::Bytes;
 use kafka_protocol::messages::{
     MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
     metadata_request::MetadataRequestTopic,
     produce_request::{PartitionProduceData, TopicProduceData},
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, Record,
-    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use tributary_common::kafka::conn::{error_name, retriable_code};
-use tributary_common::kafka::{Conn, ConnSettings, KafkaError, field_headers};
-use tributary_common::record::{self, FLAG_PARTIAL};
+use tributary_common::kafka::{Conn, ConnSettings, KafkaError};
+
+pub mod encode;
 
 /// Kafka's partitioner hash for keyed records (murmur2, as in the Java client).
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -65,64 +62,6 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// The partition of `key` among `n` (Kafka's default for keyed records).
 pub fn partition_of(key: &[u8], n: usize) -> usize {
     ((murmur2(key) & 0x7fff_ffff) as usize) % n.max(1)
-}
-
-/// The Kafka records of one of our payloads (uncompressed record blocks), each with
-/// its key.
-pub fn to_kafka(payload: &[u8]) -> Result<Vec<Record>, record::DecodeError> {
-    let mut out = Vec::new();
-    for block in record::blocks(payload, false) {
-        let block = block?;
-        let h = &block.header;
-        let key = Bytes::from(format!("{}:{:016x}", h.host, h.source_id));
-        let mut base = IndexMap::new();
-        base.insert(
-            StrBytes::from_static_str("host"),
-            Some(Bytes::copy_from_slice(h.host.as_bytes())),
-        );
-        base.insert(
-            StrBytes::from_static_str("source"),
-            Some(Bytes::copy_from_slice(h.source.as_bytes())),
-        );
-        field_headers(&mut base, h.fields);
-        let source_id = Bytes::from(h.source_id.to_string());
-        for r in block.records() {
-            let r = r?;
-            let mut headers = base.clone();
-            field_headers(&mut headers, r.fields);
-            if r.flags & FLAG_PARTIAL != 0 {
-                headers.insert(
-                    StrBytes::from_static_str("partial"),
-                    Some(Bytes::from_static(b"1")),
-                );
-            }
-            // Last, so that no field can pass for them.
-            headers.insert(
-                StrBytes::from_static_str("tributary.source_id"),
-                Some(source_id.clone()),
-            );
-            headers.insert(
-                StrBytes::from_static_str("tributary.offset"),
-                Some(Bytes::from(r.source_offset.to_string())),
-            );
-            out.push(Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-                producer_id: NO_PRODUCER_ID,
-                producer_epoch: NO_PRODUCER_EPOCH,
-                timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: -1,
-                timestamp: r.timestamp_ms,
-                key: Some(key.clone()),
-                value: Some(Bytes::copy_from_slice(r.message)),
-                headers,
-                delete_horizon: false,
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// What the producer knows of a topic: each partition's leader.
@@ -273,47 +212,27 @@ impl Producer {
         Ok(self.topics.get(topic).map_or(0, |t| t.leaders.len()))
     }
 
-    /// Produce `records` to `topic`, each to its key's partition, and return once
-    /// every partition's leader acknowledged with `acks=all`. A partition's records
-    /// go in Kafka batches of at most `max_message_bytes` (uncompressed), one per
-    /// partition per request, in order; a record that alone exceeds it cannot be
-    /// stored by the brokers and is left out (counted in [`Sent::too_large`]).
-    /// Leadership changes are followed (metadata refreshed, the partitions not yet
-    /// acknowledged sent again); what still fails after a few attempts is returned,
-    /// and sending the same records again later may duplicate those that did
-    /// arrive, which the collector reading the topic removes.
-    pub async fn send(&mut self, topic: &str, records: Vec<Record>) -> Result<Sent, KafkaError> {
+    /// Produce the records of `payload` (our record blocks, uncompressed) to
+    /// `topic`, each to its key's partition (see [`encode`]), and return once every
+    /// partition's leader acknowledged with `acks=all`. A partition's records go
+    /// in batches of at most `max_message_bytes`, one per partition per request,
+    /// in order; a record that alone exceeds it cannot be stored by the brokers
+    /// and is left out (counted in [`Sent::too_large`]). Leadership changes are
+    /// followed (metadata refreshed, the partitions not yet acknowledged sent
+    /// again); what still fails after a few attempts is returned, and sending the
+    /// same records again later may duplicate those that did arrive, which the
+    /// collector reading the topic removes.
+    pub async fn send(&mut self, topic: &str, payload: &[u8]) -> Result<Sent, SendError> {
         let n = self.partitions(topic).await?;
-        // Room for the batch header (61 bytes) and the length prefixes.
-        let limit = self.max_message_bytes.saturating_sub(128);
-        let mut sent = Sent::default();
-        let mut by_partition: BTreeMap<i32, Vec<(Vec<Record>, usize)>> = BTreeMap::new();
-        for r in records {
-            let size = record_size(&r);
-            if size > limit {
-                sent.too_large += 1;
-                sent.too_large_bytes = sent.too_large_bytes.max(size);
-                continue;
-            }
-            let p = partition_of(r.key.as_deref().unwrap_or(b""), n) as i32;
-            let chunks = by_partition.entry(p).or_default();
-            match chunks.last_mut() {
-                Some((rs, bytes)) if *bytes + size <= limit => {
-                    rs.push(r);
-                    *bytes += size;
-                }
-                _ => chunks.push((vec![r], size)),
-            }
-        }
-        let rounds = by_partition.values().map(Vec::len).max().unwrap_or(0);
-        for round in 0..rounds {
-            let mut encoded: HashMap<i32, Bytes> = HashMap::new();
-            for (p, chunks) in &by_partition {
-                if let Some((rs, _)) = chunks.get(round) {
-                    encoded.insert(*p, self.encode(rs)?);
-                }
-            }
-            self.produce_all(topic, encoded).await?;
+        let enc = encode::encode(payload, n, self.max_message_bytes, self.compression)?;
+        let mut sent = Sent {
+            requests: 0,
+            records: enc.records,
+            too_large: enc.too_large,
+            too_large_bytes: enc.too_large_bytes,
+        };
+        for round in enc.rounds {
+            self.produce_all(topic, round.into_iter().collect()).await?;
             sent.requests += 1;
         }
         Ok(sent)
@@ -393,30 +312,6 @@ impl Producer {
         }))
     }
 
-    fn encode(&self, records: &[Record]) -> Result<Bytes, KafkaError> {
-        let mut buf = BytesMut::with_capacity(
-            records
-                .iter()
-                .map(|r| r.value.as_ref().map_or(0, |v| v.len()) + 96)
-                .sum(),
-        );
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: self.compression,
-        };
-        RecordBatchEncoder::encode_with_custom_compression(
-            &mut buf,
-            records.iter(),
-            &options,
-            Some(tributary_common::kafka::compress),
-        )
-        .map_err(|e| KafkaError::Protocol {
-            addr: "-".into(),
-            what: format!("cannot encode a record batch: {e}"),
-        })?;
-        Ok(buf.freeze())
-    }
-
     async fn produce_to(
         &mut self,
         addr: &str,
@@ -472,25 +367,27 @@ struct Produced {
     failed: Option<KafkaError>,
 }
 
+/// Why [`Producer::send`] did not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The payload cannot become Kafka batches: sending it again will not help.
+    #[error(transparent)]
+    Encode(#[from] encode::EncodeError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
 /// What [`Producer::send`] did besides delivering.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
     /// Produce requests it took.
     pub requests: u32,
+    /// Records delivered.
+    pub records: u32,
     /// Records larger than `max_message_bytes`, left out.
     pub too_large: u32,
     /// The largest of them (bytes, as encoded).
     pub too_large_bytes: usize,
-}
-
-/// About how many bytes `r` takes in an uncompressed v2 batch (at least that).
-fn record_size(r: &Record) -> usize {
-    let headers: usize = r
-        .headers
-        .iter()
-        .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 10)
-        .sum();
-    r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + headers + 32
 }
 
 #[cfg(test)]
