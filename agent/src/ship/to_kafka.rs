@@ -27,7 +27,8 @@ use tributary_common::codec::{self, Compression};
 use tributary_common::error::report;
 use tributary_common::kafka::KafkaError;
 
-use super::kafka::{Producer, SendError, Sent};
+use super::kafka::encode::{EncodeError, Encoded};
+use super::kafka::{Encoder, Producer, Sent};
 use super::order::Queues;
 use super::{backoff, sleep_until_opt};
 use crate::batch::{Batch, Position};
@@ -49,15 +50,38 @@ pub struct KafkaShipper {
     pub acked: Option<mpsc::UnboundedSender<Vec<Position>>>,
 }
 
-/// The batch being delivered.
+/// The batch being delivered, or the one after it.
 struct Current {
     batch: Batch,
     /// Its spool file, deleted once the batch is acknowledged.
     spool_id: Option<u64>,
+    /// Its Kafka batches, being encoded on another thread while the batch
+    /// before it is delivered.
+    encoding: Option<Encoding>,
+}
+
+impl Current {
+    fn new(batch: Batch, spool_id: Option<u64>) -> Self {
+        Current {
+            batch,
+            spool_id,
+            encoding: None,
+        }
+    }
+}
+
+/// Batches encoded ahead, for a topic of `partitions` partitions.
+struct Encoding {
+    partitions: usize,
+    task: tokio::task::JoinHandle<Result<Encoded, EncodeError>>,
 }
 
 struct State {
     current: Option<Current>,
+    /// Taken from the batcher while `current` is being delivered (only when
+    /// nothing older waits), so that its encoding overlaps the wait for the
+    /// brokers; it goes next, or behind `current` into the spool.
+    next: Option<Current>,
     spool: Spool,
     /// Batches the spool could not take (disk error): after the spool, before new
     /// batches; while any is here, no new batch is taken.
@@ -70,7 +94,7 @@ struct State {
 impl State {
     fn queues(&self) -> Queues {
         Queues {
-            in_flight: usize::from(self.current.is_some()),
+            in_flight: usize::from(self.current.is_some()) + usize::from(self.next.is_some()),
             spooled: self.spool.len(),
             spool_has_room: self.spool.has_room(),
             held: self.held.len(),
@@ -97,6 +121,7 @@ impl KafkaShipper {
         producer.max_message_bytes = out.max_message_bytes;
         let mut st = State {
             current: None,
+            next: None,
             spool,
             held: VecDeque::new(),
             input_closed: false,
@@ -111,14 +136,16 @@ impl KafkaShipper {
                 st.drain_deadline = Some(Instant::now() + self.drain_timeout);
             }
             if st.current.is_none() {
-                // Oldest first: the spool, then what it refused, then new batches.
+                // Oldest first: the batch taken ahead (only ever taken while
+                // nothing older waited), the spool, what it refused, new batches.
+                if let Some(next) = st.next.take() {
+                    st.current = Some(next);
+                    continue;
+                }
                 if !st.spool.is_empty() {
                     match st.spool.next_unsent() {
                         Ok(Some((id, batch))) => {
-                            st.current = Some(Current {
-                                batch,
-                                spool_id: Some(id),
-                            });
+                            st.current = Some(Current::new(batch, Some(id)));
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -131,10 +158,7 @@ impl KafkaShipper {
                     continue;
                 }
                 if let Some(batch) = st.held.pop_front() {
-                    st.current = Some(Current {
-                        batch,
-                        spool_id: None,
-                    });
+                    st.current = Some(Current::new(batch, None));
                     continue;
                 }
                 if st.queues().done() {
@@ -142,20 +166,38 @@ impl KafkaShipper {
                 }
                 tokio::select! {
                     b = rx.recv() => match b {
-                        Some(batch) => st.current = Some(Current { batch, spool_id: None }),
+                        Some(batch) => st.current = Some(Current::new(batch, None)),
                         None => st.input_closed = true,
                     },
                     _ = shutdown.cancelled(), if st.drain_deadline.is_none() => {}
                 }
                 continue;
             }
-            let Some(cur) = st.current.as_ref() else {
+            let Some(mut cur) = st.current.take() else {
                 continue;
             };
-            let result = tokio::select! {
-                r = self.deliver(&mut producer, &cur.batch) => Some(r),
-                _ = sleep_until_opt(st.drain_deadline) => None,
+            let topic = self.output.topic.for_topic(&cur.batch.frame.topic);
+            let partitions = producer.known_partitions(&topic);
+            let encoder = producer.encoder();
+            let result = {
+                let deliver = self.deliver(&mut producer, &mut cur);
+                tokio::pin!(deliver);
+                loop {
+                    let take_next = st.next.is_none()
+                        && st.spool.is_empty()
+                        && st.held.is_empty()
+                        && !st.input_closed;
+                    tokio::select! {
+                        r = &mut deliver => break Some(r),
+                        _ = sleep_until_opt(st.drain_deadline) => break None,
+                        b = rx.recv(), if take_next => match b {
+                            Some(batch) => st.next = Some(self.prepare(batch, &topic, partitions, encoder)),
+                            None => st.input_closed = true,
+                        },
+                    }
+                }
             };
+            st.current = Some(cur);
             match result {
                 None => {
                     self.give_up(&st);
@@ -186,6 +228,13 @@ impl KafkaShipper {
                                 tracing::error!(error = %e, "cannot spool the batch in flight")
                             }
                         }
+                    }
+                    // The batch taken ahead waits behind it, in the spool.
+                    if let Some(next) = st.next.take() {
+                        if let Some(e) = next.encoding {
+                            e.task.abort();
+                        }
+                        self.spool_batch(&mut st, next.batch);
                     }
                     if !self.pause(&mut st, &mut rx, &shutdown).await {
                         return;
@@ -223,9 +272,35 @@ impl KafkaShipper {
         }
     }
 
+    /// `batch`, taken ahead of its turn: when it goes to `topic` (whose number of
+    /// partitions is known) its Kafka batches are encoded on a blocking thread
+    /// meanwhile.
+    fn prepare(
+        &self,
+        batch: Batch,
+        topic: &str,
+        partitions: Option<usize>,
+        encoder: Encoder,
+    ) -> Current {
+        let mut next = Current::new(batch, None);
+        let f = &next.batch.frame;
+        if let Some(partitions) = partitions
+            && f.codec == Compression::None
+            && self.output.topic.for_topic(&f.topic) == topic
+        {
+            let payload = f.payload.clone();
+            next.encoding = Some(Encoding {
+                partitions,
+                task: tokio::task::spawn_blocking(move || encoder.encode(&payload, partitions)),
+            });
+        }
+        next
+    }
+
     /// Produce one batch; `Ok` once every record is acknowledged (or could never
     /// be stored: undecodable, or larger than the brokers accept, logged).
-    async fn deliver(&self, producer: &mut Producer, batch: &Batch) -> Result<(), KafkaError> {
+    async fn deliver(&self, producer: &mut Producer, cur: &mut Current) -> Result<(), KafkaError> {
+        let batch = &cur.batch;
         let f = &batch.frame;
         let raw;
         let payload: &[u8] = if f.codec == Compression::None {
@@ -255,18 +330,31 @@ impl KafkaShipper {
         self.stats
             .bytes_sent
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        let Sent {
-            too_large,
-            too_large_bytes,
-            ..
-        } = match producer.send(&topic, payload).await {
-            Ok(sent) => sent,
-            Err(SendError::Kafka(e)) => return Err(e),
-            Err(SendError::Encode(e)) => {
+        let partitions = producer.partitions(&topic).await?;
+        let ahead = match cur.encoding.take() {
+            Some(e) if e.partitions == partitions => e.task.await.ok(),
+            Some(e) => {
+                e.task.abort();
+                None
+            }
+            None => None,
+        };
+        let encoded = match ahead {
+            Some(r) => r,
+            None => producer.encoder().encode(payload, partitions),
+        };
+        let encoded = match encoded {
+            Ok(enc) => enc,
+            Err(e) => {
                 self.drop_batch(batch, &e.to_string());
                 return Ok(());
             }
         };
+        let Sent {
+            too_large,
+            too_large_bytes,
+            ..
+        } = producer.send_encoded(&topic, encoded).await?;
         if too_large > 0 {
             self.stats
                 .records_rejected

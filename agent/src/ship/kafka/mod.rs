@@ -224,7 +224,30 @@ impl Producer {
     /// collector reading the topic removes.
     pub async fn send(&mut self, topic: &str, payload: &[u8]) -> Result<Sent, SendError> {
         let n = self.partitions(topic).await?;
-        let enc = encode::encode(payload, n, self.max_message_bytes, self.compression)?;
+        let enc = self.encoder().encode(payload, n)?;
+        Ok(self.send_encoded(topic, enc).await?)
+    }
+
+    /// Partitions of `topic` as last known, without asking the brokers.
+    pub fn known_partitions(&self, topic: &str) -> Option<usize> {
+        self.topics.get(topic).map(|t| t.leaders.len())
+    }
+
+    /// What turns payloads into this producer's batches, to run on another thread.
+    pub fn encoder(&self) -> Encoder {
+        Encoder {
+            max_message_bytes: self.max_message_bytes,
+            compression: self.compression,
+        }
+    }
+
+    /// [`Producer::send`] of batches already encoded for the topic's current
+    /// number of partitions.
+    pub async fn send_encoded(
+        &mut self,
+        topic: &str,
+        enc: encode::Encoded,
+    ) -> Result<Sent, KafkaError> {
         let mut sent = Sent {
             requests: 0,
             records: enc.records,
@@ -365,6 +388,29 @@ impl Producer {
 struct Produced {
     ok: Vec<i32>,
     failed: Option<KafkaError>,
+}
+
+/// A producer's batch settings, detached from it (see [`Producer::encoder`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Encoder {
+    max_message_bytes: usize,
+    compression: Compression,
+}
+
+impl Encoder {
+    /// `payload` as batches for a topic of `partitions` partitions.
+    pub fn encode(
+        &self,
+        payload: &[u8],
+        partitions: usize,
+    ) -> Result<encode::Encoded, encode::EncodeError> {
+        encode::encode(
+            payload,
+            partitions,
+            self.max_message_bytes,
+            self.compression,
+        )
+    }
 }
 
 /// Why [`Producer::send`] did not deliver.
