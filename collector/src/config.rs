@@ -31,6 +31,9 @@ pub struct CollectorConfigFile {
     pub retention: RetentionRunFile,
     /// The Kafka-compatible listener; absent = off.
     pub kafka: Option<KafkaFile>,
+    /// Kafka topics this collector consumes into its own topics.
+    #[serde(default)]
+    pub sources: Vec<crate::source::SourceFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,6 +338,8 @@ pub struct CollectorConfig {
     pub retention_check_interval: Duration,
     /// The Kafka-compatible listener, when configured.
     pub kafka: Option<crate::kafka::KafkaSettings>,
+    /// `sources:`: Kafka topics consumed into the store.
+    pub sources: Vec<crate::source::KafkaSource>,
 }
 
 impl CollectorConfig {
@@ -689,6 +694,8 @@ impl CollectorConfigFile {
             Some(k) => Some(resolve_kafka(path, k)?),
             None => None,
         };
+        let sources = crate::source::settings::resolve_all(&self.sources, &self.data_dir)
+            .map_err(|e| value_err(path, e.key, e.message))?;
         let identity = match (&self.ingest.tls.client_ca, self.ingest.identity) {
             (Some(_), mode) => Some(mode.unwrap_or_default()),
             (None, None) => None,
@@ -737,6 +744,7 @@ impl CollectorConfigFile {
             ));
         }
         Ok(CollectorConfig {
+            sources,
             api_tls,
             api_auth,
             identity,
@@ -845,6 +853,33 @@ mod tests {
         );
         let file: CollectorConfigFile = config::parse_yaml("collector.yaml", &yaml)?;
         file.resolve("collector.yaml")
+    }
+
+    #[test]
+    fn sources_resolve_and_errors_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = resolve_in(
+            dir.path(),
+            "sources:\n  - kafka: {brokers: [\"127.0.0.1:9092\"], topics: [app], group: g}\n",
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.sources.len(), 1);
+        assert_eq!(
+            (c.sources[0].group.as_str(), c.sources[0].name.as_str()),
+            ("g", "sources[0]")
+        );
+        let e = resolve_in(
+            dir.path(),
+            "sources:\n  - kafka: {brokers: [\"127.0.0.1:9092\"], topics: []}\n",
+            "",
+        )
+        .err()
+        .expect("no topics is an error")
+        .to_string();
+        assert!(e.contains("collector.yaml: sources[0].kafka.topics"), "{e}");
+        assert!(resolve_in(dir.path(), "sources:\n  - files: {}\n", "").is_err());
+        assert!(resolve_in(dir.path(), "", "").unwrap().sources.is_empty());
     }
 
     #[test]

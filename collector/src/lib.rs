@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Front doors, each a folder: [`ingest`] (agents), [`api`] (HTTP), [`kafka`] (the
-//! Kafka protocol); the web console goes in `console/`. Behind them:
+//! Kafka protocol); the web console goes in `console/`. [`source`] pulls instead:
+//! it consumes Kafka topics (agents' `output.kafka`, other producers) into the
+//! store through [`storage::Storage`], like ingest. Behind them:
 //! - [`storage`]: the only place tokio meets the synchronous store. Ingest holds
 //!   [`storage::Storage`], the one handle that appends; every other front door gets a
 //!   [`storage::StoreReader`], which can read and commit group offsets but not write
@@ -36,4 +38,5 @@ pub mod metrics;
 pub mod retention;
 pub mod server;
 pub mod setup;
+pub mod source;
 pub mod storage;

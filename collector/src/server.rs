@@ -1,4 +1,5 @@
-//! `tributary serve`: open the store, bind the ingest and API listeners, run until shutdown.
+//! `tributary serve`: open the store, bind the ingest and API listeners, start the
+//! Kafka sources, run until shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,6 +71,10 @@ fn bind_hint(e: &std::io::Error, what: &str) -> String {
         _ => String::new(),
     }
 }
+
+/// How long a Kafka source may take to stop (last append durable, commit,
+/// LeaveGroup) before it is cut off.
+const SOURCE_STOP: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A collector whose listeners are bound, ready to [`Collector::run`].
 pub struct Collector {
@@ -214,6 +219,14 @@ impl Collector {
             }
             _ => None,
         };
+        // Kafka sources: each stops fetching at shutdown, waits for its last
+        // append to be durable, commits and leaves its group.
+        let sources = crate::source::spawn(
+            &self.config.sources,
+            self.storage.clone(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        );
         let mut ingest = Ingest::new(
             self.config.tls.clone(),
             self.storage.clone(),
@@ -230,6 +243,15 @@ impl Collector {
         let api_result = api.await;
         if let Some(k) = kafka {
             let _ = k.await;
+        }
+        for s in sources {
+            // Bounded by the sources themselves (each step has a timeout); this
+            // is the backstop.
+            let abort = s.abort_handle();
+            if tokio::time::timeout(SOURCE_STOP, s).await.is_err() {
+                abort.abort();
+                tracing::warn!("a Kafka source did not stop within {SOURCE_STOP:?}; stopped it");
+            }
         }
         let _ = flusher.await;
         let _ = watched.await;

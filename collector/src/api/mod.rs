@@ -124,32 +124,42 @@ async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
 }
 
-/// 200 `{"status":"ok"}` while every partition takes writes; else 503 naming the
-/// ones that do not and why.
+/// 200 `{"status":"ok"}` while every partition takes writes and every Kafka
+/// source works; else 503 `degraded` naming the partitions that do not and why,
+/// and the sources' problems. With sources configured, `sources` lists each one's
+/// state (assigned partitions, lag, error).
 async fn healthz(State(api): State<Api>) -> Response {
     let problems = api.store.problems();
     api.metrics.partitions_unwritable.set(problems.len() as i64);
-    if problems.is_empty() {
-        return axum::Json(json!({"status": "ok"})).into_response();
+    let (sources, sources_degraded) = api.metrics.sources.report();
+    if problems.is_empty() && !sources_degraded {
+        if sources.is_empty() {
+            return axum::Json(json!({"status": "ok"})).into_response();
+        }
+        return axum::Json(json!({"status": "ok", "sources": sources})).into_response();
     }
     let parts: Vec<_> = problems
         .iter()
         .map(|(t, p, why)| json!({"topic": t, "partition": p, "error": why}))
         .collect();
-    let error = format!(
-        "{} partition(s) cannot take writes: {}",
-        problems.len(),
-        problems
-            .iter()
-            .map(|(t, p, why)| format!("{t}/{p}: {why}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({"status": "degraded", "error": error, "partitions": parts})),
-    )
-        .into_response()
+    let mut errors = Vec::new();
+    if !problems.is_empty() {
+        errors.push(format!(
+            "{} partition(s) cannot take writes: {}",
+            problems.len(),
+            problems
+                .iter()
+                .map(|(t, p, why)| format!("{t}/{p}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    errors.extend(api.metrics.sources.problems());
+    let mut body = json!({"status": "degraded", "error": errors.join("; "), "partitions": parts});
+    if !sources.is_empty() {
+        body["sources"] = json!(sources);
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {

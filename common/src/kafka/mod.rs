@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
 pub mod conn;
+pub mod decode;
 pub mod scram;
 pub mod settings;
 

@@ -19,8 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, TopicName,
-    create_topics_request::CreatableTopic,
+    CreateTopicsRequest, CreateTopicsResponse, TopicName, create_topics_request::CreatableTopic,
 };
 use kafka_protocol::protocol::StrBytes;
 use tributary_common::kafka::{Conn, ConnSettings};
@@ -52,7 +51,10 @@ fn parse_args() -> Result<Opts, String> {
         }
     }
     if !["lz4", "gzip", "none"].contains(&o.compression.as_str()) {
-        return Err(format!("--compression {}: lz4, gzip or none", o.compression));
+        return Err(format!(
+            "--compression {}: lz4, gzip or none",
+            o.compression
+        ));
     }
     Ok(o)
 }
@@ -226,7 +228,12 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let kcat = match run_kcat(&bootstrap, &file, &opts.compression, &env.path().join("kcat.log")) {
+    let kcat = match run_kcat(
+        &bootstrap,
+        &file,
+        &opts.compression,
+        &env.path().join("kcat.log"),
+    ) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tributary-kafka-output-bench: {e}");
