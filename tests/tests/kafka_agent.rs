@@ -220,3 +220,89 @@ fn agent_ships_to_kafka_survives_sigkill_and_spools_through_a_broker_outage() {
     assert!(st.is_some_and(|s| s.success()), "{}", agent.log_text());
     broker.stop();
 }
+
+/// Agent → Kafka → collector: the agent is SIGKILLed twice and the broker
+/// restarted while lines are written; the Kafka topic may hold duplicates, the
+/// collector reading it holds every line exactly once.
+#[test]
+fn agent_to_kafka_to_collector_exactly_once_through_sigkills_and_a_broker_restart() {
+    let (Some(bin), Some(py)) = (Broker::binary(), python_with("kafka")) else {
+        return;
+    };
+    let env = Env::new();
+    let port = free_port();
+    let broker_data = env.path().join("noida");
+    let mut broker = Broker::start(&bin, &broker_data, port);
+    let bootstrap = broker.bootstrap();
+    python_step(
+        &py,
+        "kafka_broker.py",
+        &bootstrap,
+        &["create", "logs-app", "4"],
+    );
+    let collector = env.start_collector(&format!(
+        "sources:\n  - kafka: {{brokers: [\"{bootstrap}\"], topics: [logs-app], group: central, topic: app}}\n"
+    ));
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let metrics = free_port();
+    let yaml = agent_yaml(&env, &logs, &bootstrap, metrics);
+
+    let per_round = 200;
+    let mut written = 0;
+    let mut round = |agent: &mut tributary_e2e::Proc| {
+        write(&logs, written, written + per_round);
+        written += per_round;
+        let want = acked(metrics) + 1;
+        // Steady writes: the next round once something more was delivered (or a
+        // moment passed, while the broker is down).
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while acked(metrics) < want && Instant::now() < deadline && agent.is_running() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut agent = env.start_agent("agent", &yaml);
+    for _ in 0..4 {
+        round(&mut agent);
+    }
+    agent.kill();
+    let mut agent = env.start_agent("agent-2", &yaml);
+    for _ in 0..3 {
+        round(&mut agent);
+    }
+    broker.stop();
+    for _ in 0..3 {
+        round(&mut agent);
+    }
+    broker = Broker::start(&bin, &broker_data, port);
+    for _ in 0..3 {
+        round(&mut agent);
+    }
+    agent.kill();
+    let mut agent = env.start_agent("agent-3", &yaml);
+    for _ in 0..2 {
+        round(&mut agent);
+    }
+    let total = (written * FILES.len()) as u64;
+    collector.wait_for_count("app", total, Duration::from_secs(120), &agent);
+    // Nothing more arrives (a duplicate would).
+    std::thread::sleep(Duration::from_secs(2));
+    let records = collector.read_all("app");
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in &records {
+        assert_eq!(r.host, "kafka-agent");
+        *seen.entry(r.message.as_str()).or_default() += 1;
+    }
+    for f in FILES {
+        for i in 0..written {
+            let l = line(f, i);
+            assert_eq!(seen.get(l.as_str()).copied(), Some(1), "{f} line {i}");
+        }
+    }
+    assert_eq!(records.len() as u64, total, "nothing else stored");
+    let in_kafka = check_topic(&py, &bootstrap, &logs, total as usize);
+    let dups: u32 = in_kafka.values().map(|c| c - 1).sum();
+    eprintln!("{total} lines: the Kafka topic holds {dups} duplicates, the collector none");
+    drop(agent);
+    broker.stop();
+}

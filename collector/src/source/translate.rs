@@ -161,6 +161,16 @@ pub fn field_value(v: Option<&Bytes>) -> Value {
     Value::String(s.to_owned())
 }
 
+/// The field an agent's header carries: `field.NAME` is the field NAME when NAME
+/// is one of the headers that say where a record comes from (the agent renames
+/// such fields so that none can pass for them), any other header its own name.
+pub fn field_name(header: &str) -> &str {
+    match header.strip_prefix("field.") {
+        Some(n) if matches!(n, HOST | SOURCE | PARTIAL) || n.starts_with("tributary.") => n,
+        _ => header,
+    }
+}
+
 fn fields_json(fields: Map<String, Value>) -> Vec<u8> {
     if fields.is_empty() {
         return Vec::new();
@@ -207,7 +217,10 @@ pub fn translate(r: &Record, origin: &Origin, now_ms: i64) -> Result<Translated,
             if matches!(name.as_str(), HOST | SOURCE | PARTIAL | SOURCE_ID | OFFSET) {
                 continue;
             }
-            fields.insert(name.as_str().to_owned(), field_value(value.as_ref()));
+            fields.insert(
+                field_name(name.as_str()).to_owned(),
+                field_value(value.as_ref()),
+            );
         }
         let (source_id, source_offset) = if source_id == 0 {
             (origin.source_id, kafka_offset)
@@ -433,6 +446,14 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn renamed_fields_come_back_under_their_names() {
+        assert_eq!(field_name("field.host"), "host");
+        assert_eq!(field_name("field.tributary.offset"), "tributary.offset");
+        assert_eq!(field_name("field.env"), "field.env", "only our own names are renamed");
+        assert_eq!(field_name("env"), "env");
     }
 
     #[test]

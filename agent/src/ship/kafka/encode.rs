@@ -4,7 +4,10 @@
 //! their headers (`host`, `source`, the block's fields), so those are worked out
 //! once per block and copied per record; a record adds its own fields, `partial`,
 //! and `tributary.source_id` + `tributary.offset` last. A record field named like a
-//! block header replaces it, as fields do in the collector. Each partition's
+//! block field replaces it, as fields do in the collector. A field named like one
+//! of our own headers (`host`, `source`, `partial`, `tributary.*`) travels as
+//! `field.NAME`, which the collector's Kafka source reads back as NAME, so no
+//! field can pass for the record's host or its exactly-once keys. Each partition's
 //! records are cut into batches of at most `limit` bytes before compression (the
 //! brokers' `message.max.bytes` bounds a batch after compression, so this is on
 //! the safe side); a record that alone exceeds it is counted and left out.
@@ -126,7 +129,7 @@ fn encode_cut(
             add(
                 &mut block_headers,
                 &mut block_names,
-                &name,
+                &field_header_name(&name),
                 value.as_bytes(),
             );
         });
@@ -230,7 +233,9 @@ fn record_headers(
         body.extend_from_slice(block_headers);
     } else {
         let mut own: Vec<(String, String)> = Vec::new();
-        each_field(r.fields, |n, v| own.push((n.into_owned(), v.into_owned())));
+        each_field(r.fields, |n, v| {
+            own.push((field_header_name(&n).into_owned(), v.into_owned()))
+        });
         if own.iter().any(|(n, _)| block_names.contains(n)) {
             // A record field replaces the block's header of that name: rebuild the
             // block's headers in order with the replacements.
@@ -268,6 +273,16 @@ fn record_headers(
         b"tributary.offset",
         r.source_offset.to_string().as_bytes(),
     );
+}
+
+/// The header a field travels in: its name, or `field.NAME` when the name is
+/// one of the headers that say where a record comes from.
+pub fn field_header_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if matches!(name, "host" | "source" | "partial") || name.starts_with("tributary.") {
+        std::borrow::Cow::Owned(format!("field.{name}"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 /// The value of the header at the start of `buf` (written by [`header`]) and what
@@ -365,6 +380,7 @@ mod tests {
                 let (flags, fields) = match i % 4 {
                     1 => (FLAG_PARTIAL, &br#"{"severity":"err","pid":42}"#[..]),
                     2 => (0, &br#"{"env":"dev"}"#[..]),
+                    3 => (0, &br#"{"host":"web-07","tributary.offset":"5"}"#[..]),
                     _ => (0, &b""[..]),
                 };
                 let message = format!("source {s} line {i}");
@@ -472,6 +488,15 @@ mod tests {
                             "the record's field replaces the block's"
                         );
                         assert_eq!(names.iter().filter(|n| **n == "env").count(), 1);
+                    }
+                    3 => {
+                        assert_eq!(get("host"), Some("web-01"), "no field passes for the host");
+                        assert_eq!(get("field.host"), Some("web-07"));
+                        assert_eq!(get("field.tributary.offset"), Some("5"));
+                        assert_eq!(
+                            names.iter().filter(|n| **n == "tributary.offset").count(),
+                            1
+                        );
                     }
                     _ => assert!(get("partial").is_none() && get("severity").is_none()),
                 }
