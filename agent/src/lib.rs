@@ -7,6 +7,7 @@
 //! input::file (tail, split lines, encode blocks) → Chunk
 //!   → batch::Batcher (per topic, size/count/linger, compress) → Batch
 //!   → ship::Shipper (TLS, pipelined, ACK after durable append)
+//!     or ship::to_kafka::KafkaShipper (v2 batches, acks=all, one in flight)
 //!   ⇢ checkpoint (acknowledged positions only; the one return path)
 //! ```
 //! [`run`] wires the stages; `main.rs` only parses flags and loads the config.

@@ -1,4 +1,5 @@
-//! `tributary-agent`: tails log files and ships them to a Tributary collector.
+//! `tributary-agent`: tails log files and ships them to a Tributary collector (or a
+//! Kafka cluster).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tributary_agent::config::AgentConfig;
 
-/// Tail log files chosen by globs and ship them, compressed, over TLS to a Tributary collector.
+/// Tail log files chosen by globs and ship them, compressed, over TLS to a Tributary collector or a Kafka cluster.
 #[derive(Parser)]
 #[command(name = "tributary-agent", version, about)]
 struct Args {
@@ -19,7 +20,8 @@ struct Args {
     #[arg(long)]
     check_config: bool,
     /// With --check-config: also connect to each collector (TLS handshake with the
-    /// configured certificates, HELLO) and say what fails, like `filebeat test output`.
+    /// configured certificates, HELLO) or Kafka broker (TLS, SASL) and say what
+    /// fails, like `filebeat test output`.
     #[arg(long, requires = "check_config")]
     connect: bool,
 }
