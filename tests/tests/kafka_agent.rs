@@ -29,11 +29,18 @@ fn write(logs: &Path, from: usize, to: usize) {
     }
 }
 
+/// The agent's config: SASL PLAIN (the broker accepts any credentials, but the
+/// exchange is real), small batches so that many are in flight over a run.
 fn agent_yaml(env: &Env, logs: &Path, bootstrap: &str, metrics: u16) -> String {
+    let password = env.path().join("kafka.pw");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&password, owner_only).unwrap();
     format!(
-        "host: kafka-agent\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{logs}/*.log\"]\n    read_from: beginning\n    fields: {{env: test}}\noutput:\n  kafka:\n    brokers: [\"{bootstrap}\"]\n    topic: \"logs-{{{{topic}}}}\"\n    compression: lz4\n  batch: {{max_bytes: 32KiB, max_records: 200, linger_ms: 20}}\nmetrics: {{listen: 127.0.0.1:{metrics}}}\n",
+        "host: kafka-agent\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: app\n    include: [\"{logs}/*.log\"]\n    read_from: beginning\n    fields: {{env: test}}\noutput:\n  kafka:\n    brokers: [\"{bootstrap}\"]\n    topic: \"logs-{{{{topic}}}}\"\n    compression: lz4\n    sasl: {{mechanism: plain, username: agent, password_file: {password}}}\n  batch: {{max_bytes: 32KiB, max_records: 200, linger_ms: 20}}\nmetrics: {{listen: 127.0.0.1:{metrics}}}\n",
         data = env.path().join("agent-data").display(),
         logs = logs.display(),
+        password = password.display(),
     )
 }
 

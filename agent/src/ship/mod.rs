@@ -236,15 +236,7 @@ impl Shipper {
                 Err(e) => tracing::error!(error = %e, "cannot spool an in-flight batch"),
             }
         }
-        if !st.held.is_empty() {
-            st.held.push_back(batch);
-        } else if let Err(e) = st.spool.push(&batch) {
-            tracing::error!(error = %e, records = batch.records(), "cannot spool a batch; holding it in memory and pausing reading");
-            st.held.push_back(batch);
-        }
-        self.stats
-            .spool_bytes
-            .store(st.spool.bytes(), Ordering::Relaxed);
+        spool_or_hold(&mut st.spool, &mut st.held, batch, &self.stats);
     }
 
     fn give_up(&self, st: &State) {
@@ -314,17 +306,7 @@ impl Shipper {
                                 Some(front) if front.seq == seq => {
                                     if let Some(done) = st.pending.pop_front() {
                                         st.failures = 0;
-                                        if let Some(id) = done.spool_id
-                                            && let Err(e) = st.spool.ack(id)
-                                        {
-                                            tracing::warn!(error = %e, "cannot remove an acknowledged spool file");
-                                        }
-                                        self.stats.spool_bytes.store(st.spool.bytes(), Ordering::Relaxed);
-                                        self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
-                                        self.stats.records_acked.fetch_add(done.batch.records() as u64, Ordering::Relaxed);
-                                        if let Some(acked) = &self.acked {
-                                            let _ = acked.send(done.batch.positions);
-                                        }
+                                        acknowledged(&mut st.spool, done.spool_id, done.batch, &self.stats, self.acked.as_ref());
                                     }
                                 }
                                 _ => {
@@ -433,6 +415,48 @@ async fn send(writer: &mut Writer, p: &Inflight) -> Result<(), WireError> {
     let mut frame = p.batch.frame.clone();
     frame.seq = p.seq;
     writer.send(Frame::Batch(frame)).await
+}
+
+/// Put `batch` at the back of the spool, or, behind anything held already or if
+/// the disk refuses it, hold it in memory (the shippers take no new batch while
+/// any is held).
+pub(crate) fn spool_or_hold(
+    spool: &mut Spool,
+    held: &mut VecDeque<Batch>,
+    batch: Batch,
+    stats: &AgentStats,
+) {
+    if !held.is_empty() {
+        held.push_back(batch);
+    } else if let Err(e) = spool.push(&batch) {
+        tracing::error!(error = %e, records = batch.records(), "cannot spool a batch; holding it in memory and pausing reading");
+        held.push_back(batch);
+    }
+    stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+}
+
+/// `batch` is stored at its destination: forget its spool file, count it, and
+/// send its positions to the checkpointer.
+pub(crate) fn acknowledged(
+    spool: &mut Spool,
+    spool_id: Option<u64>,
+    batch: Batch,
+    stats: &AgentStats,
+    acked: Option<&mpsc::UnboundedSender<Vec<Position>>>,
+) {
+    if let Some(id) = spool_id
+        && let Err(e) = spool.ack(id)
+    {
+        tracing::warn!(error = %e, "cannot remove an acknowledged spool file");
+    }
+    stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+    stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+    stats
+        .records_acked
+        .fetch_add(u64::from(batch.records()), Ordering::Relaxed);
+    if let Some(acked) = acked {
+        let _ = acked.send(batch.positions);
+    }
 }
 
 pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -30,7 +30,7 @@ use tributary_common::kafka::KafkaError;
 use super::kafka::encode::{EncodeError, Encoded};
 use super::kafka::{Encoder, Producer, Sent};
 use super::order::Queues;
-use super::{backoff, sleep_until_opt};
+use super::{acknowledged, backoff, sleep_until_opt, spool_or_hold};
 use crate::batch::{Batch, Position};
 use crate::config::KafkaOutput;
 use crate::spool::Spool;
@@ -381,35 +381,18 @@ impl KafkaShipper {
 
     fn acknowledged(&self, st: &mut State, done: Current) {
         st.failures = 0;
-        if let Some(id) = done.spool_id
-            && let Err(e) = st.spool.ack(id)
-        {
-            tracing::warn!(error = %e, "cannot remove an acknowledged spool file");
-        }
-        self.stats
-            .spool_bytes
-            .store(st.spool.bytes(), Ordering::Relaxed);
-        self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .records_acked
-            .fetch_add(u64::from(done.batch.records()), Ordering::Relaxed);
-        if let Some(acked) = &self.acked {
-            let _ = acked.send(done.batch.positions);
-        }
+        acknowledged(
+            &mut st.spool,
+            done.spool_id,
+            done.batch,
+            &self.stats,
+            self.acked.as_ref(),
+        );
     }
 
-    /// Put a batch at the back of the spool, or hold it in memory (and take no
-    /// more) if the disk refuses it.
+    /// Put a batch at the back of the spool, or hold it (see [`spool_or_hold`]).
     fn spool_batch(&self, st: &mut State, batch: Batch) {
-        if !st.held.is_empty() {
-            st.held.push_back(batch);
-        } else if let Err(e) = st.spool.push(&batch) {
-            tracing::error!(error = %e, records = batch.records(), "cannot spool a batch; holding it in memory and pausing reading");
-            st.held.push_back(batch);
-        }
-        self.stats
-            .spool_bytes
-            .store(st.spool.bytes(), Ordering::Relaxed);
+        spool_or_hold(&mut st.spool, &mut st.held, batch, &self.stats);
     }
 
     fn give_up(&self, st: &State) {
