@@ -452,7 +452,11 @@ mod tests {
     fn renamed_fields_come_back_under_their_names() {
         assert_eq!(field_name("field.host"), "host");
         assert_eq!(field_name("field.tributary.offset"), "tributary.offset");
-        assert_eq!(field_name("field.env"), "field.env", "only our own names are renamed");
+        assert_eq!(
+            field_name("field.env"),
+            "field.env",
+            "only our own names are renamed"
+        );
         assert_eq!(field_name("env"), "env");
     }
 
