@@ -18,6 +18,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod input;
+pub mod memory;
 pub mod metrics;
 pub mod ship;
 pub mod spool;
@@ -84,7 +85,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let stats = Arc::new(AgentStats::default());
     let chunk_bytes = (256 << 10).min(config.batch_max_bytes);
     let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
-    let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
+    // The Kafka shipper holds one batch beyond the one in flight (encoded ahead),
+    // so its queue is one shorter: the same memory in batches either way.
+    let batch_queue = match config.output {
+        Output::Kafka(_) => BATCH_QUEUE - 1,
+        Output::Collectors { .. } => BATCH_QUEUE,
+    };
+    let (batch_tx, batch_rx) = mpsc::channel(batch_queue);
     let checkpoints = Checkpoints::load(&config.data_dir)?;
     let spool = Spool::open(&config.data_dir.join("spool"), config.spool_max_bytes)?;
     let resume = checkpoints.resume_points();

@@ -27,6 +27,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    tributary_agent::memory::tune_allocator();
     let args = Args::parse();
     let config = match AgentConfig::load(&args.config) {
         Ok(c) => c,

@@ -174,8 +174,12 @@ fn encode_cut(
                         break;
                     }
                     _ if fresh => {
-                        // Room for the batch header, filled in by `finish`.
-                        let mut records = Vec::with_capacity(64 << 10);
+                        // Room for the batch header, filled in by `finish`; sized for
+                        // the whole payload with its headers at once (pages not
+                        // written are never touched), so it does not grow by copies.
+                        let mut records = Vec::with_capacity(
+                            (payload.len() * 3 / 2).clamp(4096, limit) + BATCH_HEADER,
+                        );
                         records.resize(BATCH_HEADER, 0);
                         varint(&mut records, body.len() as i32);
                         records.extend_from_slice(&body);
