@@ -313,3 +313,136 @@ fn agent_to_kafka_to_collector_exactly_once_through_sigkills_and_a_broker_restar
     drop(agent);
     broker.stop();
 }
+
+/// Ask `broker` (TLS with the env's agent certificate, SASL PLAIN as `shipper`)
+/// for `topic`'s metadata with auto-creation allowed, as producers that create
+/// topics do, until it exists.
+fn create_topic_over_tls(broker: &str, env: &Env, password: &str, topic: &str) {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use tributary_common::kafka::{Conn, ConnSettings, Sasl, SaslMechanism};
+    let c = &env.certs;
+    let settings = ConnSettings {
+        client_id: "test".into(),
+        tls: Some(
+            tributary_common::tls::client_config(&c.ca, Some((&c.agent_cert, &c.agent_key)))
+                .unwrap(),
+        ),
+        sasl: Some(Sasl {
+            mechanism: SaslMechanism::Plain,
+            username: "shipper".into(),
+            password: password.into(),
+        }),
+        timeout: Duration::from_secs(10),
+        max_response: 1 << 20,
+    };
+    tributary_e2e::block_on(async {
+        let mut conn = Conn::open(broker, &settings)
+            .await
+            .expect("connect over TLS with SASL");
+        let v = conn.version::<MetadataRequest>(4..=9).unwrap();
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+                TopicName(StrBytes::from_string(topic.to_owned())),
+            ))]))
+            .with_allow_auto_topic_creation(true);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r: MetadataResponse = conn.call_v(&req, v).await.unwrap();
+            if r.topics
+                .iter()
+                .any(|t| t.error_code == 0 && !t.partitions.is_empty())
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{topic} was not created: {r:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// The agent's Kafka output over TLS with a client certificate and SASL PLAIN:
+/// against a Tributary collector's own Kafka listener (noida-db has no TLS), which
+/// wants both, and a wrong password is refused, named in the agent's log.
+#[test]
+fn agent_ships_to_kafka_over_mutual_tls_with_sasl() {
+    let env = Env::new();
+    let tokens = env.path().join("tokens");
+    let writer = tributary_e2e::token_add(&tokens, "shipper", "write");
+    let kport = free_port();
+    let broker = format!("127.0.0.1:{kport}");
+    let c = &env.certs;
+    let mut collector = env.start_collector_full(
+        free_port(),
+        free_port(),
+        "",
+        &format!("  auth: {{tokens_file: {}}}\n", tokens.display()),
+        &format!(
+            "kafka:\n  listen: {broker}\n  tls:\n    cert: {}\n    key: {}\n    client_ca: {}\ntopics:\n  secure: {{partitions: 2}}\n",
+            c.collector_cert.display(),
+            c.collector_key.display(),
+            c.ca.display(),
+        ),
+    );
+    collector.api = collector
+        .api
+        .clone()
+        .with_token(Some(tributary_e2e::token_add(&tokens, "reader", "read")));
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    write(&logs, 0, 300);
+    let agent_yaml = |name: &str, password: &str| {
+        let pw = env.path().join(format!("{name}.pw"));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        format!(
+            "host: kafka-agent\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: secure\n    include: [\"{logs}/*.log\"]\n    read_from: beginning\noutput:\n  kafka:\n    brokers: [\"{broker}\"]\n    compression: gzip\n    tls: {{ca: {ca}, cert: {cert}, key: {key}}}\n    sasl: {{mechanism: plain, username: shipper, password_file: {pw}}}\n  batch: {{max_bytes: 16KiB, max_records: 100, linger_ms: 20}}\n",
+            data = env.path().join(format!("{name}-data")).display(),
+            logs = logs.display(),
+            ca = c.ca.display(),
+            cert = c.agent_cert.display(),
+            key = c.agent_key.display(),
+            pw = pw.display(),
+        )
+    };
+    // A wrong password: refused, said in the log, nothing stored.
+    let mut bad = env.start_agent("bad", &agent_yaml("bad", "not-the-token"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bad.log_text().contains("SaslAuthenticate") {
+        assert!(
+            Instant::now() < deadline,
+            "no SASL refusal logged:\n{}",
+            bad.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = bad.log_text();
+    assert!(
+        log.contains(&broker) && log.contains("shipper"),
+        "the refusal names the broker and the user:\n{log}"
+    );
+    bad.terminate(Duration::from_secs(20));
+    assert_eq!(collector.count("secure"), 0);
+
+    // The topic does not exist yet: the agent says so, keeps the lines, and
+    // delivers them once it is created.
+    let agent = env.start_agent("good", &agent_yaml("good", &writer));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.log_text().contains("topic `secure` does not exist") {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    create_topic_over_tls(&broker, &env, &writer, "secure");
+    collector.wait_for_count("secure", 900, Duration::from_secs(60), &agent);
+    let records = collector.read_all("secure");
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for r in &records {
+        assert!(seen.insert(r.message.as_str()), "{} twice", r.message);
+    }
+    assert_eq!(records.len(), 900);
+    for f in FILES {
+        for i in 0..300 {
+            assert!(seen.contains(line(f, i).as_str()), "{f} line {i}");
+        }
+    }
+}
