@@ -1,5 +1,6 @@
-"""kafka-python against a Kafka-compatible broker (noida-db), for the tests of
-the collector's Kafka source (tests/tests/kafka_source.rs).
+"""kafka-python against a Kafka-compatible broker (noida-db, or a collector's
+own Kafka listener), for the tests of the collector's Kafka source
+(tests/tests/kafka_source.rs).
 
 Usage: kafka_source.py BOOTSTRAP STEP [ARGS...]; prints one JSON value on stdout.
 
@@ -18,8 +19,19 @@ Steps:
                               Message "plain N",
                               timestamp TS + N.
   malformed TOPIC COUNT       COUNT records with broken tributary.* headers.
+  partitions TOPIC            TOPIC's partitions as a producer sees them (a
+                              broker that creates topics when producers ask for
+                              them creates it): {"partitions": [...]}.
   groups GROUP TOPIC          The group's committed offsets of TOPIC: {partition:
                               offset}.
+  stream TOPIC RATE STOP      Records "stream N" (N from 0) at RATE a second,
+                              from an idempotent producer, until the file STOP
+                              exists (at most 50 s): even N from another
+                              producer (trace and n headers, a key on every
+                              fourth), odd N with the agents' headers (host,
+                              source, seq, tributary.source_id/offset; each
+                              once); timestamp = the time it was produced.
+                              Prints {"produced": COUNT, "seconds": S}.
 
 Timestamps must be recent: noida-db applies a 7-day retention by record time.
 Every step ends within 60 s (the harness kills it at 120 s).
@@ -139,9 +151,63 @@ def groups(bootstrap, group, topic):
     return {str(tp.partition): meta.offset for tp, meta in offsets.items() if tp.topic == topic}
 
 
+def partitions(bootstrap, topic):
+    p = producer(bootstrap)
+    found = p.partitions_for(topic)
+    p.close()
+    return {"partitions": sorted(found or [])}
+
+
+STREAM_SECONDS = 50  # the longest a stream step runs without its STOP file
+
+
+def stream(bootstrap, topic, rate, stop_file):
+    import os
+
+    p = producer(
+        bootstrap,
+        compression_type="lz4",
+        enable_idempotence=True,
+        client_id="stream",
+    )
+    rate = float(rate)
+    futures = []
+    n = 0
+    started = time.time()
+    while not os.path.exists(stop_file) and time.time() - started < STREAM_SECONDS:
+        due = int((time.time() - started) * rate) + 1
+        while n < due:
+            ts = int(time.time() * 1000)
+            value = ("stream %d" % n).encode()
+            if n % 2 == 0:
+                headers = [("trace", ("t%d" % n).encode()), ("n", str(n).encode())]
+                key = ("k%d" % n).encode() if n % 4 == 0 else None
+            else:
+                s = (n // 2) % 6
+                host = HOSTS[s % 3]
+                source_id = 2000 + s
+                headers = [
+                    ("host", host.encode()),
+                    ("source", ("/var/log/stream%d.log" % s).encode()),
+                    ("seq", str(n).encode()),
+                    ("tributary.source_id", str(source_id).encode()),
+                    ("tributary.offset", str(n * 10 + 1).encode()),
+                ]
+                key = ("%s:%016x" % (host, source_id)).encode()
+            futures.append(p.send(topic, key=key, value=value, headers=headers, timestamp_ms=ts))
+            n += 1
+        time.sleep(0.005)
+    p.flush(timeout=DEADLINE)
+    for f in futures:
+        f.get(timeout=DEADLINE)
+    p.close()
+    return {"produced": n, "seconds": round(time.time() - started, 1)}
+
+
 def main():
     bootstrap, step, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-    steps = {"create": create, "agent": agent, "plain": plain, "malformed": malformed, "groups": groups}
+    steps = {"create": create, "agent": agent, "plain": plain, "malformed": malformed, "groups": groups,
+             "partitions": partitions, "stream": stream}
     started = time.time()
     result = steps[step](bootstrap, *args)
     if time.time() - started > DEADLINE:

@@ -8,6 +8,13 @@
 //! over the other's after a SIGTERM; a broker outage shows in `/healthz` and heals
 //! by itself. The broker and client come from the virtualenv `.ci/run` creates;
 //! without them the tests skip visibly.
+//!
+//! noida-db never expires a group member that stopped heartbeating, so the
+//! SIGKILL takeover runs against another collector's Kafka listener (the "hub",
+//! whose coordinator drops members whose session ran out): the survivor takes
+//! every partition over, the union of the two stores holds every record, and
+//! the only records in both are those the killed one stored after its last
+//! commit, its last round.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -349,9 +356,13 @@ fn sigkill_while_consuming_loses_nothing_and_stores_nothing_twice() {
             }
         })
     };
-    // Three times: killed while it consumes, right after it stored more (offsets
-    // are committed at most once a second, so often before their commit), a
-    // round arriving while it is down, then restarted on the same data.
+    // Three times: killed while it consumes, right after it stored more
+    // (sometimes before that round's commit), a round arriving while it is
+    // down, then restarted on the same data. The second life runs with
+    // `fsync: interval`, whose commits trail the flush interval: it is killed
+    // with records stored and not committed for sure, which the third life reads
+    // again and its store drops.
+    let interval = format!("{yaml}durability:\n  fsync: interval\n  interval_ms: 1000\n");
     let mut reread = Vec::new();
     for kill in 0..3 {
         if kill > 0 {
@@ -381,7 +392,7 @@ fn sigkill_while_consuming_loses_nothing_and_stores_nothing_twice() {
                 || (done.load(Ordering::SeqCst) > at_kill).then_some(()),
             );
         }
-        c = env.start_collector(&yaml);
+        c = env.start_collector(if kill == 0 { &interval } else { &yaml });
         // Records read before the kill that the group's offsets did not cover:
         // read again now, and dropped by the store.
         let now = resume_point(&c);
@@ -402,6 +413,10 @@ fn sigkill_while_consuming_loses_nothing_and_stores_nothing_twice() {
     eprintln!(
         "sigkill: records read again after each kill (appended, not committed): {reread:?}; {:.1?}",
         started.elapsed()
+    );
+    assert!(
+        reread[1] > 0,
+        "with fsync: interval the last records stored were not committed yet: {reread:?}"
     );
     assert!(stop(c));
     broker.stop();
@@ -455,6 +470,27 @@ fn assigned(c: &Collector) -> Option<(i64, BTreeSet<String>)> {
     Some((s["generation"].as_i64()?, parts))
 }
 
+/// Wait until `a` and `b` (in one group) split the partitions of `all`: each
+/// some, none both, in the same generation; returns (a's, b's).
+fn split(
+    a: &Collector,
+    b: &Collector,
+    all: &BTreeSet<String>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    wait_for(
+        "the two collectors to split the partitions",
+        Duration::from_secs(90),
+        &[a, b],
+        || {
+            let (ga, pa) = assigned(a)?;
+            let (gb, pb) = assigned(b)?;
+            let union: BTreeSet<String> = pa.union(&pb).cloned().collect();
+            (ga == gb && !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && union == *all)
+                .then_some((pa, pb))
+        },
+    )
+}
+
 #[test]
 fn two_collectors_split_the_partitions_and_one_takes_over_after_sigterm() {
     let (Some(bin), Some(py)) = (Broker::binary(), python()) else {
@@ -476,18 +512,7 @@ fn two_collectors_split_the_partitions_and_one_takes_over_after_sigterm() {
     );
     let b = env_b.start_collector(&yaml);
     let all: BTreeSet<String> = (0..4).map(|p| format!("shared/{p}")).collect();
-    let (pa, pb) = wait_for(
-        "the two collectors to split the partitions",
-        Duration::from_secs(90),
-        &[&a, &b],
-        || {
-            let (ga, pa) = assigned(&a)?;
-            let (gb, pb) = assigned(&b)?;
-            let union: BTreeSet<String> = pa.union(&pb).cloned().collect();
-            (ga == gb && !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && union == all)
-                .then_some((pa, pb))
-        },
-    );
+    let (pa, pb) = split(&a, &b, &all);
 
     produce_round(&py, &bs, "shared", 0, 120, 80, ts);
     let stores = settle(&[&a, &b], "shared", 200, Duration::from_secs(60));
@@ -589,4 +614,314 @@ fn a_broker_outage_shows_in_healthz_and_heals_by_itself() {
     assert!(stop(c));
     broker.stop();
     eprintln!("broker_outage: {:.1?}", started.elapsed());
+}
+
+/// Creates its file when dropped: the `stream` step stops at it, also when the
+/// test fails first.
+struct StopFile(PathBuf);
+
+impl Drop for StopFile {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, b"stop");
+    }
+}
+
+/// The positions of the first `resuming` line in `c`'s log that names `n`
+/// partitions: Kafka partition → offset.
+fn resumed_with(c: &Collector, n: usize) -> Option<BTreeMap<u32, u64>> {
+    c.proc
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("resuming"))
+        .find_map(|line| {
+            let (_, rest) = line.split_once("positions=[")?;
+            let rest = rest.split(']').next()?;
+            let m: BTreeMap<u32, u64> = rest
+                .split(',')
+                .filter_map(|p| {
+                    let (tp, o) = p.trim_matches(|c| " \"".contains(c)).rsplit_once('@')?;
+                    let (_, part) = tp.rsplit_once('/')?;
+                    Some((part.parse().ok()?, o.parse().ok()?))
+                })
+                .collect();
+            (m.len() == n).then_some(m)
+        })
+}
+
+/// The offsets of `group` the hub holds (its HTTP API):
+/// `topic/partition` → (offset, when committed).
+fn group_commits(hub: &Collector, group: &str) -> BTreeMap<String, (u64, String)> {
+    let v = hub
+        .get(&format!("/v1/groups/{group}/offsets"))
+        .expect("GET /v1/groups/GROUP/offsets");
+    v["offsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            (
+                format!("{}/{}", o["topic"].as_str().unwrap_or(""), o["partition"]),
+                (
+                    o["offset"].as_u64().unwrap_or(0),
+                    o["updated"].as_str().unwrap_or("").to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Each record's message, checked to be there once.
+fn messages_once(recs: &[Rec], whose: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for r in recs {
+        assert!(
+            seen.insert(r.message.clone()),
+            "{whose} stored twice: {}",
+            r.json
+        );
+    }
+    seen
+}
+
+#[test]
+fn sigkill_one_of_two_collectors_the_other_takes_over_and_only_its_last_round_is_stored_twice() {
+    let Some(py) = python() else {
+        return;
+    };
+    let started = Instant::now();
+    let (env_h, env_a, env_b) = (Env::new(), Env::new(), Env::new());
+    // The hub: a collector as the Kafka broker, topic `logs` of 4 partitions.
+    let kport = free_port();
+    let hub = env_h.start_collector(&format!(
+        "kafka:\n  listen: 127.0.0.1:{kport}\ntopics:\n  logs: {{partitions: 4}}\n"
+    ));
+    let bs = format!("127.0.0.1:{kport}");
+    // Created when a producer asks for it (with the partitions `topics:` says).
+    let parts = step(&py, &bs, &["partitions", "logs"]);
+    assert_eq!(parts["partitions"], json!([0, 1, 2, 3]), "{parts}");
+    // The shortest session the source allows: A's partitions move 6 to 8 s after
+    // its last heartbeat.
+    let yaml = source_yaml(&bs, "logs", "takeover", "      session_timeout_ms: 6s\n");
+    let mut a = env_a.start_collector(&yaml);
+    let all: BTreeSet<String> = (0..4).map(|p| format!("logs/{p}")).collect();
+    wait_for(
+        "the first collector to take all 4 partitions",
+        Duration::from_secs(60),
+        &[&a],
+        || assigned(&a).filter(|(_, p)| *p == all),
+    );
+    let b = env_b.start_collector(&yaml);
+    let (pa, pb) = split(&a, &b, &all);
+
+    // A steady stream (300 records a second) until the stop file appears.
+    const RATE: u64 = 300;
+    let stop_file = StopFile(env_h.path().join("stop-stream"));
+    let producer = {
+        let (py, bs, stop) = (py.clone(), bs.clone(), stop_file.0.clone());
+        std::thread::spawn(move || {
+            let stop = stop.to_string_lossy().into_owned();
+            step(&py, &bs, &["stream", "logs", &RATE.to_string(), &stop])
+        })
+    };
+    wait_for(
+        "both collectors to store records of their partitions",
+        Duration::from_secs(60),
+        &[&a, &b],
+        || (a.count("logs") >= 300 && b.count("logs") >= 300).then_some(()),
+    );
+    // Each commits after every round that stored something: many commits a
+    // second each (at most one a second before), as the hub records them.
+    let (mut seen_a, mut seen_b) = (BTreeSet::new(), BTreeSet::new());
+    let sampled = Instant::now();
+    while sampled.elapsed() < Duration::from_secs(2) {
+        let c = group_commits(&hub, "takeover");
+        let of = |mine: &BTreeSet<String>| -> Vec<(u64, String)> {
+            mine.iter().filter_map(|p| c.get(p).cloned()).collect()
+        };
+        seen_a.insert(of(&pa));
+        seen_b.insert(of(&pb));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "takeover: commits seen in 2 s of the stream (sampled every 50 ms): A {}, B {}",
+        seen_a.len(),
+        seen_b.len()
+    );
+    assert!(
+        seen_a.len() >= 6 && seen_b.len() >= 6,
+        "commits follow the rounds: A {seen_a:?}, B {seen_b:?}"
+    );
+    // SIGKILL A right after it stored more: at times before that round's commit.
+    let seen = a.count("logs");
+    wait_for("A to store more", Duration::from_secs(30), &[&a], || {
+        (a.count("logs") > seen).then_some(())
+    });
+    a.proc.kill();
+    let killed = Instant::now();
+    let (gen_before, _) = wait_for("B consuming", Duration::from_secs(10), &[&b], || {
+        assigned(&b)
+    });
+    // B takes all 4 over once A's session expired, while records keep coming.
+    let (gen_after, _) = wait_for(
+        "B to take over all 4 partitions after A's session expired",
+        Duration::from_secs(60),
+        &[&b],
+        || assigned(&b).filter(|(g, p)| *p == all && *g > gen_before),
+    );
+    let takeover = killed.elapsed();
+    assert!(
+        takeover >= Duration::from_secs(3),
+        "A's partitions moved only after its session expired, not {takeover:?} after the kill"
+    );
+    let resumed = resumed_with(&b, 4).expect("B's `resuming` line for the takeover");
+    // Records keep coming for a while after the takeover, then stop.
+    let at_takeover = b.count("logs");
+    wait_for(
+        "B to store records after the takeover",
+        Duration::from_secs(60),
+        &[&b],
+        || (b.count("logs") >= at_takeover + RATE).then_some(()),
+    );
+    drop(stop_file);
+    let out = producer.join().expect("the stream step");
+    let produced = out["produced"].as_u64().expect("produced") as usize;
+    eprintln!(
+        "takeover: {produced} records produced in {}s; SIGKILL → B holds all 4 partitions (generation {gen_before} → {gen_after}) in {takeover:.1?}",
+        out["seconds"]
+    );
+
+    // The broker's records: Kafka partition and offset of each message, once each.
+    let hub_recs = hub.read_all("logs");
+    let mut at: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    for r in &hub_recs {
+        assert!(
+            at.insert(r.message.clone(), (r.partition, r.offset))
+                .is_none(),
+            "the hub holds twice: {}",
+            r.json
+        );
+    }
+    let expected: BTreeSet<String> = (0..produced).map(|n| format!("stream {n}")).collect();
+    assert_eq!(at.keys().cloned().collect::<BTreeSet<_>>(), expected);
+
+    // A's store, read by a collector on its data without `sources`.
+    drop(a);
+    let a = env_a.start_collector("");
+    let ra = a.read_all("logs");
+    let in_a = messages_once(&ra, "A");
+    let left = (produced - in_a.len()) as u64;
+    let rb = settle(&[&b], "logs", left, Duration::from_secs(90)).remove(0);
+    let in_b = messages_once(&rb, "B");
+    // Caught up: everything committed, up to the end (B commits in the round
+    // that stored). Idle rounds (a Fetch held 500 ms by the hub, each) commit
+    // nothing.
+    let idle = group_commits(&hub, "takeover");
+    let ends = hub.end_offsets("logs");
+    for p in 0..4u32 {
+        assert_eq!(
+            idle.get(&format!("logs/{p}")).map(|c| c.0),
+            Some(ends[&p]),
+            "logs/{p} committed up to its end: {idle:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        group_commits(&hub, "takeover"),
+        idle,
+        "no commit while idle"
+    );
+
+    // Every record stored, each with its host and source.
+    let union: BTreeSet<String> = in_a.union(&in_b).cloned().collect();
+    let missing: Vec<&String> = expected.difference(&union).take(10).collect();
+    assert!(missing.is_empty(), "not stored: {missing:?}…");
+    assert_eq!(union, expected);
+    for r in ra.iter().chain(rb.iter()) {
+        let n: u64 = r.message["stream ".len()..].parse().expect("N");
+        let (p, _) = at[&r.message];
+        if n.is_multiple_of(2) {
+            assert_eq!(r.source, format!("kafka:logs/{p}"), "{}", r.json);
+            assert_eq!(
+                r.fields.get("trace"),
+                Some(&json!(format!("t{n}"))),
+                "{}",
+                r.json
+            );
+        } else {
+            // The agents' headers: back as they were sent, through the hub's
+            // fields (or, were the hub to rename them, a record of the
+            // partition like any other).
+            let s = (n / 2) % 6;
+            let host = ["web-01", "web-02", "db-01"][(s % 3) as usize];
+            let source = if r.source.starts_with("kafka:") {
+                format!("kafka:logs/{p}")
+            } else {
+                format!("/var/log/stream{s}.log")
+            };
+            assert_eq!(
+                (r.host.as_str(), r.source.as_str()),
+                (host, source.as_str()),
+                "{}",
+                r.json
+            );
+        }
+    }
+
+    // A stored only from its own partitions; B, after the takeover, from all.
+    let mine_a: BTreeSet<u32> = pa
+        .iter()
+        .filter_map(|p| p.strip_prefix("logs/")?.parse().ok())
+        .collect();
+    for m in &in_a {
+        assert!(mine_a.contains(&at[m].0), "{m} is not A's: {:?}", at[m]);
+    }
+    for p in 0..4u32 {
+        assert!(
+            in_b.iter().any(|m| at[m].0 == p && at[m].1 >= resumed[&p]),
+            "B stored nothing of partition {p} after the takeover"
+        );
+    }
+
+    // In both stores: exactly what A stored at or after the offsets it last
+    // committed (where B resumed), up to the end of what it stored.
+    let dup: BTreeSet<String> = in_a.intersection(&in_b).cloned().collect();
+    let mut end_a: BTreeMap<u32, u64> = mine_a.iter().map(|p| (*p, 0)).collect();
+    for m in &in_a {
+        let (p, o) = at[m];
+        let e = end_a.entry(p).or_default();
+        *e = (*e).max(o + 1);
+    }
+    let uncommitted: BTreeSet<String> = at
+        .iter()
+        .filter(|(_, (p, o))| mine_a.contains(p) && *o >= resumed[p] && *o < end_a[p])
+        .map(|(m, _)| m.clone())
+        .collect();
+    let per_partition: Vec<String> = mine_a
+        .iter()
+        .map(|p| format!("logs/{p}: {}..{}", resumed[p], end_a[p].max(resumed[p])))
+        .collect();
+    eprintln!(
+        "takeover: A stored {} ({pa:?}), B {} ({pb:?} then all); in both: {} (A's stored past its last commit: {per_partition:?}; one second of the stream is {RATE})",
+        in_a.len(),
+        in_b.len(),
+        dup.len()
+    );
+    assert_eq!(
+        dup, uncommitted,
+        "the records in both stores are those A stored after its last commit"
+    );
+    // A commits after every round that stored something: what it left
+    // uncommitted is its last round, a few records. A fifth of a second of the
+    // stream (0.4 s of A's half) is far more than a round brings; committing at
+    // most once a second left up to a second and more (253 seen).
+    assert!(
+        dup.len() as u64 <= RATE / 5,
+        "{} records stored twice: more than one round's worth",
+        dup.len()
+    );
+
+    assert!(stop(b), "B stops cleanly on SIGTERM");
+    drop(a);
+    drop(hub);
+    eprintln!("takeover: {:.1?}", started.elapsed());
 }

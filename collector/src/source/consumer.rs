@@ -445,6 +445,7 @@ impl Consumer {
                 }
                 Err(e) => {
                     self.coord = None;
+                    commits.failed(Instant::now());
                     self.metrics.source_error(&self.src.name, "commit");
                     tributary_common::ratelimit::warn(
                         "source_commit",
@@ -772,7 +773,9 @@ impl Consumer {
     }
 
     /// Commit the positions that moved, when due (`force`: now, everything
-    /// durable; see [`Commits`]).
+    /// durable; see [`Commits`]). Called after every round: with `fsync: always`
+    /// a round that moved a position commits it at once, an idle round sends
+    /// nothing.
     async fn commit(
         &mut self,
         generation: &Generation,

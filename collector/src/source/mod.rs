@@ -11,9 +11,14 @@
 //! each Kafka record into our record ([`translate`]) → append through
 //! [`Storage::append`](crate::storage::Storage::append), exactly like an ingest
 //! batch (routing by source, deduplication) → wait until durable (group-committed
-//! fsync) → only then commit the next offsets to the group (at most once a second,
-//! and before leaving or rejoining). A heartbeat task keeps the membership and
-//! says when the group rebalances.
+//! fsync) → only then commit the next offsets to the group: with `fsync: always`
+//! right after each round that moved a position (one OffsetCommit per round with
+//! new data, none for idle rounds), so that a collector killed between its fsync
+//! and its commit leaves at most that one round for the next owner of its
+//! partitions to read again; with `fsync: interval` once the flush interval has
+//! passed, looked at once a second ([`commits`]); and always before leaving or
+//! rejoining. A heartbeat task keeps the membership and says when the group
+//! rebalances.
 //!
 //! ## Exactly once: the Kafka offsets consumed are stored with the data
 //! Every stored record carries a source identity and a source offset, and each
