@@ -616,7 +616,11 @@ pub fn check_commit(broker: &Broker, group: &str, member: &str, generation: i32)
     if g.generation != generation {
         return Some(ILLEGAL_GENERATION);
     }
-    if g.state == State::PreparingRebalance {
+    // As Kafka's coordinator: while the group prepares a rebalance, members of the
+    // current generation may still commit (what they consumed, before they rejoin
+    // and their partitions move); once the new generation is formed and waits for
+    // its assignment, commits of the old one are refused.
+    if g.state == State::CompletingRebalance {
         return Some(REBALANCE_IN_PROGRESS);
     }
     None
