@@ -275,7 +275,8 @@ fn agent_and_other_records_are_stored_exactly_once_with_their_metadata() {
         "stored under `topic:`, not the Kafka topic's name"
     );
     assert!(
-        c.proc.log_text().contains("malformed Tributary headers"),
+        c.proc.log_text().contains("record(s) of Kafka topic")
+            && c.proc.log_text().contains("fix the producer"),
         "the refusal is logged"
     );
     // Each agent source in one partition of the store, in order of its offsets.

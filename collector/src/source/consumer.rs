@@ -740,7 +740,7 @@ impl Consumer {
             tributary_common::ratelimit::warn(
                 "source_rejected",
                 format_args!(
-                    "{} (group {}): refused {} record(s) of Kafka topic `{}` partition {} with malformed Tributary headers, first at offset {offset}: {why} (skipped; fix the producer)",
+                    "{} (group {}): refused {} record(s) of Kafka topic `{}` partition {}, first at offset {offset}: {why} (skipped; fix the producer)",
                     self.src.name,
                     self.src.group,
                     p.rejected.len(),

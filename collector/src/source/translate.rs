@@ -93,6 +93,10 @@ pub enum Malformed {
     Bad { name: &'static str, what: String },
     #[error("the Kafka offset {0} is negative")]
     Offset(i64),
+    /// What it translates to does not make a valid record (a safety net: the
+    /// translation builds only what validates).
+    #[error("it does not make a valid record: {0}")]
+    Invalid(String),
 }
 
 fn header<'a>(r: &'a Record, name: &'static str) -> Option<&'a Option<Bytes>> {
@@ -137,8 +141,46 @@ fn shorten(s: &str) -> &str {
     &s[..end]
 }
 
+/// The deepest nesting of arrays and objects a header's value keeps as JSON:
+/// deeper, it stays a string. Well within what a record's fields may hold
+/// (`tributary_common::json::MAX_DEPTH`, counting the fields object itself).
+pub const MAX_FIELD_DEPTH: usize = 64;
+
+/// How deep arrays and objects nest in `s` (JSON or not; strings skipped), up
+/// to `MAX_FIELD_DEPTH + 1`: one pass, no allocation.
+fn nesting(s: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in s.bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > MAX_FIELD_DEPTH {
+                    break;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// A header's value as a field: JSON when it reads as JSON other than a string
-/// (and a number only when it keeps every digit), else the text.
+/// (and a number only when it keeps every digit, arrays and objects only when
+/// nested at most [`MAX_FIELD_DEPTH`] deep), else the text.
 pub fn field_value(v: Option<&Bytes>) -> Value {
     let Some(v) = v else {
         return Value::Null;
@@ -150,7 +192,10 @@ pub fn field_value(v: Option<&Bytes>) -> Value {
         .trim_start()
         .starts_with(|c: char| c == '{' || c == '[' || c == '-' || c.is_ascii_digit())
         || matches!(s.trim(), "true" | "false" | "null");
-    if looks_json && let Ok(j) = serde_json::from_str::<Value>(s) {
+    if looks_json
+        && nesting(s) <= MAX_FIELD_DEPTH
+        && let Ok(j) = serde_json::from_str::<Value>(s)
+    {
         match &j {
             Value::String(_) => {}
             // An integer beyond 64 bits would come back as an approximation.
@@ -662,6 +707,35 @@ mod tests {
     }
 
     #[test]
+    fn a_deeply_nested_header_value_stays_a_string() {
+        // 127 levels: serde_json reads it, but inside the fields object it is 128,
+        // which no payload may hold.
+        let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        for r in [
+            plain(0, &[("h", Some(&deep))], Some("line")),
+            plain(
+                1,
+                &[
+                    ("host", Some("web-01")),
+                    ("source", Some("/a.log")),
+                    ("tributary.source_id", Some("5")),
+                    ("tributary.offset", Some("1")),
+                    ("h", Some(&deep)),
+                ],
+                Some("line"),
+            ),
+        ] {
+            let t = translate(&r, &origin(), 0).unwrap();
+            let f: Value = serde_json::from_slice(&t.fields).unwrap();
+            assert_eq!(f["h"], Value::String(deep.clone()));
+            let mut b = PayloadBuilder::default();
+            b.push(&t);
+            let s = record::summarize(&b.finish()).expect("a valid payload");
+            assert_eq!(s.records, 1);
+        }
+    }
+
+    #[test]
     fn field_values() {
         let v = |s: &str| field_value(Some(&Bytes::copy_from_slice(s.as_bytes())));
         assert_eq!(v("42"), serde_json::json!(42));
@@ -676,6 +750,20 @@ mod tests {
             serde_json::json!("18446744073709551616")
         );
         assert_eq!(field_value(None), Value::Null);
+        // Nested deeper than a record's fields may hold (serde_json reads up to
+        // 127 levels; inside the fields object that is one too many): a string.
+        for (depth, json) in [(64, true), (65, false), (127, false), (128, false)] {
+            let s = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(v(&s).is_array(), json, "{depth}");
+            assert_eq!(v(&s).is_string(), !json, "{depth}");
+        }
+        let s = format!(
+            "{{\"a\":\"{}\",\"b\":{}1{}}}",
+            "[".repeat(99),
+            "[".repeat(63),
+            "]".repeat(63)
+        );
+        assert!(v(&s).is_object(), "brackets in strings do not count");
         assert_eq!(
             field_value(Some(&Bytes::from_static(&[b'a', 0xff]))),
             serde_json::json!("a\u{fffd}")

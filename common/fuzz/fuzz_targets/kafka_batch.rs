@@ -24,9 +24,19 @@
 //! - no decompression ever gives more than its bound (`MAX_DECOMPRESSED` for
 //!   `decompress`, the limit of `decompress_limited`): checked in the hook, on
 //!   every batch, and directly on the raw bytes with every codec;
-//! - `decode_batch` agrees with the decoder called with the `decompress` hook,
-//!   and with `decode_batch_limited` under a small bound (the same records when
-//!   both decode; the small bound refuses only what decompresses beyond it);
+//! - `decode_batch` agrees with the decoder called with the `decompress` hook
+//!   followed by `check_records` (as `decode_batch` runs them), and with
+//!   `decode_batch_limited` under a small bound (the same records when both
+//!   decode; the small bound refuses only what decompresses beyond it);
+//! - `check_records` refuses only what the decoder cannot read: when it says
+//!   the decoder refuses too (`decoder_refuses_too`), the decoder with the
+//!   plain `decompress` hook does (the decoder is never run on records
+//!   `check_records` refused otherwise: it would reserve memory for counts the
+//!   bytes do not hold, which is what `check_records` is there to prevent);
+//! - `decode_batch_within` keeps within its room: what it decodes under a
+//!   small room is what `decode_batch` decodes, and takes at most that room;
+//!   it gives way (`None`) only to records that take more; with all the room
+//!   there is, it never gives way;
 //! - a refusal is the right kind: old formats and snappy/zstd wait (the
 //!   partition stays), anything else is damage (the batch is skipped), and the
 //!   message names the topic and the partition;
@@ -42,8 +52,9 @@ use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use libfuzzer_sys::fuzz_target;
 use tributary_common::kafka::compress_into;
 use tributary_common::kafka::decode::{
-    BATCH_HEADER_LEN, BatchError, DecompressError, MAX_DECOMPRESSED, RawBatch, decode_batch,
-    decode_batch_limited, decompress, decompress_limited, split_batches,
+    BATCH_HEADER_LEN, BatchError, BatchHead, DecompressError, MAX_DECOMPRESSED, RawBatch,
+    check_records, decode_batch, decode_batch_limited, decode_batch_within, decompress,
+    decompress_limited, split_batches,
 };
 
 /// A bound small enough for the fuzzer to cross it.
@@ -164,15 +175,25 @@ fn check_batch(b: &RawBatch) {
         );
     }
 
-    // The decoder with the source's hook, the bound checked in it.
+    // The decoder with the source's hook and check, the bound checked in it.
     let decompressed = Cell::new(None);
+    // Some(whether the decoder refuses too) when check_records refused.
+    let refused = Cell::new(None);
+    let head = BatchHead::read(&b.bytes);
     let hook = |data: &mut Bytes, codec: Compression| {
-        let out = decompress(data, codec);
-        if let Ok(out) = &out {
-            assert!(out.len() <= MAX_DECOMPRESSED);
-            decompressed.set(Some(out.len()));
+        let out = decompress(data, codec)?;
+        assert!(out.len() <= MAX_DECOMPRESSED);
+        decompressed.set(Some(out.len()));
+        let head = head.expect("the decoder read the header");
+        assert_eq!(
+            i64::from(head.record_count),
+            i64::from(be_i32(&b.bytes[57..]))
+        );
+        if let Err(e) = check_records(&out, &head) {
+            refused.set(Some(e.decoder_refuses_too()));
+            return Err(e.into());
         }
-        out
+        Ok(out)
     };
     if readable {
         let mirror =
@@ -182,6 +203,40 @@ fn check_batch(b: &RawBatch) {
             (Err(_), Err(_)) => {}
             (r, m) => panic!("decode_batch {r:?} but the decoder {m:?}"),
         }
+        if refused.get() == Some(true) {
+            let plain = RecordBatchDecoder::decode_with_custom_compression(
+                &mut b.bytes.clone(),
+                Some(decompress),
+            );
+            assert!(
+                plain.is_err(),
+                "check_records refused records the decoder reads"
+            );
+        }
+    }
+
+    // Within a small room, and within all the room there is.
+    let full = decode_batch_within(b, TOPIC, PARTITION, MAX_DECOMPRESSED, usize::MAX);
+    match (&real, &full) {
+        (Ok(r), Ok(Some(f))) => {
+            assert_eq!(*r, f.records);
+            assert_eq!(f.shape.records, r.len());
+            assert!(f.shape.decoded_size() >= f.shape.bytes);
+        }
+        (Err(_), Err(_)) => {}
+        (r, f) => panic!("decode_batch {r:?} but with all the room {f:?}"),
+    }
+    match (
+        &full,
+        decode_batch_within(b, TOPIC, PARTITION, MAX_DECOMPRESSED, SMALL),
+    ) {
+        (Ok(Some(f)), Ok(Some(s))) => {
+            assert_eq!(f.records, s.records);
+            assert!(s.shape.decoded_size() <= SMALL);
+        }
+        (Ok(Some(f)), Ok(None)) => assert!(f.shape.decoded_size() > SMALL),
+        (Err(_), Ok(None) | Err(_)) => {}
+        (f, s) => panic!("with all the room {f:?}, within {SMALL} bytes {s:?}"),
     }
 
     let small = decode_batch_limited(b, TOPIC, PARTITION, SMALL);
