@@ -1,28 +1,25 @@
-//! How the agent asks the C library's allocator to behave: buffers of 256 KiB and
-//! more (batches, Kafka record batches, compression output) are mapped on their own
-//! and given back to the system when freed.
+//! How the agent asks the C library's allocator to behave: one heap for all its
+//! threads.
 //!
-//! Why: glibc raises its mmap threshold to the size of every mapped block that is
-//! freed (up to 32 MiB), so after the first freed batch, batch-sized buffers come
-//! from the heap instead, where freed space is kept, and with a second thread (the
-//! Kafka output encodes the next batch on one) a second heap keeps its own. Fixing
-//! the threshold keeps the resident size to what is in use (issue: the agent stays
-//! under 25 MB RSS shipping to Kafka at full speed). Other C libraries: no effect.
+//! Why: glibc gives every thread that allocates its own heap (an arena), and a
+//! heap keeps what was freed in it for reuse. The Kafka output encodes the next
+//! batch on a blocking thread while the current one is delivered, so without this
+//! a second heap would keep a second batch-sized working set (the agent measured
+//! 30 MB RSS instead of 25 at full speed). The threads rarely allocate at the same
+//! moment, so sharing one heap costs nothing measurable. Other C libraries: no
+//! effect.
 
 #![allow(unsafe_code)]
 
-/// Allocations at least this large are mapped on their own.
-const MMAP_THRESHOLD: i32 = 256 << 10;
-
-/// Apply the settings; call once, first thing in `main`.
+/// Apply the settings; call once, first thing in `main`, before any thread starts.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only sets allocator parameters; it is called before
+        // SAFETY: mallopt only sets an allocator parameter; it is called before
         // any other thread exists and takes plain integers.
-        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+        let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
         if ok != 1 {
-            tracing::debug!("mallopt(M_MMAP_THRESHOLD) was refused; memory use may be higher");
+            tracing::debug!("mallopt(M_ARENA_MAX) was refused; memory use may be higher");
         }
     }
 }

@@ -175,10 +175,10 @@ fn encode_cut(
                     }
                     _ if fresh => {
                         // Room for the batch header, filled in by `finish`; sized for
-                        // the whole payload with its headers at once (pages not
-                        // written are never touched), so it does not grow by copies.
+                        // the whole payload with its headers (about twice the lines)
+                        // at once, so it does not grow by copies.
                         let mut records = Vec::with_capacity(
-                            (payload.len() * 3 / 2).clamp(4096, limit) + BATCH_HEADER,
+                            (payload.len() * 2 + (64 << 10)).min(limit) + BATCH_HEADER,
                         );
                         records.resize(BATCH_HEADER, 0);
                         varint(&mut records, body.len() as i32);
