@@ -189,6 +189,11 @@ impl KafkaShipper {
                         && !st.input_closed;
                     tokio::select! {
                         r = &mut deliver => break Some(r),
+                        // A delivery can take its retries' worth of timeouts: the
+                        // drain time after SIGTERM starts now, not after it.
+                        _ = shutdown.cancelled(), if st.drain_deadline.is_none() => {
+                            st.drain_deadline = Some(Instant::now() + self.drain_timeout);
+                        }
                         _ = sleep_until_opt(st.drain_deadline) => break None,
                         b = rx.recv(), if take_next => match b {
                             Some(batch) => st.next = Some(self.prepare(batch, &topic, partitions, encoder)),
