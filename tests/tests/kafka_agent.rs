@@ -407,15 +407,12 @@ fn agent_ships_to_kafka_over_mutual_tls_with_sasl() {
     };
     // A wrong password: refused, said in the log, nothing stored.
     let mut bad = env.start_agent("bad", &agent_yaml("bad", "not-the-token"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !bad.log_text().contains("SaslAuthenticate") {
-        assert!(
-            Instant::now() < deadline,
-            "no SASL refusal logged:\n{}",
-            bad.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "the SASL refusal logged",
+        Duration::from_secs(30),
+        &bad,
+        || bad.log_text().contains("SaslAuthenticate"),
+    );
     let log = bad.log_text();
     assert!(
         log.contains(&broker) && log.contains("shipper"),
@@ -427,11 +424,12 @@ fn agent_ships_to_kafka_over_mutual_tls_with_sasl() {
     // The topic does not exist yet: the agent says so, keeps the lines, and
     // delivers them once it is created.
     let agent = env.start_agent("good", &agent_yaml("good", &writer));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent.log_text().contains("topic `secure` does not exist") {
-        assert!(Instant::now() < deadline, "{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "the missing topic logged",
+        Duration::from_secs(30),
+        &agent,
+        || agent.log_text().contains("topic `secure` does not exist"),
+    );
     create_topic_over_tls(&broker, &env, &writer, "secure");
     collector.wait_for_count("secure", 900, Duration::from_secs(60), &agent);
     let records = collector.read_all("secure");
