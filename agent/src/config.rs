@@ -289,8 +289,8 @@ pub struct TlsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchFile {
-    #[serde(default = "default_batch_bytes")]
-    pub max_bytes: ByteSize,
+    /// Default: 1 MiB to collectors, 512 KiB to Kafka (see [`KAFKA_BATCH_BYTES`]).
+    pub max_bytes: Option<ByteSize>,
     #[serde(default = "default_batch_records")]
     pub max_records: u32,
     #[serde(default = "default_linger")]
@@ -300,16 +300,19 @@ pub struct BatchFile {
 impl Default for BatchFile {
     fn default() -> Self {
         BatchFile {
-            max_bytes: default_batch_bytes(),
+            max_bytes: None,
             max_records: default_batch_records(),
             linger_ms: default_linger(),
         }
     }
 }
 
-fn default_batch_bytes() -> ByteSize {
-    ByteSize(1 << 20)
-}
+/// Default `output.batch.max_bytes` to collectors.
+const COLLECTOR_BATCH_BYTES: usize = 1 << 20;
+/// Default `output.batch.max_bytes` to Kafka: a batch is held twice there (the
+/// one delivered and the next, encoded ahead), and at 512 KiB the agent stays
+/// at about 16 MB RSS at full speed instead of 25-27 MB, at the same throughput.
+const KAFKA_BATCH_BYTES: usize = 512 << 10;
 fn default_batch_records() -> u32 {
     10_000
 }
@@ -706,7 +709,14 @@ impl AgentConfigFile {
             }
         };
         let batch = out.batch;
-        if batch.max_bytes.0 < 1024 || batch.max_bytes.0 > MAX_BATCH_BYTES {
+        let batch_max_bytes = batch.max_bytes.map_or(
+            match output {
+                Output::Kafka(_) => KAFKA_BATCH_BYTES,
+                Output::Collectors { .. } => COLLECTOR_BATCH_BYTES,
+            },
+            |b| usize::try_from(b.0).unwrap_or(usize::MAX),
+        );
+        if !(1024..=MAX_BATCH_BYTES as usize).contains(&batch_max_bytes) {
             return Err(value_err(
                 path,
                 "output.batch.max_bytes",
@@ -730,7 +740,7 @@ impl AgentConfigFile {
             journald,
             output,
             compression,
-            batch_max_bytes: batch.max_bytes.0 as usize,
+            batch_max_bytes,
             batch_max_records: batch.max_records,
             linger: batch.linger_ms.0,
             spool_max_bytes: out.spool.max_bytes.0,
@@ -1194,7 +1204,7 @@ mod example_tests {
         assert_eq!(f.inputs[1].kind, InputType::Journald);
         assert_eq!(f.inputs[1].units, ["nginx.service", "ssh.service"]);
         assert_eq!(f.output.compression, Some(Compression::Lz4));
-        assert_eq!(f.output.batch.max_bytes, ByteSize(1 << 20));
+        assert_eq!(f.output.batch.max_bytes, Some(ByteSize(1 << 20)));
     }
 }
 

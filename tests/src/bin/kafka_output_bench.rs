@@ -1,7 +1,8 @@
 //! Kafka output benchmark: the same file of N access-log lines (default
 //! 1,000,000, ~150 bytes each) produced into a Kafka-compatible broker twice in
 //! one run, by `kcat -P` (librdkafka, the usual yardstick) and by the agent with
-//! `output.kafka`:
+//! `output.kafka`. kcat runs twice: with the plain lines, and with the lines keyed
+//! and carrying the headers the agent adds (`-K`, `-H`), the same records:
 //!
 //! ```text
 //! cargo run --release -p tributary-e2e --bin tributary-kafka-output-bench -- [--lines 1000000] [--compression lz4|gzip|none] [--partitions 4]
@@ -114,11 +115,21 @@ fn report(name: &str, r: &Run, lines: usize, mb: f64) {
     );
 }
 
-fn run_kcat(bootstrap: &str, file: &Path, codec: &str, log: &Path) -> Result<Run, String> {
+/// `kcat -P` of `file` into `topic`, with `extra` arguments.
+fn run_kcat(
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+    file: &Path,
+    codec: &str,
+    log: &Path,
+) -> Result<Run, String> {
     let start = Instant::now();
     let mut child = Command::new("kcat")
-        .args(["-P", "-b", bootstrap, "-t", "kcat", "-z", codec])
-        .args(["-X", "acks=all", "-X", "linger.ms=5", "-l"])
+        .args(["-P", "-b", bootstrap, "-t", topic, "-z", codec])
+        .args(["-X", "acks=all", "-X", "linger.ms=5"])
+        .args(extra)
+        .arg("-l")
         .arg(file)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).map_err(|e| e.to_string())?)
@@ -207,39 +218,76 @@ fn main() {
     };
     let env = Env::new();
     let file = env.path().join("bench.log");
+    // The same lines, each after the key the agent gives them and a tab (kcat -K).
+    let keyed = env.path().join("bench-keyed.log");
+    let key = "bench:00000000a1b2c3d4";
     let mut bytes = 0u64;
     {
         let mut w = std::io::BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(&file).expect("bench file"),
         );
+        let mut k = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&keyed).expect("bench file"),
+        );
         for i in 0..opts.lines {
             let l = access_line(i);
             bytes += l.len() as u64;
             writeln!(w, "{l}").expect("write");
+            writeln!(k, "{key}\t{l}").expect("write");
         }
         w.flush().expect("flush");
+        k.flush().expect("flush");
     }
     let mut broker = Broker::start(&bin, &env.path().join("noida"), free_port());
     let bootstrap = broker.bootstrap();
-    for topic in ["kcat", "agent"] {
+    for topic in ["kcat", "kcat-keyed", "agent"] {
         if let Err(e) = create_topic(&bootstrap, topic, opts.partitions) {
             eprintln!("tributary-kafka-output-bench: {e}");
             std::process::exit(1);
         }
     }
-    let kcat = match run_kcat(
-        &bootstrap,
-        &file,
-        &opts.compression,
-        &env.path().join("kcat.log"),
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tributary-kafka-output-bench: {e}");
-            std::process::exit(1);
+    // Plain lines; then the same lines with what the agent's records carry: the
+    // source's key and four headers (host, source and the two exactly-once
+    // headers; kcat's are the same on every record, the agent's offsets differ).
+    let source = format!("source={}", file.display());
+    let kcat_runs = [
+        ("kcat", vec![]),
+        (
+            "kcat-keyed",
+            vec![
+                "-K",
+                "\t",
+                "-H",
+                "host=bench",
+                "-H",
+                &source,
+                "-H",
+                "tributary.source_id=2712847316",
+                "-H",
+                "tributary.offset=74000000",
+            ],
+        ),
+    ];
+    let mut kcat = Vec::new();
+    for (topic, extra) in &kcat_runs {
+        let input = if extra.is_empty() { &file } else { &keyed };
+        match run_kcat(
+            &bootstrap,
+            topic,
+            extra,
+            input,
+            &opts.compression,
+            &env.path().join(format!("{topic}.log")),
+        ) {
+            Ok(r) => kcat.push(r),
+            Err(e) => {
+                eprintln!("tributary-kafka-output-bench: {e}");
+                std::process::exit(1);
+            }
         }
-    };
+    }
     let agent = run_agent(&env, &bootstrap, &file, &opts.compression, opts.lines);
     broker.stop();
     let mb = bytes as f64 / 1e6;
@@ -251,6 +299,7 @@ fn main() {
         opts.compression,
         opts.partitions
     );
-    report("kcat -P", &kcat, opts.lines, mb);
+    report("kcat -P", &kcat[0], opts.lines, mb);
+    report("kcat -K -H", &kcat[1], opts.lines, mb);
     report("agent", &agent, opts.lines, mb);
 }

@@ -94,6 +94,20 @@ fn encode_cut(
     let record_limit = record_limit.saturating_sub(BATCH_HEADER).max(1);
     let limit = record_limit.saturating_mul(factor);
     let mut out = Encoded::default();
+    // What each partition's records will take, estimated from the blocks (the
+    // message bytes plus, per record, its key and headers), so that a chunk is
+    // allocated once at about its final size: neither grown by copies nor
+    // reserved far beyond what it holds.
+    let mut estimate = vec![0usize; partitions.max(1)];
+    for block in record::blocks(payload, false) {
+        let block = block?;
+        let h = &block.header;
+        let key = format!("{}:{:016x}", h.host, h.source_id);
+        let per_record = 2 * key.len() + h.host.len() + h.source.len() + h.fields.len() + 96;
+        estimate[partition_of(key.as_bytes(), partitions)] +=
+            block.bytes.len() + h.record_count as usize * per_record;
+    }
+    let mut placed = vec![0usize; partitions.max(1)];
     // Per partition, its chunks in order.
     let mut parts: Vec<Vec<Chunk>> = (0..partitions.max(1)).map(|_| Vec::new()).collect();
     let mut body = Vec::with_capacity(512);
@@ -170,16 +184,15 @@ fn encode_cut(
                         c.records.extend_from_slice(&body);
                         c.count += 1;
                         c.max_ts = c.max_ts.max(r.timestamp_ms);
+                        placed[p] += size;
                         out.records += 1;
                         break;
                     }
                     _ if fresh => {
                         // Room for the batch header, filled in by `finish`; sized for
-                        // the whole payload with its headers (about twice the lines)
-                        // at once, so it does not grow by copies.
-                        let mut records = Vec::with_capacity(
-                            (payload.len() * 2 + (64 << 10)).min(limit) + BATCH_HEADER,
-                        );
+                        // what is left of the partition's estimate.
+                        let left = estimate[p].saturating_sub(placed[p]);
+                        let mut records = Vec::with_capacity(left.min(limit) + BATCH_HEADER + 4096);
                         records.resize(BATCH_HEADER, 0);
                         varint(&mut records, body.len() as i32);
                         records.extend_from_slice(&body);
@@ -189,6 +202,7 @@ fn encode_cut(
                             base_ts: r.timestamp_ms,
                             max_ts: r.timestamp_ms,
                         });
+                        placed[p] += size;
                         out.records += 1;
                         break;
                     }
