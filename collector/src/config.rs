@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tributary_common::codec::Compression;
 use tributary_common::config::{self, ByteSize, ConfigError, HumanDuration};
 use tributary_common::tls;
 
@@ -208,8 +209,8 @@ pub enum TopicEntry {
 }
 
 /// One entry under `topics:`. `partitions` and `segment_bytes` are fixed when a
-/// topic is created (its stored values win afterwards); `segment_age` and
-/// `retention` are policies applied on every start.
+/// topic is created (its stored values win afterwards); `segment_age`,
+/// `compression` and `retention` are policies applied on every start.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct TopicFile {
@@ -221,6 +222,9 @@ pub struct TopicFile {
     /// `segment.ms`); default `1d`. Retention deletes whole segments, so data lives
     /// at most about `max_age` + `segment_age`.
     pub segment_age: Option<HumanDuration>,
+    /// How batches are compressed on disk: lz4 (default), gzip or none. Applies
+    /// to batches stored from now on; older ones stay readable as they are.
+    pub compression: Option<Compression>,
     pub retention: Option<RetentionFile>,
 }
 
@@ -296,6 +300,7 @@ pub struct TopicSettings {
     pub partitions: u32,
     pub segment_bytes: u64,
     pub segment_age: Duration,
+    pub compression: Compression,
     pub max_age: Option<Duration>,
     pub max_bytes: Option<u64>,
 }
@@ -414,6 +419,7 @@ const BUILTIN_DEFAULT: TopicSettings = TopicSettings {
     partitions: 4,
     segment_bytes: 128 << 20,
     segment_age: Duration::from_secs(86_400),
+    compression: Compression::Lz4,
     max_age: Some(Duration::from_secs(7 * 86_400)),
     max_bytes: None,
 };
@@ -428,6 +434,7 @@ fn merge(
         partitions: t.partitions.unwrap_or(base.partitions),
         segment_bytes: t.segment_bytes.map(|b| b.0).unwrap_or(base.segment_bytes),
         segment_age: t.segment_age.map(|d| d.0).unwrap_or(base.segment_age),
+        compression: t.compression.unwrap_or(base.compression),
         max_age: t
             .retention
             .as_ref()
@@ -829,6 +836,19 @@ mod tests {
     fn segment_age_and_retention_keys() {
         let t = topic("{segment_age: 2h, retention: {max_age: 3d, max_bytes: 1GiB}}").unwrap();
         assert_eq!(t.segment_age, Duration::from_secs(7200));
+        assert_eq!(t.compression, Compression::Lz4, "lz4 by default");
+        assert_eq!(
+            topic("{compression: gzip}").unwrap().compression,
+            Compression::Gzip
+        );
+        assert_eq!(
+            topic("{compression: none}").unwrap().compression,
+            Compression::None
+        );
+        let err = config::parse_yaml::<TopicFile>("t", "{compression: zstd}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("compression") && err.contains("lz4"), "{err}");
         assert_eq!(t.max_age, Some(Duration::from_secs(3 * 86_400)));
         assert_eq!(t.max_bytes, Some(1 << 30));
         let inherited = topic("{partitions: 2}").unwrap();

@@ -35,6 +35,7 @@ use crate::storage::{Appended, Storage, StorageError};
 use budget::{MemoryBudget, PeerBudget, Reserved};
 pub use error::ConnectionError;
 use identity::{IdentityError, IdentityMode, PeerIdentity};
+use tributary_common::codec::Compression;
 use tributary_common::error::report;
 use tributary_common::limits::PerIp;
 use tributary_common::reload::Reloading;
@@ -409,6 +410,10 @@ impl Ingest {
         let compressed = batch.payload.len() as u64;
         let limit = self.max_batch_bytes;
         let topic = batch.topic.clone();
+        // The bytes as sent can be stored as they are when the payload is not
+        // stamped with the sender's identity (which changes it).
+        let sent = (batch.codec != Compression::None && peer_id.is_none())
+            .then(|| (batch.codec, batch.payload.clone()));
         // Decompression and validation are CPU work: keep them off the runtime threads.
         let opened = tokio::task::spawn_blocking(move || {
             let (payload, summary) = batch.open(limit)?;
@@ -446,7 +451,11 @@ impl Ingest {
             }
         };
         let bytes = payload.len() as u64;
-        match self.storage.append(&topic, payload, summary).await {
+        match self
+            .storage
+            .append_sent(&topic, payload, summary, sent)
+            .await
+        {
             Ok(appended) => {
                 if appended.duplicates > 0 {
                     tracing::debug!(

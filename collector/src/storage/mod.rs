@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tributary_common::codec::Compression;
 use tributary_common::record::{self, PayloadSummary};
 use tributary_store::{Partition, Store, StoreOptions, Topic, TopicConfig};
 
@@ -74,9 +76,12 @@ impl Storage {
                 ..StoreOptions::default()
             },
         )?;
-        // Segment age is a policy, not stored with the topic: apply the config's.
+        // Segment age and compression are policies, not stored with the topic:
+        // apply the config's.
         for t in store.topics() {
-            t.set_segment_age(config.topic_settings(t.name()).segment_age);
+            let settings = config.topic_settings(t.name());
+            t.set_segment_age(settings.segment_age);
+            t.set_compression(settings.compression);
         }
         let groups = groups::Groups::open(&config.data_dir)?;
         groups.set_max_groups(config.max_groups);
@@ -118,7 +123,22 @@ impl Storage {
         summary: PayloadSummary,
     ) -> Result<Appended, StorageError> {
         let now = tributary_common::timefmt::now_ms();
-        self.append_at(topic, payload, summary, now).await
+        self.append_inner(topic, payload, summary, None, now).await
+    }
+
+    /// [`Storage::append`] of a payload that may have arrived compressed: `sent`
+    /// is its codec and the bytes as they came, which decompress to exactly `payload`.
+    /// When its records go to one partition unchanged and the codec is the
+    /// topic's, those bytes are stored without compressing the payload again.
+    pub async fn append_sent(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        summary: PayloadSummary,
+        sent: Option<(Compression, Bytes)>,
+    ) -> Result<Appended, StorageError> {
+        let now = tributary_common::timefmt::now_ms();
+        self.append_inner(topic, payload, summary, sent, now).await
     }
 
     /// [`Storage::append`] arriving at `now_ms` (wall clock in production; tests
@@ -131,16 +151,29 @@ impl Storage {
         summary: PayloadSummary,
         now_ms: i64,
     ) -> Result<Appended, StorageError> {
+        self.append_inner(topic, payload, summary, None, now_ms)
+            .await
+    }
+
+    async fn append_inner(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        summary: PayloadSummary,
+        sent: Option<(Compression, Bytes)>,
+        now_ms: i64,
+    ) -> Result<Appended, StorageError> {
         self.admit_topic(topic)?;
         let store = self.store.clone();
         let settings = self.config.topic_settings(topic);
         let topic = topic.to_owned();
         let skew_ms = i64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
         let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
-            let (payload, summary, retimed) =
+            let (payload, summary, retimed, sent) =
                 match crate::storage::clock::sanitize(&payload, &summary, now_ms, skew_ms) {
-                    Ok(Some((p, s, n))) => (p, s, u64::from(n)),
-                    Ok(None) => (payload, summary, 0),
+                    // Retimed: the bytes as sent no longer match the payload.
+                    Ok(Some((p, s, n))) => (p, s, u64::from(n), None),
+                    Ok(None) => (payload, summary, 0, sent),
                     Err(e) => {
                         return Err(StorageError::Internal(format!(
                             "payload changed after validation: {e}"
@@ -148,7 +181,8 @@ impl Storage {
                     }
                 };
             let t = open_topic(&store, &topic, settings)?;
-            let mut a = append_blocking(&t, &payload, &summary, now_ms)?;
+            let sent = sent.as_ref().map(|(c, b)| (*c, &b[..]));
+            let mut a = append_blocking(&t, &payload, &summary, sent, now_ms)?;
             a.retimed = retimed;
             Ok(a)
         })
@@ -308,6 +342,7 @@ fn open_topic(
         },
     )?;
     t.set_segment_age(settings.segment_age);
+    t.set_compression(settings.compression);
     Ok(t)
 }
 
@@ -326,6 +361,7 @@ fn append_blocking(
     topic: &Topic,
     payload: &[u8],
     summary: &PayloadSummary,
+    sent: Option<(Compression, &[u8])>,
     now_ms: i64,
 ) -> Result<Appended, StorageError> {
     let n = topic.partitions().len() as u32;
@@ -372,7 +408,11 @@ fn append_blocking(
         let part = topic
             .partition(*p)
             .ok_or_else(|| StorageError::Internal(format!("partition {p} missing")))?;
-        let r = part.append_at(if single { payload } else { bytes }, summary, now_ms)?;
+        let r = if single {
+            part.append_sent(payload, summary, now_ms, sent)?
+        } else {
+            part.append_at(bytes, summary, now_ms)?
+        };
         appended.records += u64::from(r.appended);
         appended.duplicates += u64::from(r.duplicates);
         appended.parts.push((part.clone(), r.next_offset));

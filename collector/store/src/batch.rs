@@ -6,21 +6,31 @@
 //!      8     4  length               bytes after this field, to the end of the payload
 //!     12     4  crc32c               of every byte after this field (header rest + payload)
 //!     16     1  format_version       = 2 (1 is still read)
-//!     17     1  attributes           = 0 (codec bits reserved; stored uncompressed)
+//!     17     1  attributes           codec of the payload: 0 none, 1 gzip, 2 lz4
+//!                                    (the agent protocol's codes); other values refused
 //!     18     4  record_count         > 0
 //!     22     8  append_ms            v2: when the collector appended the batch
 //!                                    (epoch ms); v1: the smallest record timestamp
 //!     30     8  last_timestamp_ms    largest record timestamp in the batch
-//!     38     …  payload              record blocks (tributary_common::record)
+//!     38     …  payload              codec 0: record blocks (tributary_common::record);
+//!                                    otherwise u32 uncompressed length, then the
+//!                                    blocks compressed (lz4 block format or gzip)
 //! ```
 //! All integers are little-endian. [`BatchHeader::decode`] checks everything that
-//! can be checked without the payload; the CRC is checked by whoever reads it.
+//! can be checked without the payload; the CRC is checked by whoever reads it and
+//! covers the bytes as stored (compressed). A compressed payload expands to at most
+//! [`MAX_PAYLOAD_LEN`] and exactly its stated length, or it is corruption
+//! ([`BatchHeader::expand`]). Segments written before compression existed hold
+//! codec 0 batches, and one segment may hold batches of several codecs (the topic's
+//! setting changed), so every batch says its own.
 //!
 //! Records carry their event time (the sender's clock); the append time is the
 //! collector's, and retention and segment rolls by age go by it, so a sender's
 //! wrong clock can neither delete data early nor keep it forever. Version 1
 //! batches (written before the append time existed) have none; readers fall back
 //! to the segment file's modification time for them.
+
+use tributary_common::codec::{self, Compression};
 
 /// Size of the fixed header in front of every payload.
 pub const HEADER_LEN: usize = 38;
@@ -38,6 +48,36 @@ pub const MAX_PAYLOAD_LEN: usize = (MAX_LENGTH - MIN_LENGTH) as usize;
 pub const FORMAT_VERSION: u8 = 2;
 /// The oldest format version read.
 pub const MIN_FORMAT_VERSION: u8 = 1;
+/// Bytes in front of a compressed payload: its uncompressed length.
+pub const STORED_LEN_PREFIX: usize = 4;
+
+/// Write `payload` (record blocks) as stored with `codec` into `out` (cleared
+/// first) and return the codec actually used: a payload that does not shrink is
+/// stored as it is (codec none), so a stored batch is never larger than its records.
+pub fn store_payload(codec: Compression, payload: &[u8], out: &mut Vec<u8>) -> Compression {
+    out.clear();
+    if codec != Compression::None && payload.len() > 64 {
+        let mut body = Vec::new();
+        codec::compress(codec, payload, &mut body);
+        if body.len() + STORED_LEN_PREFIX < payload.len() {
+            out.reserve_exact(STORED_LEN_PREFIX + body.len());
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(&body);
+            return codec;
+        }
+    }
+    out.extend_from_slice(payload);
+    Compression::None
+}
+
+/// Stored bytes for `payload` from bytes the sender already compressed with
+/// `codec` (as the agent protocol carries them): the length prefix, then them.
+pub fn store_compressed(payload_len: usize, compressed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(STORED_LEN_PREFIX + compressed.len());
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(compressed);
+    out
+}
 
 /// A decoded batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +95,8 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
-    /// The header for `payload` at `base_offset`, CRC included. The caller checks
-    /// `payload.len() <= MAX_PAYLOAD_LEN`.
+    /// The header for an uncompressed `payload` at `base_offset`, CRC included.
+    /// The caller checks `payload.len() <= MAX_PAYLOAD_LEN`.
     pub fn for_payload(
         base_offset: u64,
         payload: &[u8],
@@ -64,18 +104,63 @@ impl BatchHeader {
         append_ms: i64,
         last_timestamp_ms: i64,
     ) -> BatchHeader {
+        Self::for_stored(
+            base_offset,
+            Compression::None,
+            payload,
+            record_count,
+            append_ms,
+            last_timestamp_ms,
+        )
+    }
+
+    /// The header for `stored` bytes written with `codec` (see [`store_payload`]).
+    /// The caller checks `stored.len() <= MAX_PAYLOAD_LEN`.
+    pub fn for_stored(
+        base_offset: u64,
+        codec: Compression,
+        stored: &[u8],
+        record_count: u32,
+        append_ms: i64,
+        last_timestamp_ms: i64,
+    ) -> BatchHeader {
         let mut h = BatchHeader {
             base_offset,
-            length: MIN_LENGTH + payload.len() as u32,
+            length: MIN_LENGTH + stored.len() as u32,
             crc: 0,
             format_version: FORMAT_VERSION,
-            attributes: 0,
+            attributes: codec.code(),
             record_count,
             word22: append_ms,
             last_timestamp_ms,
         };
-        h.crc = h.compute_crc(payload);
+        h.crc = h.compute_crc(stored);
         h
+    }
+
+    /// The codec of the stored payload (checked by [`BatchHeader::decode`]).
+    pub fn codec(&self) -> Compression {
+        Compression::from_code(self.attributes).unwrap_or(Compression::None)
+    }
+
+    /// The record blocks of a stored payload whose CRC checked out: itself when it
+    /// is uncompressed, else decompressed (at most [`MAX_PAYLOAD_LEN`] bytes, and
+    /// exactly the stated length). The error says how it disagrees.
+    pub fn expand(&self, stored: Vec<u8>) -> Result<Vec<u8>, String> {
+        let codec = self.codec();
+        if codec == Compression::None {
+            return Ok(stored);
+        }
+        let Some((len, body)) = stored.split_first_chunk::<STORED_LEN_PREFIX>() else {
+            return Err(format!(
+                "{} payload of {} bytes has no length",
+                codec.name(),
+                stored.len()
+            ));
+        };
+        let declared = u32::from_le_bytes(*len) as usize;
+        codec::decompress(codec, body, declared, MAX_PAYLOAD_LEN)
+            .map_err(|e| format!("stored payload does not decompress: {e}"))
     }
 
     /// When the collector appended the batch (epoch ms); `None` for version 1.
@@ -131,9 +216,9 @@ impl BatchHeader {
         if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&h.format_version) {
             return Err(format!("unknown batch format version {}", h.format_version));
         }
-        if h.attributes != 0 {
+        if Compression::from_code(h.attributes).is_none() {
             return Err(format!(
-                "unsupported batch attributes {:#04x}",
+                "unsupported batch attributes {:#04x} (codecs: 0 none, 1 gzip, 2 lz4)",
                 h.attributes
             ));
         }
@@ -202,6 +287,65 @@ mod tests {
     }
 
     #[test]
+    fn stored_payloads_expand_to_their_blocks() {
+        let payload: Vec<u8> = b"GET /index.html 200 "
+            .iter()
+            .cycle()
+            .take(4000)
+            .copied()
+            .collect();
+        for codec in [Compression::Lz4, Compression::Gzip, Compression::None] {
+            let mut stored = Vec::new();
+            let used = store_payload(codec, &payload, &mut stored);
+            assert_eq!(used, codec);
+            if codec != Compression::None {
+                assert!(
+                    stored.len() < payload.len() / 4,
+                    "{codec:?}: {}",
+                    stored.len()
+                );
+            }
+            let h = BatchHeader::for_stored(0, used, &stored, 1, 0, 0);
+            let decoded = BatchHeader::decode(&h.encode()).unwrap();
+            assert_eq!(decoded.codec(), codec);
+            assert_eq!(
+                h.compute_crc(&stored),
+                h.crc,
+                "the CRC covers the stored bytes"
+            );
+            assert_eq!(decoded.expand(stored.clone()).unwrap(), payload);
+            if codec != Compression::None {
+                // A wrong stated length, a cut body and a length over the limit are
+                // refused, never expanded beyond the limit.
+                let mut wrong = stored.clone();
+                wrong[0] ^= 1;
+                assert!(decoded.expand(wrong).is_err());
+                assert!(decoded.expand(stored[..stored.len() / 2].to_vec()).is_err());
+                let mut huge = stored.clone();
+                huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+                assert!(decoded.expand(huge).unwrap_err().contains("limit"));
+                assert!(decoded.expand(vec![1, 2]).is_err());
+            }
+        }
+        // Bytes that do not shrink are stored as they are.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let mut stored = Vec::new();
+        assert_eq!(
+            store_payload(Compression::Lz4, &noise, &mut stored),
+            Compression::None
+        );
+        assert_eq!(stored, noise);
+    }
+
+    #[test]
     fn crc_covers_header_and_payload() {
         let h = sample();
         assert_eq!(h.compute_crc(b"payload bytes"), h.crc);
@@ -225,7 +369,10 @@ mod tests {
         assert!(with(&|b| b[8..12].copy_from_slice(&MIN_LENGTH.to_le_bytes())).is_ok());
         assert!(with(&|b| b[16] = 3).is_err());
         assert!(with(&|b| b[16] = 0).is_err());
-        assert!(with(&|b| b[17] = 1).is_err());
+        assert!(with(&|b| b[17] = 1).is_ok(), "gzip");
+        assert!(with(&|b| b[17] = 2).is_ok(), "lz4");
+        assert!(with(&|b| b[17] = 3).is_err());
+        assert!(with(&|b| b[17] = 0x80).is_err());
         assert!(with(&|b| b[18..22].copy_from_slice(&0u32.to_le_bytes())).is_err());
         assert!(with(&|b| b[0..8].copy_from_slice(&u64::MAX.to_le_bytes())).is_err());
         assert!(BatchHeader::decode(&[0u8; HEADER_LEN]).is_err());

@@ -27,12 +27,16 @@
 //! ```
 //! A batch on disk (all integers little-endian; see [`batch`]):
 //! ```text
-//! u64 base_offset | u32 length | u32 crc32c | u8 version=2 | u8 attributes=0
+//! u64 base_offset | u32 length | u32 crc32c | u8 version=2 | u8 attributes (codec)
 //! | u32 record_count | i64 append_ms (collector clock) | i64 last_timestamp_ms (max)
-//! | payload (record blocks, tributary_common::record)
+//! | payload (codec 0: record blocks, tributary_common::record;
+//!            1 gzip / 2 lz4: u32 uncompressed length, then the blocks compressed)
 //! ```
 //! `length` counts the bytes after itself; the CRC32C covers every byte after the
-//! CRC field. A `length` above 64 MiB or below the fixed header is corruption.
+//! CRC field, as stored (compressed). A `length` above 64 MiB or below the fixed
+//! header is corruption, and so is a compressed payload that does not expand to
+//! its stated length of at most 64 MiB. Each batch names its codec
+//! ([`Topic::set_compression`]), so segments may mix them.
 //!
 //! ## Invariants
 //! - Offsets are per partition, are dense (record `i` of a batch has
@@ -64,6 +68,7 @@
 //!   offset a consumer saw is never reused after a crash.
 
 pub mod batch;
+pub use tributary_common::codec::Compression;
 mod dedup;
 mod error;
 mod handles;
@@ -134,6 +139,9 @@ pub struct TopicConfig {
     /// larger than this gets a segment of its own.
     pub segment_bytes: u64,
 }
+
+/// The codec batches are stored with until [`Topic::set_compression`] says otherwise.
+pub const DEFAULT_COMPRESSION: Compression = Compression::Lz4;
 
 /// The segment age a topic rolls at until [`Topic::set_segment_age`] says otherwise.
 pub const DEFAULT_SEGMENT_AGE: Duration = Duration::from_secs(86_400);
@@ -216,6 +224,15 @@ impl Topic {
     pub fn set_segment_age(&self, age: Duration) {
         for p in &self.partitions {
             p.set_segment_age(age);
+        }
+    }
+
+    /// Compress the batches appended from now on with `codec` (see
+    /// [`Partition::set_compression`]). A policy, not stored: segments hold
+    /// batches of any codec, each saying its own; [`DEFAULT_COMPRESSION`] until set.
+    pub fn set_compression(&self, codec: Compression) {
+        for p in &self.partitions {
+            p.set_compression(codec);
         }
     }
 }

@@ -249,6 +249,10 @@ fn check_batch(
     if h.compute_crc(&payload) != h.crc {
         return Ok(Err("CRC32C mismatch".into()));
     }
+    let payload = match h.expand(payload) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
     match record::summarize(&payload) {
         Ok(s) if s.records == h.record_count => Ok(Ok(h)),
         Ok(s) => Ok(Err(format!(

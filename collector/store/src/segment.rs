@@ -371,7 +371,8 @@ impl SegmentReader<'_> {
     }
 
     /// Read the rest of the batch whose header is `h` at `position` (at most its
-    /// declared length), verify the CRC and return the payload.
+    /// declared length), verify the CRC and return the payload's record blocks
+    /// (decompressed when it is stored compressed).
     pub(crate) fn read_payload(&self, position: u64, h: &BatchHeader) -> Result<Vec<u8>, Error> {
         let mut payload = vec![0u8; h.payload_len()];
         self.read_at(&mut payload, position + HEADER_LEN as u64)?;
@@ -386,7 +387,17 @@ impl SegmentReader<'_> {
                 ),
             ));
         }
-        Ok(payload)
+        h.expand(payload).map_err(|e| {
+            Error::corrupt(
+                &self.seg.log_path,
+                position,
+                format!(
+                    "the batch of offsets {}..{}: {e}",
+                    h.base_offset,
+                    h.next_offset()
+                ),
+            )
+        })
     }
 }
 

@@ -7,10 +7,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tributary_store::batch::HEADER_LEN;
-use tributary_store::{Error, Store, StoreOptions, TopicConfig};
+use tributary_store::{Compression, Error, Store, StoreOptions, TopicConfig};
 use util::{
-    Rec, Rng, append, batch_bounds, capture_logs, copy_dir, flat, gen_batch, logs, read_all, recs,
+    Rec, Rng, append, batch_bounds, capture_logs, copy_dir, flat, gen_batch, headers, logs,
+    read_all, recs,
 };
+
+/// Batches are stored with these in turn (a codec that does not shrink a batch
+/// stores it plain).
+const CODECS: [Compression; 3] = [Compression::Lz4, Compression::None, Compression::Gzip];
 
 const OPTS: StoreOptions = StoreOptions {
     publish_on_sync: false,
@@ -42,10 +47,20 @@ fn template(dir: &Path, segment_bytes: u64, n: usize, seed: u64) -> (Vec<Rec>, P
             let (blocks, per) = (1 + rng.below(2) as usize, 1 + rng.below(3) as usize);
             gen_batch(&mut rng, blocks, per, 80)
         };
+        // Every codec, mixed in each segment: damage must be found in any of them.
+        p.set_compression(CODECS[i % CODECS.len()]);
         append(&p, &b);
         all.extend(flat(&b));
     }
     p.sync().unwrap();
+    let codecs: std::collections::BTreeSet<u8> = logs(p.dir())
+        .iter()
+        .flat_map(|l| headers(l))
+        .map(|(_, h)| h.attributes)
+        .collect();
+    if n >= 20 {
+        assert_eq!(codecs.len(), 3, "every stored codec is present: {codecs:?}");
+    }
     (all, p.dir().to_owned())
 }
 

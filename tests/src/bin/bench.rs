@@ -2,8 +2,11 @@
 //! and a real collector over mutual TLS, to durable storage.
 //!
 //! ```text
-//! cargo run --release -p tributary-e2e --bin tributary-bench -- [--lines 1000000] [--compression lz4|gzip|none] [--fsync always|interval] [--gz] [--input plain|multiline|cri|json|journald]
+//! cargo run --release -p tributary-e2e --bin tributary-bench -- [--lines 1000000] [--compression lz4|gzip|none] [--store-compression lz4|gzip|none] [--fsync always|interval] [--gz] [--input plain|multiline|cri|json|journald]
 //! ```
+//! `--compression` is the agent's (on the wire), `--store-compression` the
+//! topic's on disk (`topics.default.compression`); the bytes the topic's segments
+//! take are printed beside the message bytes they hold.
 //! `--input` picks what the agent reads: plain lines (the default); the same lines
 //! with a Java stack trace of 9 frames after every 20th (`multiline: {preset:
 //! java}`); the lines as CRI container logs, every 100th split in two pieces
@@ -23,6 +26,7 @@ use tributary_e2e::{Env, Proc, machine, usage};
 struct Opts {
     lines: usize,
     compression: String,
+    store_compression: String,
     fsync: String,
     gz: bool,
     input: String,
@@ -32,6 +36,7 @@ fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
         lines: 1_000_000,
         compression: "lz4".into(),
+        store_compression: "lz4".into(),
         fsync: "always".into(),
         gz: false,
         input: "plain".into(),
@@ -42,6 +47,7 @@ fn parse_args() -> Result<Opts, String> {
         match a.as_str() {
             "--lines" => o.lines = val()?.parse().map_err(|e| format!("--lines: {e}"))?,
             "--compression" => o.compression = val()?,
+            "--store-compression" => o.store_compression = val()?,
             "--fsync" => o.fsync = val()?,
             "--gz" => o.gz = true,
             "--input" => o.input = val()?,
@@ -115,8 +121,8 @@ fn main() {
         file
     };
     let collector = env.start_collector(&format!(
-        "topics:\n  default: {{partitions: 4}}\ndurability:\n  fsync: {}\n  interval_ms: 1000\n",
-        opts.fsync
+        "topics:\n  default: {{partitions: 4, compression: {}}}\ndurability:\n  fsync: {}\n  interval_ms: 1000\n",
+        opts.store_compression, opts.fsync
     ));
     let input = if opts.input == "journald" {
         let dir = journal_of(&file, &logs);
@@ -199,7 +205,35 @@ fn main() {
         "collector:      {cc:.2} CPU s, peak RSS {:.1} MB",
         cr as f64 / 1e6
     );
+    let disk = segment_bytes(&env.path().join("collector-data/topics/bench"));
+    // The input's bytes less one newline per line: the message bytes stored.
+    let messages = bytes.saturating_sub(opts.lines as u64);
+    println!(
+        "on disk:        {:.1} MB of segments ({} store compression), {:.1} bytes/line, {:.1} % of the {:.1} MB of messages",
+        disk as f64 / 1e6,
+        opts.store_compression,
+        disk as f64 / opts.lines as f64,
+        100.0 * disk as f64 / messages.max(1) as f64,
+        messages as f64 / 1e6
+    );
     drop(agent);
+}
+
+/// Bytes of the segment files (`*.log`) under a topic's directory.
+fn segment_bytes(topic: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for part in std::fs::read_dir(topic).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(part.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.path().extension().is_some_and(|e| e == "log") {
+                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
 }
 
 /// The text of input line `i` for `input` (more than one line for a trace or a

@@ -11,7 +11,10 @@
 //! per segment:  u8 flags (bits 0-2: batches, bits 3-4: index none|raw|exact|damaged,
 //!               bits 5-6: gap to the next segment), then its batches: each a kind byte
 //!               (valid, CRC-valid arbitrary payload, garbage, damaged valid batch,
-//!               valid batch with a wrong length or base offset) and its material.
+//!               valid batch with a wrong length or base offset) and its material;
+//!               valid batches are stored with a codec the input picks (none, lz4,
+//!               gzip), arbitrary payloads claim one (so bytes that do not
+//!               decompress, or not to their stated length, are exercised).
 //! ```
 //! Checked, beyond "no panic":
 //! - `Store::open` succeeds: file contents are data to recover, never an error;
@@ -36,7 +39,8 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use tributary_common::record::{self, BlockWriter};
-use tributary_store::batch::{BatchHeader, HEADER_LEN};
+use tributary_store::Compression;
+use tributary_store::batch::{self, BatchHeader, HEADER_LEN};
 use tributary_store::index::{self, IndexEntry};
 use tributary_store::{Error, Partition, Store, StoreOptions};
 
@@ -96,6 +100,15 @@ fn valid_payload(inp: &mut Input<'_>, source_offset: &mut u64) -> (Vec<u8>, u32,
     (buf, s.records, s.min_timestamp_ms, s.max_timestamp_ms)
 }
 
+/// `payload` as stored with a codec the input picks (lz4 and gzip fall back to
+/// none when they do not shrink it, as appends do).
+fn stored(inp: &mut Input<'_>, payload: &[u8]) -> (Compression, Vec<u8>) {
+    let codec = Compression::from_code(inp.u8() % 3).unwrap_or(Compression::None);
+    let mut out = Vec::new();
+    let codec = batch::store_payload(codec, payload, &mut out);
+    (codec, out)
+}
+
 fn encode(h: &BatchHeader, payload: &[u8]) -> Vec<u8> {
     let mut b = h.encode().to_vec();
     b.extend_from_slice(payload);
@@ -114,19 +127,22 @@ fn push_batch(
     match inp.u8() % 6 {
         0 | 1 => {
             let (payload, n, min, max) = valid_payload(inp, source_offset);
+            let (codec, payload) = stored(inp, &payload);
             log.extend(encode(
-                &BatchHeader::for_payload(*next, &payload, n, min, max),
+                &BatchHeader::for_stored(*next, codec, &payload, n, min, max),
                 &payload,
             ));
             starts.push((pos, *next));
             *next += u64::from(n);
         }
         2 => {
-            // CRC-valid header over an arbitrary payload and record count.
+            // CRC-valid header over an arbitrary payload, codec and record count
+            // (compressed bytes that do not decompress, or to the wrong length).
+            let codec = Compression::from_code(inp.u8() % 3).unwrap_or(Compression::None);
             let len = usize::from(inp.u8());
             let payload = inp.bytes(len).to_vec();
             let n = u32::from(inp.u8());
-            let h = BatchHeader::for_payload(*next, &payload, n, 0, 0);
+            let h = BatchHeader::for_stored(*next, codec, &payload, n, 0, 0);
             log.extend(encode(&h, &payload));
             starts.push((pos, *next));
             *next += u64::from(n);
@@ -138,8 +154,9 @@ fn push_batch(
         4 => {
             // A valid batch, then cut short or with one byte flipped.
             let (payload, n, min, max) = valid_payload(inp, source_offset);
+            let (codec, payload) = stored(inp, &payload);
             let mut b = encode(
-                &BatchHeader::for_payload(*next, &payload, n, min, max),
+                &BatchHeader::for_stored(*next, codec, &payload, n, min, max),
                 &payload,
             );
             let at = usize::from(inp.u16()) % b.len();
@@ -155,7 +172,8 @@ fn push_batch(
         _ => {
             // Fields the CRC does not cover: the base offset and the length.
             let (payload, n, min, max) = valid_payload(inp, source_offset);
-            let mut h = BatchHeader::for_payload(*next, &payload, n, min, max);
+            let (codec, payload) = stored(inp, &payload);
+            let mut h = BatchHeader::for_stored(*next, codec, &payload, n, min, max);
             match inp.u8() % 4 {
                 0 => h.base_offset = h.base_offset.wrapping_sub(1),
                 1 => h.base_offset += 1 + u64::from(inp.u8()),
@@ -273,8 +291,11 @@ fn crc_valid_records(segments: &[SegmentFile]) -> HashMap<u64, Vec<Rec>> {
             if h.compute_crc(payload) != h.crc {
                 continue;
             }
+            let Ok(payload) = h.expand(payload.to_vec()) else {
+                continue;
+            };
             let mut off = h.base_offset;
-            'blocks: for block in record::blocks(payload, false) {
+            'blocks: for block in record::blocks(&payload, false) {
                 let Ok(block) = block else { break };
                 for r in block.records() {
                     let Ok(r) = r else { break 'blocks };
@@ -316,7 +337,10 @@ fn valid_prefix(log: &[u8], base: u64) -> (u64, u64) {
         if h.compute_crc(payload) != h.crc {
             break;
         }
-        match record::summarize(payload) {
+        let Ok(payload) = h.expand(payload.to_vec()) else {
+            break;
+        };
+        match record::summarize(&payload) {
             Ok(s) if s.records == h.record_count => {}
             _ => break,
         }

@@ -30,13 +30,14 @@ mod roll;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
+use tributary_common::codec::Compression;
 use tributary_common::record::{self, PayloadSummary};
 
-use crate::batch::{BatchHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::batch::{self, BatchHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::dedup::{self, Filtered, Sources};
 use crate::error::Error;
 use crate::handles::Handles;
@@ -54,6 +55,21 @@ pub(crate) struct PartitionOptions {
     pub segment_bytes: u64,
     pub index_interval_bytes: u32,
     pub publish_on_sync: bool,
+}
+
+/// A payload as it goes to disk.
+struct Stored {
+    /// The codec actually used (none when compressing did not shrink it).
+    codec: Compression,
+    bytes: Vec<u8>,
+}
+
+impl Stored {
+    fn of(codec: Compression, payload: &[u8]) -> Stored {
+        let mut bytes = Vec::new();
+        let codec = batch::store_payload(codec, payload, &mut bytes);
+        Stored { codec, bytes }
+    }
 }
 
 /// The offsets an append was given.
@@ -97,6 +113,8 @@ pub struct Partition {
     size_bytes: AtomicU64,
     /// See [`Partition::set_segment_age`].
     segment_age_ms: AtomicI64,
+    /// See [`Partition::set_compression`] (a codec's wire code).
+    compression: AtomicU8,
     failed: AtomicBool,
     /// Why appends fail now (see `health.rs`).
     problem: Mutex<Option<String>>,
@@ -163,6 +181,7 @@ impl Partition {
             visible_end: AtomicU64::new(r.next_offset),
             size_bytes: AtomicU64::new(r.total_bytes),
             segment_age_ms: AtomicI64::new(duration_ms(crate::DEFAULT_SEGMENT_AGE)),
+            compression: AtomicU8::new(crate::DEFAULT_COMPRESSION.code()),
             failed: AtomicBool::new(false),
             problem: Mutex::new(None),
             last_heal: Mutex::new(None),
@@ -218,6 +237,18 @@ impl Partition {
             .store(duration_ms(age), Ordering::Relaxed);
     }
 
+    /// Store the batches appended from now on compressed with `codec` (each batch
+    /// records its codec, so a partition may hold several; reads handle them all).
+    pub fn set_compression(&self, codec: Compression) {
+        self.compression.store(codec.code(), Ordering::Relaxed);
+    }
+
+    /// The codec appends use.
+    pub fn compression(&self) -> Compression {
+        Compression::from_code(self.compression.load(Ordering::Relaxed))
+            .unwrap_or(crate::DEFAULT_COMPRESSION)
+    }
+
     /// Bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes.load(Ordering::Relaxed)
@@ -252,6 +283,20 @@ impl Partition {
         summary: &PayloadSummary,
         now_ms: i64,
     ) -> Result<AppendResult, Error> {
+        self.append_sent(payload, summary, now_ms, None)
+    }
+
+    /// [`append_at`](Self::append_at) of a payload that arrived compressed:
+    /// `sent` is its codec and those bytes, which must decompress to exactly
+    /// `payload`. When the codec is the partition's and no record is a duplicate,
+    /// they are stored as they came instead of compressing `payload` again.
+    pub fn append_sent(
+        &self,
+        payload: &[u8],
+        summary: &PayloadSummary,
+        now_ms: i64,
+        sent: Option<(Compression, &[u8])>,
+    ) -> Result<AppendResult, Error> {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(Error::BatchTooLarge {
                 bytes: payload.len(),
@@ -259,9 +304,26 @@ impl Partition {
             });
         }
         self.check_summary(payload, summary)?;
+        // Compressed before the writer lock, so appends to one partition from
+        // several connections compress in parallel; only a payload the
+        // deduplication rebuilds is compressed again under the lock.
+        let codec = self.compression();
+        let stored = match sent {
+            Some((c, bytes))
+                if c == codec
+                    && c != Compression::None
+                    && bytes.len() + batch::STORED_LEN_PREFIX < payload.len() =>
+            {
+                Stored {
+                    codec,
+                    bytes: batch::store_compressed(payload.len(), bytes),
+                }
+            }
+            _ => Stored::of(codec, payload),
+        };
         let mut w = lock(&self.writer);
         self.ensure_writable(&mut w)?;
-        let result = self.append_locked(&mut w, payload, summary, now_ms);
+        let result = self.append_locked(&mut w, payload, summary, &stored, now_ms);
         match &result {
             Ok(_) => self.recovered(),
             Err(e) => self.report(e),
@@ -274,6 +336,7 @@ impl Partition {
         w: &mut Writer,
         payload: &[u8],
         summary: &PayloadSummary,
+        stored: &Stored,
         now_ms: i64,
     ) -> Result<AppendResult, Error> {
         // Deduplicate under the writer lock, so that two connections resending the
@@ -299,11 +362,19 @@ impl Partition {
                 });
             }
         };
+        let rebuilt;
+        let stored = if matches!(filtered, Filtered::All) {
+            stored
+        } else {
+            rebuilt = Stored::of(self.compression(), payload);
+            &rebuilt
+        };
         let count = u64::from(summary.records);
         self.last_used.fetch_max(now_ms, Ordering::Relaxed);
-        let header = BatchHeader::for_payload(
+        let header = BatchHeader::for_stored(
             w.next_offset,
-            payload,
+            stored.codec,
+            &stored.bytes,
             summary.records,
             now_ms,
             summary.max_timestamp_ms,
@@ -318,7 +389,11 @@ impl Partition {
         let written = files
             .log
             .write_all_at(&header.encode(), pos)
-            .and_then(|()| files.log.write_all_at(payload, pos + HEADER_LEN as u64));
+            .and_then(|()| {
+                files
+                    .log
+                    .write_all_at(&stored.bytes, pos + HEADER_LEN as u64)
+            });
         if let Err(e) = written {
             self.undo(files, &seg, pos);
             return Err(Error::io("write", &seg.log_path)(e));

@@ -79,7 +79,28 @@ pub fn gen_batch(rng: &mut Rng, blocks: usize, per_block: usize, max_msg: usize)
                         Vec::new()
                     };
                     let len = rng.below(max_msg as u64 + 1) as usize;
-                    let message: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                    // Half log-like text (which compresses, so batches are stored
+                    // compressed), half arbitrary bytes (stored as they are).
+                    let message: Vec<u8> = if rng.below(2) == 0 {
+                        (0..len).map(|_| rng.next() as u8).collect()
+                    } else {
+                        const WORDS: [&str; 8] = [
+                            "GET ",
+                            "/index.html ",
+                            "200 ",
+                            "user=",
+                            "42 ",
+                            "ms ",
+                            "ok ",
+                            "- ",
+                        ];
+                        let mut m = Vec::with_capacity(len + 12);
+                        while m.len() < len {
+                            m.extend_from_slice(WORDS[rng.below(8) as usize].as_bytes());
+                        }
+                        m.truncate(len);
+                        m
+                    };
                     let mut flags = if rng.below(5) == 0 { FLAG_PARTIAL } else { 0 };
                     if !fields.is_empty() {
                         flags |= FLAG_HAS_FIELDS;
