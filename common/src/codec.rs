@@ -62,24 +62,37 @@ pub enum CodecError {
     Corrupt { codec: &'static str, reason: String },
 }
 
-/// Compress `input` into `out` (cleared first).
-pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) {
-    out.clear();
+/// Compress `input` using `out` as the buffer and return the compressed bytes (the
+/// start of `out`). `out` is a scratch buffer to reuse: for lz4 it keeps its
+/// length (the codec's worst case) between calls, so a reused buffer is not
+/// zeroed again for every batch, and a new one comes zeroed from the allocator.
+pub fn compress<'a>(codec: Compression, input: &[u8], out: &'a mut Vec<u8>) -> &'a [u8] {
     match codec {
-        Compression::None => out.extend_from_slice(input),
+        Compression::None => {
+            out.clear();
+            out.extend_from_slice(input);
+            out
+        }
         Compression::Lz4 => {
-            out.resize(lz4_flex::block::get_maximum_output_size(input.len()), 0);
-            // The buffer is sized by the crate's own bound, so this cannot fail.
+            let max = lz4_flex::block::get_maximum_output_size(input.len());
+            if out.capacity() == 0 {
+                *out = vec![0u8; max];
+            } else if out.len() < max {
+                out.resize(max, 0);
+            }
+            // The buffer is at least the crate's own bound, so this cannot fail.
             let n = lz4_flex::block::compress_into(input, out).unwrap_or(0);
-            out.truncate(n);
+            &out[..n]
         }
         Compression::Gzip => {
             use std::io::Write;
+            out.clear();
             let mut enc =
                 flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::fast());
             // Writing into a Vec cannot fail.
             let _ = enc.write_all(input);
             *out = enc.finish().unwrap_or_default();
+            out
         }
     }
 }
@@ -144,9 +157,21 @@ mod tests {
             .collect();
         for c in ALL {
             let mut z = Vec::new();
-            compress(c, &input, &mut z);
-            let back = decompress(c, &z, input.len(), 1 << 20).unwrap();
+            let small = compress(c, &input[..1000], &mut z).to_vec();
+            assert_eq!(
+                decompress(c, &small, 1000, 1 << 20).unwrap(),
+                &input[..1000]
+            );
+            // The buffer reused, shorter and longer inputs.
+            let big = compress(c, &input, &mut z).to_vec();
+            let back = decompress(c, &big, input.len(), 1 << 20).unwrap();
             assert_eq!(back, input, "{c:?}");
+            let again = compress(c, &input[..1000], &mut z);
+            assert_eq!(
+                again,
+                &small[..],
+                "{c:?}: the same bytes from a used buffer"
+            );
             assert_eq!(Compression::from_code(c.code()), Some(c));
         }
         assert_eq!(Compression::from_code(9), None);
@@ -156,8 +181,8 @@ mod tests {
     fn bombs_are_refused() {
         let zeros = vec![0u8; 8 << 20];
         for c in [Compression::Gzip, Compression::Lz4] {
-            let mut z = Vec::new();
-            compress(c, &zeros, &mut z);
+            let mut buf = Vec::new();
+            let z = compress(c, &zeros, &mut buf).to_vec();
             assert!(z.len() < 100_000, "{c:?} compresses zeros well");
             // Honest declaration above the limit: refused before any work.
             assert_eq!(

@@ -57,8 +57,8 @@ pub const STORED_LEN_PREFIX: usize = 4;
 pub fn store_payload(codec: Compression, payload: &[u8], out: &mut Vec<u8>) -> Compression {
     out.clear();
     if codec != Compression::None && payload.len() > 64 {
-        let mut body = Vec::new();
-        codec::compress(codec, payload, &mut body);
+        let mut scratch = Vec::new();
+        let body = codec::compress(codec, payload, &mut scratch);
         if body.len() + STORED_LEN_PREFIX < payload.len() {
             out.reserve_exact(STORED_LEN_PREFIX + body.len());
             out.extend_from_slice(&(payload.len() as u32).to_le_bytes());

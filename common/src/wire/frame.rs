@@ -116,7 +116,8 @@ impl BatchFrame {
         payload: &[u8],
         scratch: &mut Vec<u8>,
     ) -> BatchFrame {
-        codec::compress(codec, payload, scratch);
+        let compressed = codec::compress(codec, payload, scratch);
+        let payload_bytes = Bytes::copy_from_slice(compressed);
         BatchFrame {
             seq,
             codec,
@@ -124,7 +125,7 @@ impl BatchFrame {
             records,
             uncompressed_len: payload.len() as u32,
             crc32c: crc32c::crc32c(payload),
-            payload: Bytes::copy_from_slice(scratch),
+            payload: payload_bytes,
         }
     }
 
