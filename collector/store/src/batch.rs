@@ -62,7 +62,7 @@ pub fn store_payload(codec: Compression, payload: &[u8], out: &mut Vec<u8>) -> C
         if body.len() + STORED_LEN_PREFIX < payload.len() {
             out.reserve_exact(STORED_LEN_PREFIX + body.len());
             out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            out.extend_from_slice(&body);
+            out.extend_from_slice(body);
             return codec;
         }
     }
