@@ -334,7 +334,9 @@ fn reading_below_the_retention_start_gets_the_clients_out_of_range_handling() {
     let collector = start(
         &env,
         kport,
-        "  small: {partitions: 1, segment_bytes: 64KiB, retention: {max_bytes: 64KiB}}\n",
+        // Uncompressed, so that ~40 KiB of lines fill ~40 KiB of segment (these lines
+        // compress ~20x, and retention counts bytes on disk).
+        "  small: {partitions: 1, segment_bytes: 64KiB, retention: {max_bytes: 64KiB}, compression: none}\n",
     );
     let logs = env.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
