@@ -16,6 +16,7 @@ use serde_json::Value;
 use tributary_collector::client::ApiClient;
 use tributary_collector::setup::certs::{self, CertFiles};
 
+pub mod fanin;
 pub mod pki;
 
 /// Directory holding the built binaries (`target/release` or `target/debug`).

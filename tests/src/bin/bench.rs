@@ -17,6 +17,14 @@
 //! With `--gz` the file is a compressed rotation (`bench.log.1.gz`, gzip level 6
 //! as logrotate's `gzip` writes it) that the agent decompresses: the figures are
 //! for the decompressed lines shipped.
+//!
+//! `--agents N [--secs 10] [--window 1] [--linger-ms 0]` measures fan-in instead
+//! (each connection pauses `--linger-ms` after each batch; 0 sends flat out): one process
+//! opens N agent connections (mutual TLS, distinct hosts and sources, batches of
+//! 100-1,000 lines, lz4; see `tributary_e2e::fanin`) to a collector with
+//! `fsync: always`, and prints the aggregate lines/s, the acknowledgement latency
+//! p50/p99, the collector's CPU and peak RSS, and checks that the topic holds
+//! exactly the lines acknowledged.
 //! Everything runs on 127.0.0.1 and stops by itself.
 
 use std::time::{Duration, Instant};
@@ -30,6 +38,10 @@ struct Opts {
     fsync: String,
     gz: bool,
     input: String,
+    agents: usize,
+    secs: u64,
+    window: usize,
+    linger_ms: u64,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -40,6 +52,10 @@ fn parse_args() -> Result<Opts, String> {
         fsync: "always".into(),
         gz: false,
         input: "plain".into(),
+        agents: 0,
+        secs: 10,
+        window: 1,
+        linger_ms: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -51,6 +67,12 @@ fn parse_args() -> Result<Opts, String> {
             "--fsync" => o.fsync = val()?,
             "--gz" => o.gz = true,
             "--input" => o.input = val()?,
+            "--agents" => o.agents = val()?.parse().map_err(|e| format!("--agents: {e}"))?,
+            "--secs" => o.secs = val()?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--linger-ms" => {
+                o.linger_ms = val()?.parse().map_err(|e| format!("--linger-ms: {e}"))?
+            }
+            "--window" => o.window = val()?.parse().map_err(|e| format!("--window: {e}"))?,
             "--bench" => {} // passed by `cargo bench`
             other => return Err(format!("unknown argument {other}")),
         }
@@ -66,6 +88,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if opts.agents > 0 {
+        fan_in(&opts);
+        return;
+    }
     let env = Env::new();
     let logs = env.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs dir");
@@ -217,6 +243,91 @@ fn main() {
         messages as f64 / 1e6
     );
     drop(agent);
+}
+
+/// `--agents N`: many agent connections on one collector.
+fn fan_in(opts: &Opts) {
+    use tributary_e2e::fanin;
+    let env = Env::new();
+    let room = opts.agents + 64;
+    let collector = env.start_collector_with(
+        &format!("  max_connections: {room}\n  max_connections_per_ip: {room}\n"),
+        &format!(
+            "topics:\n  default: {{partitions: 4, compression: {}}}\ndurability:\n  fsync: {}\n",
+            opts.store_compression, opts.fsync
+        ),
+    );
+    let pid = collector.proc.pid();
+    let (_, rss_before) = usage(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(usage(pid).1);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let load = fanin::Load {
+        connections: opts.agents,
+        topic: "fanin".into(),
+        min_lines: 100,
+        max_lines: 1000,
+        window: opts.window.max(1),
+        linger: Duration::from_millis(opts.linger_ms),
+        duration: Duration::from_secs(opts.secs),
+        max_lines_per_connection: u64::MAX / 2,
+    };
+    let (cpu_before, _) = usage(pid);
+    let out = fanin::run(&env, collector.ingest_port, &load);
+    let (cpu_after, _) = usage(pid);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    let stored = collector.count("fanin");
+    let secs = out.elapsed.as_secs_f64();
+    println!("machine:        {}", machine());
+    println!(
+        "workload:       {} agent connections, batches of 100-1000 access-log lines (lz4), window {}, linger {} ms, {} s, fsync {}",
+        opts.agents, load.window, opts.linger_ms, opts.secs, opts.fsync
+    );
+    println!(
+        "connect:        {:.2} s for all connections",
+        out.connect.as_secs_f64()
+    );
+    println!(
+        "throughput:     {:.0} lines/s ({} lines, {} batches in {secs:.2} s)",
+        out.lines as f64 / secs,
+        out.lines,
+        out.batches
+    );
+    println!(
+        "ack latency:    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        out.latency(0.5).as_secs_f64() * 1e3,
+        out.latency(0.99).as_secs_f64() * 1e3,
+        out.latency(1.0).as_secs_f64() * 1e3
+    );
+    println!(
+        "collector:      {:.2} CPU s during the load, RSS {:.1} MB before, peak {:.1} MB",
+        cpu_after - cpu_before,
+        rss_before as f64 / 1e6,
+        peak as f64 / 1e6
+    );
+    let slowest = out.per_connection.iter().min().copied().unwrap_or(0);
+    println!(
+        "fairness:       every connection got {slowest}+ lines acknowledged (mean {:.0})",
+        out.lines as f64 / opts.agents.max(1) as f64
+    );
+    if stored != out.lines {
+        eprintln!(
+            "tributary-bench: the topic holds {stored} records, {} were acknowledged",
+            out.lines
+        );
+        std::process::exit(1);
+    }
+    println!("stored:         {stored} records, each acknowledged line once");
 }
 
 /// Bytes of the segment files (`*.log`) under a topic's directory.
