@@ -1,10 +1,13 @@
 //! Ingest: the TLS listener and one task per agent connection.
 //!
-//! Per connection, frames are read in order: a batch is opened (decompressed,
-//! checksummed, every record validated) and appended, then its durability wait is
-//! handed to an acknowledger task, so the next batch is read and appended while
-//! the previous one is being fsynced (pipelining). Acknowledgements leave in the
-//! order the batches arrived. A protocol violation closes that connection with an
+//! Per connection, three stages joined by bounded queues, in arrival order: the
+//! reader reads a frame and starts preparing its batch on the blocking pool
+//! (decompress, checksum, validate every record, stamp the sender's identity,
+//! route to partitions, compress for the disk); the committer appends prepared
+//! batches strictly in order; the acknowledger waits for durability and answers.
+//! So batch N+1 is prepared while N is appended and N-1 fsynced, and one agent's
+//! batches use more than one core. Acknowledgements leave in the order the batches
+//! arrived, and after a batch that cannot be stored nothing later is. A protocol violation closes that connection with an
 //! ERROR frame and a log line naming the peer; nothing else is affected.
 
 use std::net::SocketAddr;
@@ -31,7 +34,7 @@ pub mod error;
 pub mod identity;
 
 use crate::metrics::Metrics;
-use crate::storage::{Appended, Storage, StorageError};
+use crate::storage::{Appended, PreparedBatch, Storage, StorageError};
 use budget::{MemoryBudget, PeerBudget, Reserved};
 pub use error::ConnectionError;
 use identity::{IdentityError, IdentityMode, PeerIdentity};
@@ -57,6 +60,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Batches read and appended but not yet acknowledged, per connection.
 const ACK_QUEUE: usize = 16;
+/// Batches being prepared ahead of the one being appended, per connection (each
+/// holds its reservation in the memory budget until it is appended).
+const PREPARE_AHEAD: usize = 2;
 
 /// Limits and shared state of the ingest listener.
 pub struct Ingest {
@@ -301,27 +307,37 @@ impl Ingest {
 
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(ACK_QUEUE);
         let acker = tokio::spawn(acknowledge(self.clone(), writer, ack_rx, registration));
+        let (step_tx, step_rx) = mpsc::channel::<Step>(PREPARE_AHEAD);
+        // Cancelled when the committer stops at a batch that cannot be stored.
+        let failed = CancellationToken::new();
+        let committer = tokio::spawn(self.clone().commit_loop(step_rx, ack_tx, failed.clone()));
         // Who `topics.allow` knows this connection by.
         let writer: Arc<str> = match &peer_id {
             Some(p) => Arc::from(p.agent.as_str()),
             None => Arc::from(host.as_str()),
         };
         let result = self
-            .read_loop(&mut reader, &ack_tx, peer_id, &writer, &shutdown)
+            .read_loop(&mut reader, &step_tx, peer_id, &writer, &shutdown, &failed)
             .await;
-        drop(ack_tx);
+        drop(step_tx);
+        let commit_result = committer.await.unwrap_or_else(|e| Err(e.into()));
         let ack_result = acker.await.unwrap_or_else(|e| Err(e.into()));
-        result.and(ack_result)
+        result.and(commit_result).and(ack_result)
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(
         self: &Arc<Self>,
         reader: &mut FrameReader<R>,
-        ack_tx: &mpsc::Sender<Pending>,
+        steps: &mpsc::Sender<Step>,
         peer_id: Option<Arc<PeerIdentity>>,
         writer: &str,
         shutdown: &CancellationToken,
+        failed: &CancellationToken,
     ) -> Result<(), ConnectionError> {
+        // Answers go through the committer, after the batches before them.
+        let answer = |p: Pending| async move {
+            let _ = steps.send(Step::Answer(p)).await;
+        };
         let mut batches = 0u64;
         loop {
             // Until its first batch a connection gets a short idle timeout.
@@ -333,15 +349,15 @@ impl Ingest {
             let frame = tokio::select! {
                 f = tokio::time::timeout(idle, reader.next()) => f,
                 _ = shutdown.cancelled() => {
-                    let _ = ack_tx.send(Pending::Fatal(ErrorCode::ShuttingDown, "collector is shutting down".into())).await;
+                    answer(Pending::Fatal(ErrorCode::ShuttingDown, "collector is shutting down".into())).await;
                     return Ok(());
                 }
+                // The committer said why; nothing more is read.
+                _ = failed.cancelled() => return Ok(()),
             };
             let batch = match frame {
                 Err(_) => {
-                    let _ = ack_tx
-                        .send(Pending::Fatal(ErrorCode::Timeout, "idle timeout".into()))
-                        .await;
+                    answer(Pending::Fatal(ErrorCode::Timeout, "idle timeout".into())).await;
                     return Ok(());
                 }
                 Ok(None) => return Ok(()),
@@ -353,7 +369,7 @@ impl Ingest {
                 }
                 Ok(Some(Err(e))) => {
                     self.metrics.error("malformed_frame");
-                    let _ = ack_tx.send(Pending::Fatal(e.code(), e.to_string())).await;
+                    answer(Pending::Fatal(e.code(), e.to_string())).await;
                     return Err(ConnectionError::Frame(e));
                 }
                 Ok(Some(Ok((Frame::Batch(b), held)))) => (b, held),
@@ -363,40 +379,29 @@ impl Ingest {
                         expected: "BATCH",
                         got: other.name(),
                     };
-                    let _ = ack_tx
-                        .send(Pending::Fatal(ErrorCode::MalformedFrame, e.to_string()))
-                        .await;
+                    answer(Pending::Fatal(ErrorCode::MalformedFrame, e.to_string())).await;
                     return Err(e);
                 }
             };
             batches += 1;
             let (batch, held) = batch;
-            match self.store_batch(batch, held, peer_id.clone(), writer).await {
-                Ok(p) => {
-                    if ack_tx.send(p).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                Err(Fatal { code, error }) => {
-                    let _ = ack_tx.send(Pending::Fatal(code, report(&error))).await;
-                    return Err(error);
-                }
+            let step = self.prepare_batch(batch, held, peer_id.clone(), writer);
+            if steps.send(step).await.is_err() {
+                // The committer stopped (and said why).
+                return Ok(());
             }
         }
     }
 
-    /// Open and append one batch. A refused batch whose fault is the sender's
-    /// (bad checksum, bomb, malformed payload) is fatal for the connection.
-    /// `_held`: the memory budget of the frame and its decompressed payload (the
-    /// declared size, which `open` enforces), reserved by the reader and returned
-    /// once the batch is appended.
-    async fn store_batch(
+    /// Start preparing one batch on the blocking pool (see the module docs); a
+    /// batch this sender may not write is answered at once, in its turn.
+    fn prepare_batch(
         &self,
         batch: BatchFrame,
-        _held: Reserved,
+        held: Reserved,
         peer_id: Option<Arc<PeerIdentity>>,
         writer: &str,
-    ) -> Result<Pending, Fatal> {
+    ) -> Step {
         let seq = batch.seq;
         if !self.storage.config().topic_acl.allows(writer, &batch.topic) {
             self.metrics.error("topic_forbidden");
@@ -405,7 +410,7 @@ impl Ingest {
                 "ingest_topic_forbidden",
                 format_args!("batch refused: {why}"),
             );
-            return Ok(Pending::Reject(seq, ErrorCode::Forbidden, why));
+            return Step::Answer(Pending::Reject(seq, ErrorCode::Forbidden, why));
         }
         let compressed = batch.payload.len() as u64;
         let limit = self.max_batch_bytes;
@@ -414,21 +419,99 @@ impl Ingest {
         // stamped with the sender's identity (which changes it).
         let sent = (batch.codec != Compression::None && peer_id.is_none())
             .then(|| (batch.codec, batch.payload.clone()));
-        // Decompression and validation are CPU work: keep them off the runtime threads.
-        let opened = tokio::task::spawn_blocking(move || {
-            let (payload, summary) = batch.open(limit)?;
+        let storage = self.storage.clone();
+        // CPU work: off the runtime threads.
+        let work = tokio::task::spawn_blocking(move || {
+            let (payload, summary) = batch.open(limit).map_err(Unprepared::Batch)?;
             // Who sent it: stamped on every block (mutual TLS), else checked unclaimed.
             let payload = match &peer_id {
                 Some(p) => p.stamp(&payload),
                 None => identity::check_unstamped(&payload).map(|()| payload),
+            }
+            .map_err(Unprepared::Identity)?;
+            let bytes = payload.len() as u64;
+            let now = tributary_common::timefmt::now_ms();
+            let prepared = storage
+                .prepare(&batch.topic, payload, summary, sent, now)
+                .map_err(Unprepared::Storage)?;
+            Ok((prepared, bytes))
+        });
+        Step::Batch {
+            seq,
+            topic,
+            compressed,
+            held,
+            work,
+        }
+    }
+
+    /// Append prepared batches in arrival order and hand them to the acknowledger.
+    /// Stops at the first batch that cannot be stored (after answering it), so
+    /// nothing after it is stored: the agent resends from it.
+    async fn commit_loop(
+        self: Arc<Self>,
+        mut steps: mpsc::Receiver<Step>,
+        ack_tx: mpsc::Sender<Pending>,
+        failed: CancellationToken,
+    ) -> Result<(), ConnectionError> {
+        while let Some(step) = steps.recv().await {
+            let done = match step {
+                Step::Answer(p) => {
+                    let last = matches!(p, Pending::Fatal(..));
+                    if ack_tx.send(p).await.is_err() || last {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Step::Batch {
+                    seq,
+                    topic,
+                    compressed,
+                    held,
+                    work,
+                } => {
+                    let done = self.commit_batch(seq, &topic, compressed, work).await;
+                    // The batch's memory is released once it is stored (or refused).
+                    drop(held);
+                    done
+                }
             };
-            Ok::<_, BatchError>(payload.map(|p| (p, summary)))
-        })
-        .await
-        .map_err(|e| Fatal::new(ErrorCode::Unknown, e.into()))?;
-        let (payload, summary) = match opened {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
+            match done {
+                Ok(p) => {
+                    if ack_tx.send(p).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(Fatal { code, error }) => {
+                    let _ = ack_tx.send(Pending::Fatal(code, report(&error))).await;
+                    failed.cancel();
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for a batch's preparation and append it. A refused batch whose fault
+    /// is the sender's (bad checksum, bomb, malformed payload) is fatal for the
+    /// connection.
+    async fn commit_batch(
+        &self,
+        seq: u64,
+        topic: &str,
+        compressed: u64,
+        work: tokio::task::JoinHandle<Result<(PreparedBatch, u64), Unprepared>>,
+    ) -> Result<Pending, Fatal> {
+        let prepared = work
+            .await
+            .map_err(|e| Fatal::new(ErrorCode::Unknown, e.into()))?;
+        let stored = match prepared {
+            Ok((prepared, bytes)) => self
+                .storage
+                .commit(prepared)
+                .await
+                .map(|appended| (appended, bytes)),
+            Err(Unprepared::Identity(e)) => {
                 let code = match e {
                     IdentityError::Payload(_) => ErrorCode::BadPayload,
                     _ => ErrorCode::Forbidden,
@@ -436,7 +519,7 @@ impl Ingest {
                 self.metrics.error("identity");
                 return Err(Fatal::new(code, ConnectionError::Identity(e)));
             }
-            Err(e) => {
+            Err(Unprepared::Batch(e)) => {
                 let kind = match e.code() {
                     ErrorCode::BadChecksum => "bad_checksum",
                     ErrorCode::BatchTooLarge => "batch_too_large",
@@ -449,14 +532,10 @@ impl Ingest {
                     ConnectionError::Refused { seq, source: e },
                 ));
             }
+            Err(Unprepared::Storage(e)) => Err(e),
         };
-        let bytes = payload.len() as u64;
-        match self
-            .storage
-            .append_sent(&topic, payload, summary, sent)
-            .await
-        {
-            Ok(appended) => {
+        match stored {
+            Ok((appended, bytes)) => {
                 if appended.duplicates > 0 {
                     tracing::debug!(
                         seq,
@@ -506,6 +585,26 @@ impl Ingest {
             }
         }
     }
+}
+
+/// Why a batch could not be prepared.
+enum Unprepared {
+    Batch(BatchError),
+    Identity(IdentityError),
+    Storage(StorageError),
+}
+
+/// One batch (or answer) on its way from the reader to the committer.
+enum Step {
+    Batch {
+        seq: u64,
+        topic: String,
+        compressed: u64,
+        /// Its memory budget, held until it is appended.
+        held: Reserved,
+        work: tokio::task::JoinHandle<Result<(PreparedBatch, u64), Unprepared>>,
+    },
+    Answer(Pending),
 }
 
 /// A batch that ends the connection: the code for the agent, and why.

@@ -57,6 +57,22 @@ pub struct Appended {
     pub retimed: u64,
 }
 
+/// A batch routed to its partitions and compressed for them ([`Storage::prepare`]),
+/// to be appended with [`Storage::commit`]. Preparing takes no lock, so a
+/// connection prepares its next batch while the previous one is appended.
+pub struct PreparedBatch {
+    /// Per partition: its records (the whole payload when it all goes to one) and
+    /// how they are stored.
+    parts: Vec<(
+        Arc<Partition>,
+        Vec<u8>,
+        PayloadSummary,
+        tributary_store::Prepared,
+    )>,
+    retimed: u64,
+    now_ms: i64,
+}
+
 /// Shared handle on the store.
 pub struct Storage {
     store: Arc<Store>,
@@ -163,30 +179,47 @@ impl Storage {
         sent: Option<(Compression, Bytes)>,
         now_ms: i64,
     ) -> Result<Appended, StorageError> {
-        self.admit_topic(topic)?;
-        let store = self.store.clone();
-        let settings = self.config.topic_settings(topic);
+        let (store, config) = (self.store.clone(), self.config.clone());
         let topic = topic.to_owned();
-        let skew_ms = i64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
-        let appended = tokio::task::spawn_blocking(move || -> Result<Appended, StorageError> {
-            let (payload, summary, retimed, sent) =
-                match crate::storage::clock::sanitize(&payload, &summary, now_ms, skew_ms) {
-                    // Retimed: the bytes as sent no longer match the payload.
-                    Ok(Some((p, s, n))) => (p, s, u64::from(n), None),
-                    Ok(None) => (payload, summary, 0, sent),
-                    Err(e) => {
-                        return Err(StorageError::Internal(format!(
-                            "payload changed after validation: {e}"
-                        )));
-                    }
-                };
-            let t = open_topic(&store, &topic, settings)?;
-            let sent = sent.as_ref().map(|(c, b)| (*c, &b[..]));
-            let mut a = append_blocking(&t, &payload, &summary, sent, now_ms)?;
-            a.retimed = retimed;
-            Ok(a)
+        let appended = tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&store, &config, &topic, payload, summary, sent, now_ms)?;
+            commit_blocking(prepared)
         })
         .await??;
+        if self.config.fsync == FsyncMode::Interval {
+            self.bump();
+        }
+        Ok(appended)
+    }
+
+    /// The first half of [`Storage::append_sent`] at `now_ms`, blocking (call it on
+    /// the blocking pool): admit and create the topic, retime what is outside the
+    /// clock skew window, route the blocks to partitions and compress each part.
+    /// Nothing is written; batches of one connection may be prepared ahead of
+    /// their turn, and are committed in order.
+    pub fn prepare(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        summary: PayloadSummary,
+        sent: Option<(Compression, Bytes)>,
+        now_ms: i64,
+    ) -> Result<PreparedBatch, StorageError> {
+        prepare(
+            &self.store,
+            &self.config,
+            topic,
+            payload,
+            summary,
+            sent,
+            now_ms,
+        )
+    }
+
+    /// The second half of [`Storage::append_sent`]: append a prepared batch.
+    /// Returns once the data is written (not yet durable).
+    pub async fn commit(&self, prepared: PreparedBatch) -> Result<Appended, StorageError> {
+        let appended = tokio::task::spawn_blocking(move || commit_blocking(prepared)).await??;
         if self.config.fsync == FsyncMode::Interval {
             self.bump();
         }
@@ -197,27 +230,7 @@ impl Storage {
     /// that may be created now (configured, or `topics.auto_create` within
     /// `topics.max_topics`).
     fn admit_topic(&self, topic: &str) -> Result<(), StorageError> {
-        if !tributary_common::names::valid_topic_name(topic) {
-            return Err(StorageError::InvalidTopic(topic.to_owned()));
-        }
-        if self.store.topic(topic).is_some() {
-            return Ok(());
-        }
-        let configured = self.config.topics.contains_key(topic);
-        if !self.config.auto_create && !configured {
-            return Err(StorageError::TopicRefused(format!(
-                "topic `{topic}` does not exist and topics.auto_create is off: add it under topics: in collector.yaml"
-            )));
-        }
-        let n = self.store.topics().len();
-        if n >= self.config.max_topics {
-            return Err(StorageError::TopicRefused(format!(
-                "topic `{topic}` would be topic {} of at most {} (topics.max_topics): raise it or ship to an existing topic",
-                n + 1,
-                self.config.max_topics
-            )));
-        }
-        Ok(())
+        admit_topic(&self.store, &self.config, topic)
     }
 
     /// Create `topic` if it does not exist and may be created (see `append`).
@@ -325,6 +338,74 @@ impl Storage {
     }
 }
 
+/// See [`Storage::admit_topic`].
+fn admit_topic(store: &Store, config: &CollectorConfig, topic: &str) -> Result<(), StorageError> {
+    if !tributary_common::names::valid_topic_name(topic) {
+        return Err(StorageError::InvalidTopic(topic.to_owned()));
+    }
+    if store.topic(topic).is_some() {
+        return Ok(());
+    }
+    let configured = config.topics.contains_key(topic);
+    if !config.auto_create && !configured {
+        return Err(StorageError::TopicRefused(format!(
+            "topic `{topic}` does not exist and topics.auto_create is off: add it under topics: in collector.yaml"
+        )));
+    }
+    let n = store.topics().len();
+    if n >= config.max_topics {
+        return Err(StorageError::TopicRefused(format!(
+            "topic `{topic}` would be topic {} of at most {} (topics.max_topics): raise it or ship to an existing topic",
+            n + 1,
+            config.max_topics
+        )));
+    }
+    Ok(())
+}
+
+/// See [`Storage::prepare`].
+fn prepare(
+    store: &Store,
+    config: &CollectorConfig,
+    topic: &str,
+    payload: Vec<u8>,
+    summary: PayloadSummary,
+    sent: Option<(Compression, Bytes)>,
+    now_ms: i64,
+) -> Result<PreparedBatch, StorageError> {
+    admit_topic(store, config, topic)?;
+    let skew_ms = i64::try_from(config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
+    let (payload, summary, retimed, sent) =
+        match crate::storage::clock::sanitize(&payload, &summary, now_ms, skew_ms) {
+            // Retimed: the bytes as sent no longer match the payload.
+            Ok(Some((p, s, n))) => (p, s, u64::from(n), None),
+            Ok(None) => (payload, summary, 0, sent),
+            Err(e) => {
+                return Err(StorageError::Internal(format!(
+                    "payload changed after validation: {e}"
+                )));
+            }
+        };
+    let t = open_topic(store, topic, config.topic_settings(topic))?;
+    let sent = sent.as_ref().map(|(c, b)| (*c, &b[..]));
+    let (single, split) = split_by_partition(&t, payload, summary)?;
+    // The bytes as sent match only a payload that goes whole to one partition.
+    let sent = sent.filter(|_| single);
+    let mut parts = Vec::with_capacity(split.len());
+    for (p, bytes, summary) in split {
+        let part = t
+            .partition(p)
+            .ok_or_else(|| StorageError::Internal(format!("partition {p} missing")))?;
+        let prepared = part.prepare(&bytes, &summary, sent)?;
+        parts.push((part.clone(), bytes, summary, prepared));
+    }
+    Ok(PreparedBatch {
+        parts,
+        retimed,
+        now_ms,
+    })
+}
+
 /// `topic`, created with its configured settings if it does not exist yet.
 fn open_topic(
     store: &Store,
@@ -355,64 +436,62 @@ fn sync_all(store: &Store) -> Result<(), tributary_store::Error> {
     Ok(())
 }
 
-/// Split `payload` by partition and append each part. Most batches come from one
-/// source, so when every block goes to one partition the payload is appended as is.
-fn append_blocking(
+/// The records of one batch that go to one partition.
+type Part = (u32, Vec<u8>, PayloadSummary);
+
+/// Split `payload` by partition. Most batches come from one source, so when every
+/// block goes to one partition the payload is that one part as it is (and `true`).
+fn split_by_partition(
     topic: &Topic,
-    payload: &[u8],
-    summary: &PayloadSummary,
-    sent: Option<(Compression, &[u8])>,
-    now_ms: i64,
-) -> Result<Appended, StorageError> {
+    payload: Vec<u8>,
+    summary: PayloadSummary,
+) -> Result<(bool, Vec<Part>), StorageError> {
     let n = topic.partitions().len() as u32;
     let changed = |e: record::DecodeError| {
         StorageError::Internal(format!("payload changed after validation: {e}"))
     };
-    // Block headers only: most batches come from one source and go to one partition,
-    // appended as they are with the summary the validation already computed.
+    // Block headers only, then the records of a payload that must be split.
     let mut blocks: Vec<(u32, record::BlockRef<'_>)> = Vec::new();
-    for block in record::blocks(payload, false) {
+    for block in record::blocks(&payload, false) {
         let block = block.map_err(changed)?;
         blocks.push((record::partition_for_block(&block.header, n), block));
     }
-    let mut parts: Vec<(u32, Vec<u8>, PayloadSummary)> = Vec::new();
-    let single = blocks.windows(2).all(|w| w[0].0 == w[1].0);
-    if single {
-        if let Some((p, _)) = blocks.first() {
-            parts.push((*p, Vec::new(), *summary));
-        }
-    } else {
-        for (p, block) in &blocks {
-            let mut s = PayloadSummary::default();
-            for (i, r) in block.records().enumerate() {
-                s.add(r.map_err(changed)?.timestamp_ms, i == 0);
-            }
-            let idx = match parts.iter().position(|(q, _, _)| q == p) {
-                Some(i) => i,
-                None => {
-                    parts.push((*p, Vec::new(), PayloadSummary::default()));
-                    parts.len() - 1
-                }
-            };
-            parts[idx].1.extend_from_slice(block.bytes);
-            merge_summary(&mut parts[idx].2, &s);
-        }
+    if blocks.windows(2).all(|w| w[0].0 == w[1].0) {
+        let Some(&(p, _)) = blocks.first() else {
+            return Ok((true, Vec::new()));
+        };
+        drop(blocks);
+        return Ok((true, vec![(p, payload, summary)]));
     }
+    let mut parts: Vec<Part> = Vec::new();
+    for (p, block) in &blocks {
+        let mut s = PayloadSummary::default();
+        for (i, r) in block.records().enumerate() {
+            s.add(r.map_err(changed)?.timestamp_ms, i == 0);
+        }
+        let idx = match parts.iter().position(|(q, _, _)| q == p) {
+            Some(i) => i,
+            None => {
+                parts.push((*p, Vec::new(), PayloadSummary::default()));
+                parts.len() - 1
+            }
+        };
+        parts[idx].1.extend_from_slice(block.bytes);
+        merge_summary(&mut parts[idx].2, &s);
+    }
+    Ok((false, parts))
+}
+
+/// See [`Storage::commit`].
+fn commit_blocking(prepared: PreparedBatch) -> Result<Appended, StorageError> {
     let mut appended = Appended {
         parts: Vec::new(),
         records: 0,
         duplicates: 0,
-        retimed: 0,
+        retimed: prepared.retimed,
     };
-    for (p, bytes, summary) in &parts {
-        let part = topic
-            .partition(*p)
-            .ok_or_else(|| StorageError::Internal(format!("partition {p} missing")))?;
-        let r = if single {
-            part.append_sent(payload, summary, now_ms, sent)?
-        } else {
-            part.append_at(bytes, summary, now_ms)?
-        };
+    for (part, payload, summary, stored) in &prepared.parts {
+        let r = part.append_prepared(payload, summary, prepared.now_ms, stored)?;
         appended.records += u64::from(r.appended);
         appended.duplicates += u64::from(r.duplicates);
         appended.parts.push((part.clone(), r.next_offset));

@@ -93,7 +93,7 @@ use tracing::warn;
 
 pub use error::Error;
 pub use handles::{Budget, Usage};
-pub use partition::{AppendResult, Deleted, Partition, RetentionPolicy, TimestampOffset};
+pub use partition::{AppendResult, Deleted, Partition, Prepared, RetentionPolicy, TimestampOffset};
 pub use records::{ReadResult, StoredRecord};
 pub use tributary_common::record::PayloadSummary;
 

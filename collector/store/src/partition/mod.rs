@@ -57,18 +57,26 @@ pub(crate) struct PartitionOptions {
     pub publish_on_sync: bool,
 }
 
-/// A payload as it goes to disk.
-struct Stored {
+/// A payload as it goes to disk, made by [`Partition::prepare`] without any lock,
+/// so that compressing it overlaps other work (other connections' appends, the
+/// same connection's previous batch).
+pub struct Prepared {
     /// The codec actually used (none when compressing did not shrink it).
     codec: Compression,
     bytes: Vec<u8>,
+    /// Length of the payload it was made from.
+    payload_len: usize,
 }
 
-impl Stored {
-    fn of(codec: Compression, payload: &[u8]) -> Stored {
+impl Prepared {
+    fn of(codec: Compression, payload: &[u8]) -> Prepared {
         let mut bytes = Vec::new();
         let codec = batch::store_payload(codec, payload, &mut bytes);
-        Stored { codec, bytes }
+        Prepared {
+            codec,
+            bytes,
+            payload_len: payload.len(),
+        }
     }
 }
 
@@ -297,6 +305,22 @@ impl Partition {
         now_ms: i64,
         sent: Option<(Compression, &[u8])>,
     ) -> Result<AppendResult, Error> {
+        let prepared = self.prepare(payload, summary, sent)?;
+        self.append_prepared(payload, summary, now_ms, &prepared)
+    }
+
+    /// The first half of [`append_sent`](Self::append_sent), which takes no lock:
+    /// check `payload` and `summary` and compress the payload with the partition's
+    /// codec (or take `sent`'s bytes). Compressing outside the writer lock lets
+    /// appends to one partition from several connections compress in parallel, and
+    /// a connection prepare its next batch while its previous one is written; only
+    /// a payload the deduplication rebuilds is compressed again under the lock.
+    pub fn prepare(
+        &self,
+        payload: &[u8],
+        summary: &PayloadSummary,
+        sent: Option<(Compression, &[u8])>,
+    ) -> Result<Prepared, Error> {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(Error::BatchTooLarge {
                 bytes: payload.len(),
@@ -304,26 +328,46 @@ impl Partition {
             });
         }
         self.check_summary(payload, summary)?;
-        // Compressed before the writer lock, so appends to one partition from
-        // several connections compress in parallel; only a payload the
-        // deduplication rebuilds is compressed again under the lock.
         let codec = self.compression();
-        let stored = match sent {
+        Ok(match sent {
             Some((c, bytes))
                 if c == codec
                     && c != Compression::None
                     && bytes.len() + batch::STORED_LEN_PREFIX < payload.len() =>
             {
-                Stored {
+                Prepared {
                     codec,
                     bytes: batch::store_compressed(payload.len(), bytes),
+                    payload_len: payload.len(),
                 }
             }
-            _ => Stored::of(codec, payload),
-        };
+            _ => Prepared::of(codec, payload),
+        })
+    }
+
+    /// The second half of [`append_sent`](Self::append_sent): append `payload`
+    /// (with its `summary`) as `prepared`, which [`prepare`](Self::prepare) made
+    /// from this payload.
+    pub fn append_prepared(
+        &self,
+        payload: &[u8],
+        summary: &PayloadSummary,
+        now_ms: i64,
+        prepared: &Prepared,
+    ) -> Result<AppendResult, Error> {
+        if prepared.payload_len != payload.len() {
+            return Err(Error::InvalidBatch {
+                path: self.dir.clone(),
+                reason: format!(
+                    "prepared from a payload of {} bytes, appended with one of {}",
+                    prepared.payload_len,
+                    payload.len()
+                ),
+            });
+        }
         let mut w = lock(&self.writer);
         self.ensure_writable(&mut w)?;
-        let result = self.append_locked(&mut w, payload, summary, &stored, now_ms);
+        let result = self.append_locked(&mut w, payload, summary, prepared, now_ms);
         match &result {
             Ok(_) => self.recovered(),
             Err(e) => self.report(e),
@@ -336,7 +380,7 @@ impl Partition {
         w: &mut Writer,
         payload: &[u8],
         summary: &PayloadSummary,
-        stored: &Stored,
+        stored: &Prepared,
         now_ms: i64,
     ) -> Result<AppendResult, Error> {
         // Deduplicate under the writer lock, so that two connections resending the
@@ -366,7 +410,7 @@ impl Partition {
         let stored = if matches!(filtered, Filtered::All) {
             stored
         } else {
-            rebuilt = Stored::of(self.compression(), payload);
+            rebuilt = Prepared::of(self.compression(), payload);
             &rebuilt
         };
         let count = u64::from(summary.records);
