@@ -787,3 +787,20 @@ impl Broker {
         assert!(st.is_some(), "noida-db did not stop within 60 s of SIGTERM");
     }
 }
+
+/// Bytes of the segment files (`*.log`) under a topic's directory.
+pub fn segment_bytes(topic: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for part in std::fs::read_dir(topic).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(part.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.path().extension().is_some_and(|e| e == "log") {
+                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}

@@ -25,11 +25,15 @@
 //! `fsync: always`, and prints the aggregate lines/s, the acknowledgement latency
 //! p50/p99, the collector's CPU and peak RSS, and checks that the topic holds
 //! exactly the lines acknowledged.
+//! `--freshness N [--interval-ms 100]` measures how soon a line is searchable: N
+//! single lines appended to a quiet file `--interval-ms` apart, each timed from its
+//! `write` until a long-polling read of its offset over the HTTP API returns it
+//! (agent `linger_ms: 200`, `fsync` as given): p50/p99/max.
 //! Everything runs on 127.0.0.1 and stops by itself.
 
 use std::time::{Duration, Instant};
 
-use tributary_e2e::{Env, Proc, machine, usage};
+use tributary_e2e::{Env, Proc, access_line, machine, segment_bytes, usage};
 
 struct Opts {
     lines: usize,
@@ -42,6 +46,8 @@ struct Opts {
     secs: u64,
     window: usize,
     linger_ms: u64,
+    freshness: usize,
+    interval_ms: u64,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -56,6 +62,8 @@ fn parse_args() -> Result<Opts, String> {
         secs: 10,
         window: 1,
         linger_ms: 0,
+        freshness: 0,
+        interval_ms: 100,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -71,6 +79,12 @@ fn parse_args() -> Result<Opts, String> {
             "--secs" => o.secs = val()?.parse().map_err(|e| format!("--secs: {e}"))?,
             "--linger-ms" => {
                 o.linger_ms = val()?.parse().map_err(|e| format!("--linger-ms: {e}"))?
+            }
+            "--freshness" => {
+                o.freshness = val()?.parse().map_err(|e| format!("--freshness: {e}"))?
+            }
+            "--interval-ms" => {
+                o.interval_ms = val()?.parse().map_err(|e| format!("--interval-ms: {e}"))?
             }
             "--window" => o.window = val()?.parse().map_err(|e| format!("--window: {e}"))?,
             "--bench" => {} // passed by `cargo bench`
@@ -90,6 +104,10 @@ fn main() {
     };
     if opts.agents > 0 {
         fan_in(&opts);
+        return;
+    }
+    if opts.freshness > 0 {
+        freshness(&opts);
         return;
     }
     let env = Env::new();
@@ -245,6 +263,91 @@ fn main() {
     drop(agent);
 }
 
+/// `--freshness N`: write → searchable latency of single lines on a quiet file.
+fn freshness(opts: &Opts) {
+    use std::io::Write;
+    let env = Env::new();
+    let logs = env.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let file = logs.join("quiet.log");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .expect("log file");
+    let collector = env.start_collector(&format!(
+        "topics:\n  default: {{partitions: 1, compression: {}}}\ndurability:\n  fsync: {}\n",
+        opts.store_compression, opts.fsync
+    ));
+    let yaml = format!(
+        "host: fresh\ndata_dir: {data}\ninputs:\n  - type: file\n    topic: fresh\n    include: [\"{file}\"]\n    read_from: beginning\n{out}",
+        data = env.path().join("agent-data").display(),
+        file = file.display(),
+        out = env
+            .output_yaml(&collector, &opts.compression)
+            .replace("linger_ms: 50", "linger_ms: 200"),
+    );
+    let agent: Proc = env.start_agent("agent", &yaml);
+    // Line `i` is at offset `i` (one partition, one source); line 0 warms up the path.
+    // The topic exists once the warm-up line is stored.
+    let read = |i: usize, line: &str| {
+        let path = format!("/v1/topics/fresh/partitions/0/records?offset={i}&max=1&wait_ms=10000");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let v = loop {
+            match collector.get(&path) {
+                Ok(v) => break v,
+                Err(e) if i == 0 && Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("read offset {i}: {e}"),
+            }
+        };
+        let got = v["records"][0]["message"].as_str().unwrap_or_default();
+        if got != line {
+            eprintln!(
+                "tributary-bench: offset {i} holds {got:?}, expected {line:?}\n{}",
+                agent.log_text()
+            );
+            std::process::exit(1);
+        }
+    };
+    let mut latencies = Vec::with_capacity(opts.freshness);
+    let interval = Duration::from_millis(opts.interval_ms);
+    let mut next = Instant::now();
+    for i in 0..=opts.freshness {
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        next += interval;
+        let line = format!("{} fresh line {i}", access_line(i).trim_end());
+        let t0 = Instant::now();
+        log.write_all(format!("{line}\n").as_bytes())
+            .expect("append");
+        read(i, &line);
+        if i > 0 {
+            latencies.push(t0.elapsed());
+        }
+    }
+    latencies.sort();
+    let q =
+        |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    let (ac, ar) = usage(agent.pid());
+    println!("machine:        {}", machine());
+    println!(
+        "workload:       {} single lines, {} ms apart, agent linger_ms 200, compression {}, fsync {}",
+        opts.freshness, opts.interval_ms, opts.compression, opts.fsync
+    );
+    println!(
+        "write → searchable: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (each through one long-polling API read)",
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    println!(
+        "agent:          {ac:.2} CPU s, peak RSS {:.1} MB",
+        ar as f64 / 1e6
+    );
+}
+
 /// `--agents N`: many agent connections on one collector.
 fn fan_in(opts: &Opts) {
     use tributary_e2e::fanin;
@@ -260,15 +363,17 @@ fn fan_in(opts: &Opts) {
     let pid = collector.proc.pid();
     let (_, rss_before) = usage(pid);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t0 = Instant::now();
+    // RSS every 20 ms: the peak, and what the connections hold before they send.
     let sampler = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut peak = 0u64;
+            let mut samples = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(usage(pid).1);
+                samples.push((t0.elapsed(), usage(pid).1));
                 std::thread::sleep(Duration::from_millis(20));
             }
-            peak
+            samples
         })
     };
     let load = fanin::Load {
@@ -285,7 +390,13 @@ fn fan_in(opts: &Opts) {
     let out = fanin::run(&env, collector.ingest_port, &load);
     let (cpu_after, _) = usage(pid);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap_or(0);
+    let samples = sampler.join().unwrap_or_default();
+    let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let connected = samples
+        .iter()
+        .take_while(|s| s.0 <= out.connect)
+        .last()
+        .map_or(0, |s| s.1);
     let stored = collector.count("fanin");
     let secs = out.elapsed.as_secs_f64();
     println!("machine:        {}", machine());
@@ -310,9 +421,11 @@ fn fan_in(opts: &Opts) {
         out.latency(1.0).as_secs_f64() * 1e3
     );
     println!(
-        "collector:      {:.2} CPU s during the load, RSS {:.1} MB before, peak {:.1} MB",
+        "collector:      {:.2} CPU s during the load, RSS {:.1} MB before, {:.1} MB with all connected ({:.1} KB per connection), peak {:.1} MB",
         cpu_after - cpu_before,
         rss_before as f64 / 1e6,
+        connected as f64 / 1e6,
+        connected.saturating_sub(rss_before) as f64 / 1e3 / opts.agents.max(1) as f64,
         peak as f64 / 1e6
     );
     let slowest = out.per_connection.iter().min().copied().unwrap_or(0);
@@ -330,27 +443,10 @@ fn fan_in(opts: &Opts) {
     println!("stored:         {stored} records, each acknowledged line once");
 }
 
-/// Bytes of the segment files (`*.log`) under a topic's directory.
-fn segment_bytes(topic: &std::path::Path) -> u64 {
-    let mut total = 0;
-    for part in std::fs::read_dir(topic).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(part.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if f.path().extension().is_some_and(|e| e == "log") {
-                total += f.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    total
-}
-
 /// The text of input line `i` for `input` (more than one line for a trace or a
 /// split CRI line): (text, input lines, records).
 fn workload_line(input: &str, i: usize) -> (String, usize, u64) {
-    let access = tributary_e2e::access_line(i);
+    let access = access_line(i);
     match input {
         "multiline" if i % 20 == 19 => {
             let mut t = format!(

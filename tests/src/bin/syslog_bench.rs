@@ -1,13 +1,15 @@
 //! Syslog benchmark: a real agent and a real collector (mutual TLS on 127.0.0.1).
 //!
 //! ```text
-//! cargo run --release -p tributary-e2e --bin tributary-syslog-bench -- [--messages 1000000] [--udp-rate 20000] [--udp-secs 5] [--compression lz4|gzip|none] [--fsync always|interval]
+//! cargo run --release -p tributary-e2e --bin tributary-syslog-bench -- [--messages 1000000] [--udp-rate 20000] [--udp-secs 5] [--compression lz4|gzip|none] [--store-compression lz4|gzip|none] [--fsync always|interval]
 //! ```
 //! 1. TCP: this process writes N RFC 5424 messages (~200 bytes, structured data,
 //!    octet counting) over ONE connection as fast as the agent reads them; the clock
 //!    runs from the first byte until the last record is durable and visible through
 //!    the collector's API. Prints messages/s, MB/s and the agent's CPU seconds and
 //!    peak RSS (from /proc).
+//!    Then the bytes the topic's segments take on disk, against the messages' bytes
+//!    (`--store-compression`: the topic's `compression`).
 //! 2. UDP: a fixed rate for a few seconds; prints how many arrived, the agent's
 //!    `syslog_udp_dropped_total` and the kernel's UDP receive-buffer errors.
 //!
@@ -17,13 +19,14 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use tributary_e2e::{Collector, Env, Proc, free_port, machine, usage};
+use tributary_e2e::{Collector, Env, Proc, free_port, machine, segment_bytes, usage};
 
 struct Opts {
     messages: usize,
     udp_rate: usize,
     udp_secs: u64,
     compression: String,
+    store_compression: String,
     fsync: String,
 }
 
@@ -33,6 +36,7 @@ fn parse_args() -> Result<Opts, String> {
         udp_rate: 20_000,
         udp_secs: 5,
         compression: "lz4".into(),
+        store_compression: "lz4".into(),
         fsync: "always".into(),
     };
     let mut args = std::env::args().skip(1);
@@ -44,6 +48,7 @@ fn parse_args() -> Result<Opts, String> {
             "--udp-rate" => o.udp_rate = num(val()?)?,
             "--udp-secs" => o.udp_secs = num(val()?)? as u64,
             "--compression" => o.compression = val()?,
+            "--store-compression" => o.store_compression = val()?,
             "--fsync" => o.fsync = val()?,
             "--bench" => {} // passed by `cargo bench`
             other => return Err(format!("unknown argument {other}")),
@@ -127,14 +132,22 @@ fn main() {
     };
     // The workload, generated before the clock starts.
     let mut data = Vec::with_capacity(opts.messages * 210);
+    // The messages' own bytes (what a record's message holds), without the counts.
+    let mut raw = 0u64;
     for i in 0..opts.messages {
+        let at = data.len();
         message(i, &mut data);
+        let count = data[at..]
+            .iter()
+            .position(|c| *c == b' ')
+            .map_or(0, |p| p + 1);
+        raw += (data.len() - at - count) as u64;
     }
 
     let env = Env::new();
     let collector = env.start_collector(&format!(
-        "topics:\n  default: {{partitions: 4}}\ndurability:\n  fsync: {}\n  interval_ms: 1000\n",
-        opts.fsync
+        "topics:\n  default: {{partitions: 4, compression: {}}}\ndurability:\n  fsync: {}\n  interval_ms: 1000\n",
+        opts.store_compression, opts.fsync
     ));
     let (tcp_port, udp_port, metrics_port) = (free_port(), free_port(), free_port());
     let yaml = format!(
@@ -196,6 +209,7 @@ fn main() {
     let tcp_agent = peak.agent;
     let tcp_collector = peak.collector;
     let mb = bytes as f64 / 1e6;
+    let disk = segment_bytes(&env.path().join("collector-data/topics/tcp"));
 
     // 2. UDP at a fixed rate.
     let udp = match UdpSocket::bind("127.0.0.1:0") {
@@ -267,6 +281,14 @@ fn main() {
         "udp:            {total} messages at {} /s over {udp_send_secs:.2} s: {stored} stored, loss {} (agent dropped {agent_drops}, kernel receive-buffer drops {kernel_drops}); agent {udp_cpu:.2} CPU s",
         opts.udp_rate,
         total as u64 - stored.min(total as u64)
+    );
+    println!(
+        "tcp on disk:    {:.1} MB of segments ({} store compression), {:.1} bytes/message, {:.1} % of the {:.1} MB of messages",
+        disk as f64 / 1e6,
+        opts.store_compression,
+        disk as f64 / opts.messages as f64,
+        100.0 * disk as f64 / raw.max(1) as f64,
+        raw as f64 / 1e6
     );
     println!("agent peak RSS: {:.1} MB", peak.agent.1 as f64 / 1e6);
     drop(agent);
