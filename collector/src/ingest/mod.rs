@@ -7,8 +7,9 @@
 //! batches strictly in order; the acknowledger waits for durability and answers.
 //! So batch N+1 is prepared while N is appended and N-1 fsynced, and one agent's
 //! batches use more than one core. Acknowledgements leave in the order the batches
-//! arrived, and after a batch that cannot be stored nothing later is. A protocol violation closes that connection with an
-//! ERROR frame and a log line naming the peer; nothing else is affected.
+//! arrived, and after a batch that cannot be stored nothing later is. A protocol
+//! violation closes that connection with an ERROR frame and a log line naming the
+//! peer; nothing else is affected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
