@@ -97,6 +97,48 @@ pub fn compress<'a>(codec: Compression, input: &[u8], out: &'a mut Vec<u8>) -> &
     }
 }
 
+/// [`decompress`] into `out`, a buffer kept from call to call (readers expanding
+/// batch after batch): returns the `declared` bytes, which start `out`. `out`'s
+/// length only grows, so a reused buffer is not zeroed again.
+pub fn decompress_into<'a>(
+    codec: Compression,
+    input: &[u8],
+    declared: usize,
+    limit: usize,
+    out: &'a mut Vec<u8>,
+) -> Result<&'a [u8], CodecError> {
+    if declared > limit {
+        return Err(CodecError::TooLarge { declared, limit });
+    }
+    let n = match codec {
+        Compression::Lz4 => {
+            if out.len() < declared {
+                out.resize(declared, 0);
+            }
+            // Exactly `declared` bytes of room: a block that would expand to more
+            // fails here instead of growing anything.
+            lz4_flex::block::decompress_into(input, &mut out[..declared]).map_err(|e| {
+                CodecError::Corrupt {
+                    codec: "lz4",
+                    reason: e.to_string(),
+                }
+            })?
+        }
+        Compression::None | Compression::Gzip => {
+            *out = decompress(codec, input, declared, limit)?;
+            declared
+        }
+    };
+    if n != declared {
+        return Err(CodecError::LengthMismatch {
+            codec: codec.name(),
+            declared,
+            actual: n,
+        });
+    }
+    Ok(&out[..declared])
+}
+
 /// Decompress `input`, which must expand to exactly `declared` bytes, at most `limit`.
 pub fn decompress(
     codec: Compression,

@@ -35,7 +35,7 @@ pub mod error;
 pub mod identity;
 
 use crate::metrics::Metrics;
-use crate::storage::{Appended, PreparedBatch, Storage, StorageError};
+use crate::storage::{Appended, PreparedBatch, SentPayload, Storage, StorageError};
 use budget::{MemoryBudget, PeerBudget, Reserved};
 pub use error::ConnectionError;
 use identity::{IdentityError, IdentityMode, PeerIdentity};
@@ -416,14 +416,19 @@ impl Ingest {
         let compressed = batch.payload.len() as u64;
         let limit = self.max_batch_bytes;
         let topic = batch.topic.clone();
-        // The bytes as sent can be stored as they are when the payload is not
-        // stamped with the sender's identity (which changes it).
-        let sent = (batch.codec != Compression::None && peer_id.is_none())
-            .then(|| (batch.codec, batch.payload.clone()));
+        // The bytes as sent can be stored as they are, with the identity beside
+        // them (readers stamp it).
+        let sent = (batch.codec != Compression::None).then(|| (batch.codec, batch.payload.clone()));
         let storage = self.storage.clone();
         // CPU work: off the runtime threads.
         let work = tokio::task::spawn_blocking(move || {
             let (payload, summary) = batch.open(limit).map_err(Unprepared::Batch)?;
+            let sent = sent.map(|(codec, bytes)| SentPayload {
+                codec,
+                bytes,
+                len: payload.len(),
+                agent: peer_id.as_ref().map(|p| Arc::from(p.agent.as_str())),
+            });
             // Who sent it: stamped on every block (mutual TLS), else checked unclaimed.
             let payload = match &peer_id {
                 Some(p) => p.stamp(&payload),

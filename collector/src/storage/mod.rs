@@ -57,6 +57,17 @@ pub struct Appended {
     pub retimed: u64,
 }
 
+/// A batch's payload as its sender compressed it (see [`tributary_store::Sent`]):
+/// `bytes` decompress with `codec` to `len` bytes, which are the payload once
+/// stamped with `agent`. When the payload goes whole to one partition with the
+/// topic's codec, these bytes are stored instead of compressing it again.
+pub struct SentPayload {
+    pub codec: Compression,
+    pub bytes: Bytes,
+    pub len: usize,
+    pub agent: Option<Arc<str>>,
+}
+
 /// A batch routed to its partitions and compressed for them ([`Storage::prepare`]),
 /// to be appended with [`Storage::commit`]. Preparing takes no lock, so a
 /// connection prepares its next batch while the previous one is appended.
@@ -142,21 +153,6 @@ impl Storage {
         self.append_inner(topic, payload, summary, None, now).await
     }
 
-    /// [`Storage::append`] of a payload that may have arrived compressed: `sent`
-    /// is its codec and the bytes as they came, which decompress to exactly `payload`.
-    /// When its records go to one partition unchanged and the codec is the
-    /// topic's, those bytes are stored without compressing the payload again.
-    pub async fn append_sent(
-        &self,
-        topic: &str,
-        payload: Vec<u8>,
-        summary: PayloadSummary,
-        sent: Option<(Compression, Bytes)>,
-    ) -> Result<Appended, StorageError> {
-        let now = tributary_common::timefmt::now_ms();
-        self.append_inner(topic, payload, summary, sent, now).await
-    }
-
     /// [`Storage::append`] arriving at `now_ms` (wall clock in production; tests
     /// replay days of arrivals in a moment). Segment rolls, retention and the clock
     /// skew window all measure from the arrival time.
@@ -176,7 +172,7 @@ impl Storage {
         topic: &str,
         payload: Vec<u8>,
         summary: PayloadSummary,
-        sent: Option<(Compression, Bytes)>,
+        sent: Option<SentPayload>,
         now_ms: i64,
     ) -> Result<Appended, StorageError> {
         let (store, config) = (self.store.clone(), self.config.clone());
@@ -192,7 +188,7 @@ impl Storage {
         Ok(appended)
     }
 
-    /// The first half of [`Storage::append_sent`] at `now_ms`, blocking (call it on
+    /// The first half of an append at `now_ms`, blocking (call it on
     /// the blocking pool): admit and create the topic, retime what is outside the
     /// clock skew window, route the blocks to partitions and compress each part.
     /// Nothing is written; batches of one connection may be prepared ahead of
@@ -202,7 +198,7 @@ impl Storage {
         topic: &str,
         payload: Vec<u8>,
         summary: PayloadSummary,
-        sent: Option<(Compression, Bytes)>,
+        sent: Option<SentPayload>,
         now_ms: i64,
     ) -> Result<PreparedBatch, StorageError> {
         prepare(
@@ -216,7 +212,7 @@ impl Storage {
         )
     }
 
-    /// The second half of [`Storage::append_sent`]: append a prepared batch.
+    /// The second half of an append: append a batch [`Storage::prepare`] made.
     /// Returns once the data is written (not yet durable).
     pub async fn commit(&self, prepared: PreparedBatch) -> Result<Appended, StorageError> {
         let appended = tokio::task::spawn_blocking(move || commit_blocking(prepared)).await??;
@@ -236,10 +232,9 @@ impl Storage {
     /// Create `topic` if it does not exist and may be created (see `append`).
     pub async fn create_topic(&self, topic: &str) -> Result<(), StorageError> {
         self.admit_topic(topic)?;
-        let store = self.store.clone();
-        let settings = self.config.topic_settings(topic);
+        let (store, config) = (self.store.clone(), self.config.clone());
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || open_topic(&store, &topic, settings).map(drop))
+        tokio::task::spawn_blocking(move || open_topic(&store, &config, &topic).map(drop))
             .await??;
         Ok(())
     }
@@ -255,8 +250,7 @@ impl Storage {
         summary: PayloadSummary,
     ) -> Result<Appended, StorageError> {
         self.admit_topic(topic)?;
-        let store = self.store.clone();
-        let settings = self.config.topic_settings(topic);
+        let (store, config) = (self.store.clone(), self.config.clone());
         let topic = topic.to_owned();
         let now_ms = tributary_common::timefmt::now_ms();
         let skew_ms = i64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
@@ -271,7 +265,7 @@ impl Storage {
                         )));
                     }
                 };
-            let t = open_topic(&store, &topic, settings)?;
+            let t = open_topic(&store, &config, &topic)?;
             let part = t
                 .partition(partition)
                 .ok_or(StorageError::UnknownPartition(partition))?;
@@ -370,10 +364,10 @@ fn prepare(
     topic: &str,
     payload: Vec<u8>,
     summary: PayloadSummary,
-    sent: Option<(Compression, Bytes)>,
+    sent: Option<SentPayload>,
     now_ms: i64,
 ) -> Result<PreparedBatch, StorageError> {
-    admit_topic(store, config, topic)?;
+    let t = open_topic(store, config, topic)?;
     let skew_ms = i64::try_from(config.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
     let (payload, summary, retimed, sent) =
         match crate::storage::clock::sanitize(&payload, &summary, now_ms, skew_ms) {
@@ -386,8 +380,12 @@ fn prepare(
                 )));
             }
         };
-    let t = open_topic(store, topic, config.topic_settings(topic))?;
-    let sent = sent.as_ref().map(|(c, b)| (*c, &b[..]));
+    let sent = sent.as_ref().map(|s| tributary_store::Sent {
+        codec: s.codec,
+        bytes: &s.bytes,
+        len: s.len,
+        agent: s.agent.as_deref().unwrap_or(""),
+    });
     let (single, split) = split_by_partition(&t, payload, summary)?;
     // The bytes as sent match only a payload that goes whole to one partition.
     let sent = sent.filter(|_| single);
@@ -406,15 +404,27 @@ fn prepare(
     })
 }
 
-/// `topic`, created with its configured settings if it does not exist yet.
+/// `topic`, created with its configured settings if it does not exist yet and
+/// may be created ([`admit_topic`]). The check and the creation hold one lock, so
+/// batches prepared at once (one connection's, or several connections') cannot
+/// together create more topics than `topics.max_topics`.
 fn open_topic(
     store: &Store,
+    config: &CollectorConfig,
     topic: &str,
-    settings: crate::config::TopicSettings,
 ) -> Result<Arc<Topic>, StorageError> {
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if let Some(t) = store.topic(topic) {
         return Ok(t);
     }
+    let _creating = CREATING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    admit_topic(store, config, topic)?;
+    if let Some(t) = store.topic(topic) {
+        return Ok(t);
+    }
+    let settings = config.topic_settings(topic);
     let t = store.create_topic(
         topic,
         TopicConfig {

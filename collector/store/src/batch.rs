@@ -6,16 +6,23 @@
 //!      8     4  length               bytes after this field, to the end of the payload
 //!     12     4  crc32c               of every byte after this field (header rest + payload)
 //!     16     1  format_version       = 2 (1 is still read)
-//!     17     1  attributes           codec of the payload: 0 none, 1 gzip, 2 lz4
-//!                                    (the agent protocol's codes); other values refused
+//!     17     1  attributes           bits 0-3: codec of the payload: 0 none, 1 gzip,
+//!                                    2 lz4 (the agent protocol's codes); bit 4
+//!                                    (ATTR_AGENT): the payload starts with the
+//!                                    sender's identity; other values refused
 //!     18     4  record_count         > 0
 //!     22     8  append_ms            v2: when the collector appended the batch
 //!                                    (epoch ms); v1: the smallest record timestamp
 //!     30     8  last_timestamp_ms    largest record timestamp in the batch
-//!     38     …  payload              codec 0: record blocks (tributary_common::record);
+//!     38     …  payload              [ATTR_AGENT: u16 length, identity], then
+//!                                    codec 0: record blocks (tributary_common::record);
 //!                                    otherwise u32 uncompressed length, then the
 //!                                    blocks compressed (lz4 block format or gzip)
 //! ```
+//! With `ATTR_AGENT` the blocks are stored as the agent sent them, without the
+//! identity the collector authenticated, and readers stamp it on every block
+//! ([`BatchHeader::expand`]): so the agent's compressed bytes are stored as they
+//! came instead of being expanded, stamped and compressed again.
 //! All integers are little-endian. [`BatchHeader::decode`] checks everything that
 //! can be checked without the payload; the CRC is checked by whoever reads it and
 //! covers the bytes as stored (compressed). A compressed payload expands to at most
@@ -31,6 +38,7 @@
 //! to the segment file's modification time for them.
 
 use tributary_common::codec::{self, Compression};
+use tributary_common::record;
 
 /// Size of the fixed header in front of every payload.
 pub const HEADER_LEN: usize = 38;
@@ -50,6 +58,11 @@ pub const FORMAT_VERSION: u8 = 2;
 pub const MIN_FORMAT_VERSION: u8 = 1;
 /// Bytes in front of a compressed payload: its uncompressed length.
 pub const STORED_LEN_PREFIX: usize = 4;
+/// Attribute bit: the payload starts with `u16 length | identity`, to be stamped on
+/// every block by readers.
+pub const ATTR_AGENT: u8 = 0x10;
+/// Attribute bits that hold the codec.
+const CODEC_MASK: u8 = 0x0f;
 
 /// Write `payload` (record blocks) as stored with `codec` into `out` (cleared
 /// first) and return the codec actually used: a payload that does not shrink is
@@ -73,7 +86,18 @@ pub fn store_payload(codec: Compression, payload: &[u8], out: &mut Vec<u8>) -> C
 /// Stored bytes for `payload` from bytes the sender already compressed with
 /// `codec` (as the agent protocol carries them): the length prefix, then them.
 pub fn store_compressed(payload_len: usize, compressed: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(STORED_LEN_PREFIX + compressed.len());
+    store_compressed_as("", payload_len, compressed)
+}
+
+/// [`store_compressed`] of blocks that readers stamp with `agent` (none when
+/// empty; see [`ATTR_AGENT`]): `payload_len` is their length before stamping.
+pub fn store_compressed_as(agent: &str, payload_len: usize, compressed: &[u8]) -> Vec<u8> {
+    let prefix = if agent.is_empty() { 0 } else { 2 + agent.len() };
+    let mut out = Vec::with_capacity(prefix + STORED_LEN_PREFIX + compressed.len());
+    if !agent.is_empty() {
+        out.extend_from_slice(&(agent.len() as u16).to_le_bytes());
+        out.extend_from_slice(agent.as_bytes());
+    }
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(compressed);
     out
@@ -124,12 +148,32 @@ impl BatchHeader {
         append_ms: i64,
         last_timestamp_ms: i64,
     ) -> BatchHeader {
+        Self::with_attributes(
+            base_offset,
+            codec.code(),
+            stored,
+            record_count,
+            append_ms,
+            last_timestamp_ms,
+        )
+    }
+
+    /// [`for_stored`](Self::for_stored) with the attribute byte given whole (a
+    /// codec, maybe with [`ATTR_AGENT`]).
+    pub fn with_attributes(
+        base_offset: u64,
+        attributes: u8,
+        stored: &[u8],
+        record_count: u32,
+        append_ms: i64,
+        last_timestamp_ms: i64,
+    ) -> BatchHeader {
         let mut h = BatchHeader {
             base_offset,
             length: MIN_LENGTH + stored.len() as u32,
             crc: 0,
             format_version: FORMAT_VERSION,
-            attributes: codec.code(),
+            attributes,
             record_count,
             word22: append_ms,
             last_timestamp_ms,
@@ -140,27 +184,83 @@ impl BatchHeader {
 
     /// The codec of the stored payload (checked by [`BatchHeader::decode`]).
     pub fn codec(&self) -> Compression {
-        Compression::from_code(self.attributes).unwrap_or(Compression::None)
+        Compression::from_code(self.attributes & CODEC_MASK).unwrap_or(Compression::None)
+    }
+
+    /// The identity readers stamp on the blocks ([`ATTR_AGENT`]) and the rest of
+    /// `stored`; no identity and `stored` itself without the bit.
+    fn split_agent<'a>(&self, stored: &'a [u8]) -> Result<(&'a str, &'a [u8]), String> {
+        if self.attributes & ATTR_AGENT == 0 {
+            return Ok(("", stored));
+        }
+        let Some((len, rest)) = stored.split_first_chunk::<2>() else {
+            return Err("payload too short for its identity".into());
+        };
+        let len = u16::from_le_bytes(*len) as usize;
+        if len == 0 || rest.len() < len {
+            return Err(format!("identity of {len} bytes does not fit the payload"));
+        }
+        let (agent, rest) = rest.split_at(len);
+        let agent = std::str::from_utf8(agent).map_err(|_| "identity is not UTF-8")?;
+        Ok((agent, rest))
     }
 
     /// The record blocks of a stored payload whose CRC checked out: itself when it
     /// is uncompressed, else decompressed (at most [`MAX_PAYLOAD_LEN`] bytes, and
-    /// exactly the stated length). The error says how it disagrees.
+    /// exactly the stated length), stamped with the identity it carries. The
+    /// error says how it disagrees.
     pub fn expand(&self, stored: Vec<u8>) -> Result<Vec<u8>, String> {
-        let codec = self.codec();
-        if codec == Compression::None {
+        if self.attributes == Compression::None.code() {
             return Ok(stored);
         }
-        let Some((len, body)) = stored.split_first_chunk::<STORED_LEN_PREFIX>() else {
-            return Err(format!(
-                "{} payload of {} bytes has no length",
-                codec.name(),
-                stored.len()
-            ));
+        let (mut out, mut stamped) = (Vec::new(), Vec::new());
+        let n = self.expand_into(&stored, &mut out, &mut stamped)?.len();
+        if self.attributes & ATTR_AGENT != 0 {
+            return Ok(stamped);
+        }
+        // Decompressed into a fresh `out`: exactly the blocks.
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// [`expand`](Self::expand) into buffers kept from batch to batch by a reader
+    /// (`out` for the decompressed blocks, `stamped` for them with the identity):
+    /// the record blocks are `stored` itself or the start of one of them.
+    pub fn expand_into<'a>(
+        &self,
+        stored: &'a [u8],
+        out: &'a mut Vec<u8>,
+        stamped: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], String> {
+        let codec = self.codec();
+        let (agent, stored) = self.split_agent(stored)?;
+        let blocks = if codec == Compression::None {
+            stored
+        } else {
+            let Some((len, body)) = stored.split_first_chunk::<STORED_LEN_PREFIX>() else {
+                return Err(format!(
+                    "{} payload of {} bytes has no length",
+                    codec.name(),
+                    stored.len()
+                ));
+            };
+            let declared = u32::from_le_bytes(*len) as usize;
+            codec::decompress_into(codec, body, declared, MAX_PAYLOAD_LEN, out)
+                .map_err(|e| format!("stored payload does not decompress: {e}"))?
         };
-        let declared = u32::from_le_bytes(*len) as usize;
-        codec::decompress(codec, body, declared, MAX_PAYLOAD_LEN)
-            .map_err(|e| format!("stored payload does not decompress: {e}"))
+        if agent.is_empty() {
+            return Ok(blocks);
+        }
+        stamped.clear();
+        record::stamp_agent(blocks, agent, stamped)
+            .map_err(|e| format!("stored blocks do not take their identity: {e}"))?;
+        if stamped.len() > MAX_PAYLOAD_LEN {
+            return Err(format!(
+                "stamped payload of {} bytes over the limit of {MAX_PAYLOAD_LEN}",
+                stamped.len()
+            ));
+        }
+        Ok(stamped)
     }
 
     /// When the collector appended the batch (epoch ms); `None` for version 1.
@@ -216,9 +316,9 @@ impl BatchHeader {
         if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&h.format_version) {
             return Err(format!("unknown batch format version {}", h.format_version));
         }
-        if Compression::from_code(h.attributes).is_none() {
+        if Compression::from_code(h.attributes & !ATTR_AGENT).is_none() {
             return Err(format!(
-                "unsupported batch attributes {:#04x} (codecs: 0 none, 1 gzip, 2 lz4)",
+                "unsupported batch attributes {:#04x} (codecs: 0 none, 1 gzip, 2 lz4; 0x10 identity)",
                 h.attributes
             ));
         }
@@ -346,6 +446,62 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_beside_the_blocks_is_stamped_on_them_when_read() {
+        let mut raw = Vec::new();
+        for (source, id) in [("/var/log/a.log", 1), ("/var/log/b.log", 2)] {
+            let mut w = record::BlockWriter::begin(&mut raw, "web-01", source, id, b"");
+            for i in 0..300u64 {
+                w.push(
+                    &mut raw,
+                    0,
+                    5,
+                    i,
+                    b"",
+                    format!("GET /item/{i} 200").as_bytes(),
+                );
+            }
+            w.finish(&mut raw);
+        }
+        let mut want = Vec::new();
+        record::stamp_agent(&raw, "web-01.example", &mut want).unwrap();
+        for codec in [Compression::Lz4, Compression::Gzip] {
+            let mut scratch = Vec::new();
+            let compressed = codec::compress(codec, &raw, &mut scratch).to_vec();
+            let stored = store_compressed_as("web-01.example", raw.len(), &compressed);
+            let h = BatchHeader::with_attributes(0, codec.code() | ATTR_AGENT, &stored, 600, 0, 5);
+            let h = BatchHeader::decode(&h.encode()).unwrap();
+            assert_eq!(h.codec(), codec);
+            assert_eq!(h.expand(stored.clone()).unwrap(), want);
+            let (mut out, mut stamped) = (vec![7u8; 3], Vec::new());
+            assert_eq!(
+                h.expand_into(&stored, &mut out, &mut stamped).unwrap(),
+                want
+            );
+            // Cut or overlong identities, and blocks that already name one, are
+            // corruption.
+            assert!(h.expand(stored[..1].to_vec()).is_err());
+            let mut long = stored.clone();
+            long[..2].copy_from_slice(&u16::MAX.to_le_bytes());
+            assert!(h.expand(long).is_err());
+            let mut empty = stored.clone();
+            empty[..2].copy_from_slice(&0u16.to_le_bytes());
+            assert!(h.expand(empty).is_err());
+            let twice = store_compressed_as(
+                "web-01.example",
+                want.len(),
+                codec::compress(codec, &want, &mut scratch),
+            );
+            assert!(h.expand(twice).unwrap_err().contains("identity"));
+        }
+        // Uncompressed blocks with an identity.
+        let mut stored = (14u16).to_le_bytes().to_vec();
+        stored.extend_from_slice(b"web-01.example");
+        stored.extend_from_slice(&raw);
+        let h = BatchHeader::with_attributes(0, ATTR_AGENT, &stored, 600, 0, 5);
+        assert_eq!(h.expand(stored).unwrap(), want);
+    }
+
+    #[test]
     fn crc_covers_header_and_payload() {
         let h = sample();
         assert_eq!(h.compute_crc(b"payload bytes"), h.crc);
@@ -373,6 +529,16 @@ mod tests {
         assert!(with(&|b| b[17] = 2).is_ok(), "lz4");
         assert!(with(&|b| b[17] = 3).is_err());
         assert!(with(&|b| b[17] = 0x80).is_err());
+        assert!(
+            with(&|b| b[17] = ATTR_AGENT | 2).is_ok(),
+            "lz4 with an identity"
+        );
+        assert!(
+            with(&|b| b[17] = ATTR_AGENT).is_ok(),
+            "plain with an identity"
+        );
+        assert!(with(&|b| b[17] = ATTR_AGENT | 3).is_err());
+        assert!(with(&|b| b[17] = 0x20 | 2).is_err());
         assert!(with(&|b| b[18..22].copy_from_slice(&0u32.to_le_bytes())).is_err());
         assert!(with(&|b| b[0..8].copy_from_slice(&u64::MAX.to_le_bytes())).is_err());
         assert!(BatchHeader::decode(&[0u8; HEADER_LEN]).is_err());

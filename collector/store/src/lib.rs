@@ -29,7 +29,8 @@
 //! ```text
 //! u64 base_offset | u32 length | u32 crc32c | u8 version=2 | u8 attributes (codec)
 //! | u32 record_count | i64 append_ms (collector clock) | i64 last_timestamp_ms (max)
-//! | payload (codec 0: record blocks, tributary_common::record;
+//! | payload ([attributes bit 0x10: u16 length, identity to stamp on every block]
+//!            codec 0: record blocks, tributary_common::record;
 //!            1 gzip / 2 lz4: u32 uncompressed length, then the blocks compressed)
 //! ```
 //! `length` counts the bytes after itself; the CRC32C covers every byte after the
@@ -93,7 +94,9 @@ use tracing::warn;
 
 pub use error::Error;
 pub use handles::{Budget, Usage};
-pub use partition::{AppendResult, Deleted, Partition, Prepared, RetentionPolicy, TimestampOffset};
+pub use partition::{
+    AppendResult, Deleted, Partition, Prepared, RetentionPolicy, Sent, TimestampOffset,
+};
 pub use records::{ReadResult, StoredRecord};
 pub use tributary_common::record::PayloadSummary;
 

@@ -376,29 +376,68 @@ impl SegmentReader<'_> {
     pub(crate) fn read_payload(&self, position: u64, h: &BatchHeader) -> Result<Vec<u8>, Error> {
         let mut payload = vec![0u8; h.payload_len()];
         self.read_at(&mut payload, position + HEADER_LEN as u64)?;
-        if h.compute_crc(&payload) != h.crc {
-            return Err(Error::corrupt(
-                &self.seg.log_path,
-                position,
-                format!(
-                    "CRC32C mismatch in the batch of offsets {}..{}",
-                    h.base_offset,
-                    h.next_offset()
-                ),
-            ));
-        }
-        h.expand(payload).map_err(|e| {
-            Error::corrupt(
-                &self.seg.log_path,
-                position,
-                format!(
-                    "the batch of offsets {}..{}: {e}",
-                    h.base_offset,
-                    h.next_offset()
-                ),
-            )
-        })
+        self.check_crc(position, h, &payload)?;
+        h.expand(payload)
+            .map_err(|e| self.undecodable(position, h, e))
     }
+
+    /// [`read_payload`](Self::read_payload) into `buf`, which a scan keeps from
+    /// batch to batch, so reading a partition does not allocate (and zero) two
+    /// buffers per batch.
+    pub(crate) fn read_payload_into<'b>(
+        &self,
+        position: u64,
+        h: &BatchHeader,
+        buf: &'b mut PayloadBuf,
+    ) -> Result<&'b [u8], Error> {
+        let n = h.payload_len();
+        if buf.stored.len() < n {
+            buf.stored.resize(n, 0);
+        }
+        let stored = &mut buf.stored[..n];
+        self.read_at(stored, position + HEADER_LEN as u64)?;
+        self.check_crc(position, h, stored)?;
+        h.expand_into(&buf.stored[..n], &mut buf.expanded, &mut buf.stamped)
+            .map_err(|e| self.undecodable(position, h, e))
+    }
+
+    fn check_crc(&self, position: u64, h: &BatchHeader, stored: &[u8]) -> Result<(), Error> {
+        if h.compute_crc(stored) == h.crc {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            &self.seg.log_path,
+            position,
+            format!(
+                "CRC32C mismatch in the batch of offsets {}..{}",
+                h.base_offset,
+                h.next_offset()
+            ),
+        ))
+    }
+
+    fn undecodable(&self, position: u64, h: &BatchHeader, why: String) -> Error {
+        Error::corrupt(
+            &self.seg.log_path,
+            position,
+            format!(
+                "the batch of offsets {}..{}: {why}",
+                h.base_offset,
+                h.next_offset()
+            ),
+        )
+    }
+}
+
+/// The buffers a reader reuses from batch to batch: a batch's bytes as stored,
+/// decompressed, and stamped with its identity (see
+/// [`SegmentReader::read_payload_into`]). At most three batches' worth (64 MiB each
+/// at most), dropped with the read.
+#[derive(Default)]
+pub(crate) struct PayloadBuf {
+    stored: Vec<u8>,
+    expanded: Vec<u8>,
+    stamped: Vec<u8>,
 }
 
 /// Open (creating when missing) a file for reading and writing, keeping its bytes.

@@ -38,6 +38,7 @@ use std::fs;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
+use tributary_common::codec;
 use tributary_common::record::{self, BlockWriter};
 use tributary_store::Compression;
 use tributary_store::batch::{self, BatchHeader, HEADER_LEN};
@@ -101,12 +102,20 @@ fn valid_payload(inp: &mut Input<'_>, source_offset: &mut u64) -> (Vec<u8>, u32,
 }
 
 /// `payload` as stored with a codec the input picks (lz4 and gzip fall back to
-/// none when they do not shrink it, as appends do).
-fn stored(inp: &mut Input<'_>, payload: &[u8]) -> (Compression, Vec<u8>) {
+/// none when they do not shrink it, as appends do), or as an agent's compressed
+/// bytes with an identity beside them that readers stamp on the blocks
+/// (`ATTR_AGENT`). Returns the header's attributes and the stored bytes.
+fn stored(inp: &mut Input<'_>, payload: &[u8]) -> (u8, Vec<u8>) {
     let codec = Compression::from_code(inp.u8() % 3).unwrap_or(Compression::None);
+    if codec != Compression::None && inp.u8() & 1 == 1 {
+        let mut scratch = Vec::new();
+        let sent = codec::compress(codec, payload, &mut scratch);
+        let out = batch::store_compressed_as("agent-1.example", payload.len(), sent);
+        return (codec.code() | batch::ATTR_AGENT, out);
+    }
     let mut out = Vec::new();
     let codec = batch::store_payload(codec, payload, &mut out);
-    (codec, out)
+    (codec.code(), out)
 }
 
 fn encode(h: &BatchHeader, payload: &[u8]) -> Vec<u8> {
@@ -129,7 +138,7 @@ fn push_batch(
             let (payload, n, min, max) = valid_payload(inp, source_offset);
             let (codec, payload) = stored(inp, &payload);
             log.extend(encode(
-                &BatchHeader::for_stored(*next, codec, &payload, n, min, max),
+                &BatchHeader::with_attributes(*next, codec, &payload, n, min, max),
                 &payload,
             ));
             starts.push((pos, *next));
@@ -138,11 +147,11 @@ fn push_batch(
         2 => {
             // CRC-valid header over an arbitrary payload, codec and record count
             // (compressed bytes that do not decompress, or to the wrong length).
-            let codec = Compression::from_code(inp.u8() % 3).unwrap_or(Compression::None);
+            let codec = (inp.u8() % 3) | (inp.u8() & batch::ATTR_AGENT);
             let len = usize::from(inp.u8());
             let payload = inp.bytes(len).to_vec();
             let n = u32::from(inp.u8());
-            let h = BatchHeader::for_stored(*next, codec, &payload, n, 0, 0);
+            let h = BatchHeader::with_attributes(*next, codec, &payload, n, 0, 0);
             log.extend(encode(&h, &payload));
             starts.push((pos, *next));
             *next += u64::from(n);
@@ -156,7 +165,7 @@ fn push_batch(
             let (payload, n, min, max) = valid_payload(inp, source_offset);
             let (codec, payload) = stored(inp, &payload);
             let mut b = encode(
-                &BatchHeader::for_stored(*next, codec, &payload, n, min, max),
+                &BatchHeader::with_attributes(*next, codec, &payload, n, min, max),
                 &payload,
             );
             let at = usize::from(inp.u16()) % b.len();
@@ -173,7 +182,7 @@ fn push_batch(
             // Fields the CRC does not cover: the base offset and the length.
             let (payload, n, min, max) = valid_payload(inp, source_offset);
             let (codec, payload) = stored(inp, &payload);
-            let mut h = BatchHeader::for_stored(*next, codec, &payload, n, min, max);
+            let mut h = BatchHeader::with_attributes(*next, codec, &payload, n, min, max);
             match inp.u8() % 4 {
                 0 => h.base_offset = h.base_offset.wrapping_sub(1),
                 1 => h.base_offset += 1 + u64::from(inp.u8()),

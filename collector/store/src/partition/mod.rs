@@ -61,8 +61,9 @@ pub(crate) struct PartitionOptions {
 /// so that compressing it overlaps other work (other connections' appends, the
 /// same connection's previous batch).
 pub struct Prepared {
-    /// The codec actually used (none when compressing did not shrink it).
-    codec: Compression,
+    /// The batch header's attributes: the codec actually used (none when
+    /// compressing did not shrink it), maybe [`batch::ATTR_AGENT`].
+    attributes: u8,
     bytes: Vec<u8>,
     /// Length of the payload it was made from.
     payload_len: usize,
@@ -73,11 +74,23 @@ impl Prepared {
         let mut bytes = Vec::new();
         let codec = batch::store_payload(codec, payload, &mut bytes);
         Prepared {
-            codec,
+            attributes: codec.code(),
             bytes,
             payload_len: payload.len(),
         }
     }
+}
+
+/// A payload's bytes as its sender compressed them (the agent protocol's BATCH):
+/// `bytes` decompress with `codec` to `len` bytes of record blocks, which are the
+/// payload once stamped with `agent` (the identity the collector authenticated;
+/// empty when it stamps none). Stored as they are when they fit the partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent<'a> {
+    pub codec: Compression,
+    pub bytes: &'a [u8],
+    pub len: usize,
+    pub agent: &'a str,
 }
 
 /// The offsets an append was given.
@@ -303,7 +316,7 @@ impl Partition {
         payload: &[u8],
         summary: &PayloadSummary,
         now_ms: i64,
-        sent: Option<(Compression, &[u8])>,
+        sent: Option<Sent<'_>>,
     ) -> Result<AppendResult, Error> {
         let prepared = self.prepare(payload, summary, sent)?;
         self.append_prepared(payload, summary, now_ms, &prepared)
@@ -319,7 +332,7 @@ impl Partition {
         &self,
         payload: &[u8],
         summary: &PayloadSummary,
-        sent: Option<(Compression, &[u8])>,
+        sent: Option<Sent<'_>>,
     ) -> Result<Prepared, Error> {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(Error::BatchTooLarge {
@@ -330,14 +343,20 @@ impl Partition {
         self.check_summary(payload, summary)?;
         let codec = self.compression();
         Ok(match sent {
-            Some((c, bytes))
-                if c == codec
-                    && c != Compression::None
-                    && bytes.len() + batch::STORED_LEN_PREFIX < payload.len() =>
+            Some(s)
+                if s.codec == codec
+                    && codec != Compression::None
+                    && s.bytes.len() + batch::STORED_LEN_PREFIX < payload.len()
+                    && s.agent.len() <= usize::from(u16::MAX) =>
             {
+                let flag = if s.agent.is_empty() {
+                    0
+                } else {
+                    batch::ATTR_AGENT
+                };
                 Prepared {
-                    codec,
-                    bytes: batch::store_compressed(payload.len(), bytes),
+                    attributes: codec.code() | flag,
+                    bytes: batch::store_compressed_as(s.agent, s.len, s.bytes),
                     payload_len: payload.len(),
                 }
             }
@@ -415,9 +434,9 @@ impl Partition {
         };
         let count = u64::from(summary.records);
         self.last_used.fetch_max(now_ms, Ordering::Relaxed);
-        let header = BatchHeader::for_stored(
+        let header = BatchHeader::with_attributes(
             w.next_offset,
-            stored.codec,
+            stored.attributes,
             &stored.bytes,
             summary.records,
             now_ms,

@@ -13,7 +13,7 @@ use tributary_common::record::{self, BlockHeader, RecordRef};
 
 use crate::error::Error;
 use crate::records::{self, Collected, ReadResult, Take};
-use crate::segment::Segment;
+use crate::segment::{PayloadBuf, Segment};
 use crate::walk::Step;
 
 use super::Partition;
@@ -53,6 +53,7 @@ impl Partition {
             max_bytes,
         };
         let mut next = offset;
+        let mut buf = PayloadBuf::default();
         for (i, seg) in segs.iter().enumerate() {
             if next >= end || take.records.len() >= max_records {
                 break;
@@ -61,7 +62,7 @@ impl Partition {
             if next >= upper {
                 continue;
             }
-            match read_segment(seg, next, upper, &mut take) {
+            match read_segment(seg, next, upper, &mut take, &mut buf) {
                 Ok(Collected::Done) => next = upper,
                 Ok(Collected::Full(at)) => {
                     next = at;
@@ -109,6 +110,7 @@ impl Partition {
             all[first..].to_vec()
         };
         let mut next = from.max(segs.first().map_or(0, |s| s.base_offset));
+        let mut buf = PayloadBuf::default();
         for (i, seg) in segs.iter().enumerate() {
             // The segment's own bound (what its batches are checked against), and
             // where this scan stops in it.
@@ -141,9 +143,9 @@ impl Partition {
                 if h.next_offset() <= next {
                     continue;
                 }
-                let payload = reader.read_payload(pos, &h)?;
+                let payload = reader.read_payload_into(pos, &h, &mut buf)?;
                 let mut off = h.base_offset;
-                for block in record::blocks(&payload, false) {
+                for block in record::blocks(payload, false) {
                     let block = block.map_err(|e| {
                         Error::corrupt(&seg.log_path, pos, format!("payload does not decode: {e}"))
                     })?;
@@ -185,7 +187,13 @@ impl Partition {
 
 /// Collect records from `from` up to (not including) `upper` out of one segment.
 /// `Full(at)` when a limit stopped the read before offset `at`.
-fn read_segment(seg: &Segment, from: u64, upper: u64, take: &mut Take) -> Result<Collected, Error> {
+fn read_segment(
+    seg: &Segment,
+    from: u64,
+    upper: u64,
+    take: &mut Take,
+    buf: &mut PayloadBuf,
+) -> Result<Collected, Error> {
     let mut next = from;
     let (pos, at) = seg.position_for(next);
     let reader = seg.reader()?;
@@ -196,8 +204,8 @@ fn read_segment(seg: &Segment, from: u64, upper: u64, take: &mut Take) -> Result
                     // Before the wanted offset: only its header was read.
                     continue;
                 }
-                let payload = reader.read_payload(pos, &h)?;
-                match records::collect(&payload, &h, next, take) {
+                let payload = reader.read_payload_into(pos, &h, buf)?;
+                match records::collect(payload, &h, next, take) {
                     Ok(Collected::Done) => next = h.next_offset(),
                     Ok(Collected::Full(at)) => return Ok(Collected::Full(at)),
                     Err(reason) => return Err(Error::corrupt(&seg.log_path, pos, reason)),
