@@ -18,9 +18,12 @@
 //! order (file lines and most syslog traffic).
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinError;
+use tributary_common::record::{BlockHeader, RecordRef};
 use tributary_store::{Error as StoreError, StoredRecord};
 
 use crate::storage::{PartitionReader, TopicReader};
@@ -69,6 +72,52 @@ pub struct QueryResult {
     pub end_offsets: Vec<(u32, u64)>,
 }
 
+/// The parts a block's records share, made once per block for the matches copied
+/// out of it.
+#[derive(Default)]
+struct SharedParts {
+    block: Option<BlockParts>,
+}
+
+/// Host, source, agent and static fields of one block.
+type BlockParts = (Arc<str>, Arc<str>, Arc<str>, Arc<[u8]>);
+
+impl SharedParts {
+    fn record(&mut self, offset: u64, h: &BlockHeader<'_>, r: &RecordRef<'_>) -> StoredRecord {
+        let same = self
+            .block
+            .as_ref()
+            .is_some_and(|(host, source, agent, fields)| {
+                **host == *h.host
+                    && **source == *h.source
+                    && **agent == *h.agent
+                    && **fields == *h.fields
+            });
+        if !same {
+            self.block = Some((
+                Arc::from(h.host),
+                Arc::from(h.source),
+                Arc::from(h.agent),
+                Arc::from(h.fields),
+            ));
+        }
+        let (host, source, agent, block_fields) = self.block.clone().unwrap_or_default();
+        StoredRecord {
+            offset,
+            timestamp_ms: r.timestamp_ms,
+            host,
+            source,
+            agent,
+            source_id: h.source_id,
+            source_offset: r.source_offset,
+            flags: r.flags,
+            block_fields,
+            fields: r.fields.to_vec(),
+            message: r.message.to_vec(),
+        }
+    }
+}
+
 /// One partition's scan: an offset range read in steps, its matches buffered.
 struct Cursor {
     partition: PartitionReader,
@@ -97,9 +146,17 @@ impl Cursor {
         })
     }
 
-    /// Read steps until some matches are buffered, the range is done, or about
-    /// `budget` bytes were read.
-    fn fill(&mut self, f: &Filter, order: Order, budget: usize) -> Result<(), StoreError> {
+    /// Read steps until some matches are buffered (ascending: `want` of them, the
+    /// most the answer can still take, at most a step's worth), the range is done,
+    /// or about `budget` bytes were read.
+    fn fill(
+        &mut self,
+        f: &Filter,
+        order: Order,
+        budget: usize,
+        want: usize,
+    ) -> Result<(), StoreError> {
+        let want = want.clamp(1, STEP_RECORDS);
         let mut read = 0usize;
         while !self.done && self.buf.is_empty() && read < budget {
             // Retention may have deleted the start of the range meanwhile.
@@ -117,8 +174,11 @@ impl Cursor {
                 Some(avg) => ((4 * STEP_BYTES) as u64 / avg.max(1)).clamp(1, STEP_RECORDS as u64),
                 None => 64,
             };
+            // Ascending, one scan runs to the end of the range and stops at the
+            // byte budget or once a step's worth of matches is buffered: each stored
+            // batch is read and expanded about once, and only matches are copied.
             let (from, to) = match order {
-                Order::Asc => (self.next, self.hi.min(self.next + STEP_RECORDS as u64)),
+                Order::Asc => (self.next, self.hi),
                 Order::Desc => (self.next.saturating_sub(window).max(self.lo), self.next),
             };
             if from >= to {
@@ -126,33 +186,30 @@ impl Cursor {
                 break;
             }
             let mut matched = Vec::new();
-            let mut at = from;
-            while at < to {
-                let r = match self
-                    .partition
-                    .read_blocking(at, (to - at) as usize, STEP_BYTES)
-                {
-                    Ok(r) => r,
-                    Err(StoreError::OffsetOutOfRange { start, .. }) if start > at => {
-                        at = start;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                if r.records.is_empty() {
-                    break;
+            let (mut records, mut bytes) = (0u64, 0u64);
+            let mut shared = SharedParts::default();
+            let at = self.partition.scan_blocking(from, to, |off, h, r| {
+                read += r.message.len() + r.fields.len();
+                bytes += r.message.len() as u64;
+                records += 1;
+                if f.matches_parts(
+                    r.timestamp_ms,
+                    h.host,
+                    h.source,
+                    r.message,
+                    h.fields,
+                    r.fields,
+                ) {
+                    matched.push(shared.record(off, h, r));
                 }
-                at = r.next_offset;
-                for rec in &r.records {
-                    read += rec.message.len() + rec.fields.len();
-                    self.scanned_bytes += rec.message.len() as u64;
+                if order == Order::Asc && (read >= budget || matched.len() >= want) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
-                self.scanned_records += r.records.len() as u64;
-                matched.extend(r.records.into_iter().filter(|x| f.matches(x)));
-                if order == Order::Asc && read >= budget {
-                    break;
-                }
-            }
+            })?;
+            self.scanned_records += records;
+            self.scanned_bytes += bytes;
             match order {
                 Order::Asc => {
                     self.buf.extend(matched);
@@ -232,7 +289,8 @@ pub fn run(topic: &TopicReader, q: &Query, deadline: Instant) -> Result<QueryRes
                 result.complete = false;
                 break 'merge;
             }
-            fill_parallel(&mut cursors, &empty, &q.filter, q.order)?;
+            let want = q.limit - result.records.len();
+            fill_parallel(&mut cursors, &empty, &q.filter, q.order, want)?;
         }
         let best = cursors
             .iter()
@@ -266,10 +324,11 @@ fn fill_parallel(
     which: &[usize],
     f: &Filter,
     order: Order,
+    want: usize,
 ) -> Result<(), StoreError> {
     let budget = 8 * STEP_BYTES;
     if which.len() == 1 {
-        return cursors[which[0]].fill(f, order, budget);
+        return cursors[which[0]].fill(f, order, budget, want);
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut picked: Vec<&mut Cursor> = cursors
@@ -285,7 +344,7 @@ fn fill_parallel(
             .map(|group| {
                 s.spawn(move || -> Result<(), StoreError> {
                     for c in group {
-                        c.fill(f, order, budget)?;
+                        c.fill(f, order, budget, want)?;
                     }
                     Ok(())
                 })
