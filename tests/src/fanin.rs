@@ -144,9 +144,8 @@ async fn connect(port: u16, tls: Arc<rustls::ClientConfig>, host: &str) -> (Rd, 
         // A burst of connects can overflow the listen backlog: retry as agents do.
         match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             Ok(t) => break t,
-            Err(e) if tries < 50 => {
+            Err(_) if tries < 50 => {
                 tries += 1;
-                let _ = e;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("connect to 127.0.0.1:{port}: {e}"),

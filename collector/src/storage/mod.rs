@@ -222,16 +222,8 @@ impl Storage {
         Ok(appended)
     }
 
-    /// Whether `topic` may be written: a valid name, and an existing topic or one
-    /// that may be created now (configured, or `topics.auto_create` within
-    /// `topics.max_topics`).
-    fn admit_topic(&self, topic: &str) -> Result<(), StorageError> {
-        admit_topic(&self.store, &self.config, topic)
-    }
-
     /// Create `topic` if it does not exist and may be created (see `append`).
     pub async fn create_topic(&self, topic: &str) -> Result<(), StorageError> {
-        self.admit_topic(topic)?;
         let (store, config) = (self.store.clone(), self.config.clone());
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || open_topic(&store, &config, &topic).map(drop))
@@ -249,7 +241,6 @@ impl Storage {
         payload: Vec<u8>,
         summary: PayloadSummary,
     ) -> Result<Appended, StorageError> {
-        self.admit_topic(topic)?;
         let (store, config) = (self.store.clone(), self.config.clone());
         let topic = topic.to_owned();
         let now_ms = tributary_common::timefmt::now_ms();
@@ -332,7 +323,9 @@ impl Storage {
     }
 }
 
-/// See [`Storage::admit_topic`].
+/// Whether `topic` may be written: a valid name, and an existing topic or one
+/// that may be created now (configured, or `topics.auto_create` within
+/// `topics.max_topics`).
 fn admit_topic(store: &Store, config: &CollectorConfig, topic: &str) -> Result<(), StorageError> {
     if !tributary_common::names::valid_topic_name(topic) {
         return Err(StorageError::InvalidTopic(topic.to_owned()));

@@ -296,8 +296,7 @@ fn freshness(opts: &Opts) {
         let v = loop {
             match collector.get(&path) {
                 Ok(v) => break v,
-                Err(e) if i == 0 && Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if i == 0 && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => panic!("read offset {i}: {e}"),
