@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use tributary_common::record::{self, BlockWriter, FLAG_HAS_FIELDS, FLAG_PARTIAL};
 use tributary_store::batch::BatchHeader;
@@ -281,27 +280,44 @@ pub fn shift(batch: &mut Batch, ms: i64) {
     }
 }
 
-/// Run `f` with the store's log lines (warnings and up) captured; returns them.
+/// Run `f` and return what it logged on this thread (INFO and up).
+///
+/// One global subscriber, installed once, writes each event to the buffer of the
+/// thread that emitted it, if that thread is capturing. A subscriber scoped with
+/// `with_default` instead loses events now and then: tests on other threads emit
+/// through the same callsites with no subscriber, and tracing may cache that the
+/// callsite is disabled.
 pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
-    #[derive(Clone)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
+    use std::cell::RefCell;
+    thread_local! {
+        static CAPTURE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    }
+    struct ThisThread;
+    impl std::io::Write for ThisThread {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
+            CAPTURE.with(|c| {
+                if let Some(buf) = c.borrow_mut().as_mut() {
+                    buf.extend_from_slice(b);
+                }
+            });
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let buf = Buf(Arc::new(Mutex::new(Vec::new())));
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let r = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
-    (r, text)
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(|| ThisThread)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the store tests");
+    });
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let text = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (r, String::from_utf8_lossy(&text).into_owned())
 }
