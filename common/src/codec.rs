@@ -151,16 +151,13 @@ pub fn decompress(
     }
     let out = match codec {
         Compression::None => input.to_vec(),
+        // Into `declared` bytes of room, not zeroed first: a block that would
+        // expand to more fails instead of growing anything.
         Compression::Lz4 => {
-            let mut out = vec![0u8; declared];
-            let n = lz4_flex::block::decompress_into(input, &mut out).map_err(|e| {
-                CodecError::Corrupt {
-                    codec: "lz4",
-                    reason: e.to_string(),
-                }
-            })?;
-            out.truncate(n);
-            out
+            lz4_flex::block::decompress(input, declared).map_err(|e| CodecError::Corrupt {
+                codec: "lz4",
+                reason: e.to_string(),
+            })?
         }
         Compression::Gzip => {
             let mut out = Vec::with_capacity(declared);
@@ -203,6 +200,15 @@ mod tests {
             assert_eq!(
                 decompress(c, &small, 1000, 1 << 20).unwrap(),
                 &input[..1000]
+            );
+            // Declared longer than it expands: an error, never bytes the decoder
+            // did not write.
+            assert!(
+                matches!(
+                    decompress(c, &small, 1001, 1 << 20),
+                    Err(CodecError::LengthMismatch { actual: 1000, .. })
+                ),
+                "{c:?}"
             );
             // The buffer reused, shorter and longer inputs.
             let big = compress(c, &input, &mut z).to_vec();

@@ -48,11 +48,11 @@ fn two_hundred_agents_at_once_every_line_stored_once() {
         while off < p.end_offset() {
             let r = p.read(off, 10_000, 16 << 20).expect("read");
             for rec in &r.records {
-                let want = next.entry(rec.host.to_string()).or_insert(1);
+                let want = next.entry(rec.block.host.to_string()).or_insert(1);
                 assert_eq!(
                     rec.source_offset, *want,
                     "{}: offsets in order, none twice, none missing",
-                    rec.host
+                    rec.block.host
                 );
                 *want += 1;
                 total += 1;

@@ -251,7 +251,7 @@ pub struct RecordJson<'a> {
 
 impl<'a> RecordJson<'a> {
     pub fn from_stored(topic: &'a str, partition: u32, r: &'a StoredRecord) -> Self {
-        let mut fields = parse_object(&r.block_fields);
+        let mut fields = parse_object(&r.block.fields);
         for (k, v) in parse_object(&r.fields) {
             fields.insert(k, v);
         }
@@ -260,11 +260,11 @@ impl<'a> RecordJson<'a> {
             partition,
             offset: r.offset,
             timestamp: tributary_common::timefmt::format_ms(r.timestamp_ms),
-            host: &r.host,
-            source: &r.source,
+            host: &r.block.host,
+            source: &r.block.source,
             message: String::from_utf8_lossy(&r.message),
             fields,
-            agent: &r.agent,
+            agent: &r.block.agent,
             partial: r.flags & tributary_common::record::FLAG_PARTIAL != 0,
             truncated: r.flags & tributary_common::record::FLAG_TRUNCATED != 0,
         }

@@ -43,20 +43,20 @@ pub fn to_kafka(r: &StoredRecord, base: u64) -> Record {
     let mut headers: IndexMap<StrBytes, Option<Bytes>> = IndexMap::new();
     headers.insert(
         StrBytes::from_static_str("host"),
-        Some(Bytes::copy_from_slice(r.host.as_bytes())),
+        Some(Bytes::copy_from_slice(r.block.host.as_bytes())),
     );
     headers.insert(
         StrBytes::from_static_str("source"),
-        Some(Bytes::copy_from_slice(r.source.as_bytes())),
+        Some(Bytes::copy_from_slice(r.block.source.as_bytes())),
     );
-    for fields in [&r.block_fields[..], &r.fields[..]] {
+    for fields in [&r.block.fields[..], &r.fields[..]] {
         tributary_common::kafka::field_headers(&mut headers, fields);
     }
     // After the fields, so that no field can pass for the authenticated identity.
-    if !r.agent.is_empty() {
+    if !r.block.agent.is_empty() {
         headers.insert(
             StrBytes::from_static_str("agent"),
-            Some(Bytes::copy_from_slice(r.agent.as_bytes())),
+            Some(Bytes::copy_from_slice(r.block.agent.as_bytes())),
         );
     }
     if r.flags & FLAG_PARTIAL != 0 {
@@ -78,8 +78,9 @@ pub fn to_kafka(r: &StoredRecord, base: u64) -> Record {
         // together, so that the encoder keeps every record in one batch.
         sequence: i32::try_from(delta).unwrap_or(i32::MAX).wrapping_sub(1),
         timestamp: r.timestamp_ms,
-        key: Some(Bytes::copy_from_slice(r.source.as_bytes())),
-        value: Some(Bytes::copy_from_slice(&r.message)),
+        key: Some(Bytes::copy_from_slice(r.block.source.as_bytes())),
+        // A slice of the batch it was read from: not copied.
+        value: Some(r.message.clone()),
         headers,
         delete_horizon: false,
     }
@@ -119,6 +120,7 @@ mod tests {
     use std::sync::Arc;
 
     use kafka_protocol::records::RecordBatchDecoder;
+    use tributary_store::Block;
 
     use super::*;
 
@@ -126,15 +128,17 @@ mod tests {
         StoredRecord {
             offset,
             timestamp_ms: 1_795_600_000_000 + offset as i64,
-            host: Arc::from("web-01"),
-            source: Arc::from("/var/log/app.log"),
-            agent: Arc::from(""),
-            source_id: 7,
+            block: Arc::new(Block {
+                host: "web-01".into(),
+                source: "/var/log/app.log".into(),
+                agent: String::new(),
+                source_id: 7,
+                fields: br#"{"env":"prod"}"#.to_vec(),
+            }),
             source_offset: offset * 10,
             flags,
-            block_fields: Arc::from(&br#"{"env":"prod"}"#[..]),
-            fields: fields.as_bytes().to_vec(),
-            message: message.as_bytes().to_vec(),
+            fields: Bytes::copy_from_slice(fields.as_bytes()),
+            message: Bytes::copy_from_slice(message.as_bytes()),
         }
     }
 

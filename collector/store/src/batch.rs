@@ -213,14 +213,55 @@ impl BatchHeader {
         if self.attributes == Compression::None.code() {
             return Ok(stored);
         }
-        let (mut out, mut stamped) = (Vec::new(), Vec::new());
-        let n = self.expand_into(&stored, &mut out, &mut stamped)?.len();
-        if self.attributes & ATTR_AGENT != 0 {
+        let codec = self.codec();
+        let (agent, body) = self.split_agent(&stored)?;
+        if codec == Compression::None {
+            // Only the identity to stamp.
+            let mut stamped = Vec::new();
+            self.stamp(body, agent, &mut stamped)?;
             return Ok(stamped);
         }
-        // Decompressed into a fresh `out`: exactly the blocks.
-        out.truncate(n);
-        Ok(out)
+        let (declared, body) = self.compressed(body)?;
+        // Into a fresh buffer the decoder does not have to zero first.
+        let blocks = codec::decompress(codec, body, declared, MAX_PAYLOAD_LEN)
+            .map_err(|e| format!("stored payload does not decompress: {e}"))?;
+        if agent.is_empty() {
+            return Ok(blocks);
+        }
+        let mut stamped = Vec::new();
+        self.stamp(&blocks, agent, &mut stamped)?;
+        Ok(stamped)
+    }
+
+    /// The uncompressed length a compressed payload declares, and its compressed bytes.
+    fn compressed<'a>(&self, stored: &'a [u8]) -> Result<(usize, &'a [u8]), String> {
+        let Some((len, body)) = stored.split_first_chunk::<STORED_LEN_PREFIX>() else {
+            return Err(format!(
+                "{} payload of {} bytes has no length",
+                self.codec().name(),
+                stored.len()
+            ));
+        };
+        Ok((u32::from_le_bytes(*len) as usize, body))
+    }
+
+    /// `blocks` with `agent` stamped on each, into `stamped` (cleared first).
+    fn stamp<'a>(
+        &self,
+        blocks: &[u8],
+        agent: &str,
+        stamped: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], String> {
+        stamped.clear();
+        record::stamp_agent(blocks, agent, stamped)
+            .map_err(|e| format!("stored blocks do not take their identity: {e}"))?;
+        if stamped.len() > MAX_PAYLOAD_LEN {
+            return Err(format!(
+                "stamped payload of {} bytes over the limit of {MAX_PAYLOAD_LEN}",
+                stamped.len()
+            ));
+        }
+        Ok(stamped)
     }
 
     /// [`expand`](Self::expand) into buffers kept from batch to batch by a reader
@@ -237,30 +278,14 @@ impl BatchHeader {
         let blocks = if codec == Compression::None {
             stored
         } else {
-            let Some((len, body)) = stored.split_first_chunk::<STORED_LEN_PREFIX>() else {
-                return Err(format!(
-                    "{} payload of {} bytes has no length",
-                    codec.name(),
-                    stored.len()
-                ));
-            };
-            let declared = u32::from_le_bytes(*len) as usize;
+            let (declared, body) = self.compressed(stored)?;
             codec::decompress_into(codec, body, declared, MAX_PAYLOAD_LEN, out)
                 .map_err(|e| format!("stored payload does not decompress: {e}"))?
         };
         if agent.is_empty() {
             return Ok(blocks);
         }
-        stamped.clear();
-        record::stamp_agent(blocks, agent, stamped)
-            .map_err(|e| format!("stored blocks do not take their identity: {e}"))?;
-        if stamped.len() > MAX_PAYLOAD_LEN {
-            return Err(format!(
-                "stamped payload of {} bytes over the limit of {MAX_PAYLOAD_LEN}",
-                stamped.len()
-            ));
-        }
-        Ok(stamped)
+        self.stamp(blocks, agent, stamped)
     }
 
     /// When the collector appended the batch (epoch ms); `None` for version 1.

@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+use crate::batchcache::BatchCache;
 use crate::error::Error;
 use crate::partition::Partition;
 
@@ -66,9 +67,11 @@ impl Default for Budget {
     }
 }
 
-/// The cache and the writer registry shared by every segment and partition.
+/// The cache and the writer registry shared by every segment and partition, and
+/// the cache of expanded batches they read.
 pub(crate) struct Handles {
     budget: Budget,
+    pub(crate) batches: BatchCache,
     next_key: AtomicU64,
     tick: AtomicU64,
     read: Mutex<HashMap<u64, Cached>>,
@@ -86,8 +89,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Handles {
-    pub(crate) fn new(budget: Budget) -> Arc<Handles> {
+    pub(crate) fn new(budget: Budget, read_cache_bytes: usize) -> Arc<Handles> {
         Arc::new(Handles {
+            batches: BatchCache::new(read_cache_bytes),
             budget: Budget {
                 open_writers: budget.open_writers.max(Budget::MIN.open_writers),
                 read_handles: budget.read_handles.max(Budget::MIN.read_handles),
@@ -229,10 +233,13 @@ mod tests {
     #[test]
     fn the_read_cache_keeps_the_most_recently_used() {
         let dir = tempfile::tempdir().unwrap();
-        let h = Handles::new(Budget {
-            open_writers: 1,
-            read_handles: 4,
-        });
+        let h = Handles::new(
+            Budget {
+                open_writers: 1,
+                read_handles: 4,
+            },
+            0,
+        );
         let paths: Vec<_> = (0..6)
             .map(|i| {
                 let p = dir.path().join(format!("{i}.log"));

@@ -69,6 +69,7 @@
 //!   offset a consumer saw is never reused after a crash.
 
 pub mod batch;
+mod batchcache;
 pub use tributary_common::codec::Compression;
 mod dedup;
 mod error;
@@ -97,7 +98,7 @@ pub use handles::{Budget, Usage};
 pub use partition::{
     AppendResult, Deleted, Partition, Prepared, RetentionPolicy, Sent, TimestampOffset,
 };
-pub use records::{ReadResult, StoredRecord};
+pub use records::{Block, ReadResult, StoredRecord};
 pub use tributary_common::record::PayloadSummary;
 
 use partition::PartitionOptions;
@@ -116,6 +117,9 @@ pub struct StoreOptions {
     pub index_interval_bytes: u32,
     /// Descriptors the store keeps open between calls (see [`Budget`]).
     pub budget: Budget,
+    /// Bytes of expanded (decompressed) batches kept for the reads that come
+    /// back for them, store-wide (see `batchcache.rs`); 0 keeps none.
+    pub read_cache_bytes: usize,
 }
 
 impl StoreOptions {
@@ -124,6 +128,7 @@ impl StoreOptions {
         publish_on_sync: false,
         index_interval_bytes: 4096,
         budget: Budget::of_descriptors(1024),
+        read_cache_bytes: 64 << 20,
     };
 }
 
@@ -276,7 +281,7 @@ impl Store {
             topics: RwLock::new(BTreeMap::new()),
             create_lock: Mutex::new(()),
             dir_lock: Arc::new(lock_file),
-            handles: handles::Handles::new(opts.budget),
+            handles: handles::Handles::new(opts.budget, opts.read_cache_bytes),
         };
         let mut names = Vec::new();
         for entry in fs::read_dir(&topics_dir).map_err(Error::io("list directory", &topics_dir))? {

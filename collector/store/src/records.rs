@@ -4,29 +4,77 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use tributary_common::record;
 
 use crate::batch::BatchHeader;
 
-/// One stored record with its offset. `host`, `source` and `block_fields` are
-/// shared by all records of one block.
+/// What every record of one block shares: who sent it and from where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Block {
+    pub host: String,
+    pub source: String,
+    /// The identity the collector authenticated for the sender (mutual TLS), or empty.
+    pub agent: String,
+    pub source_id: u64,
+    /// The block's static fields (JSON object bytes) or empty.
+    pub fields: Vec<u8>,
+}
+
+impl Block {
+    /// The shared part of a decoded block.
+    pub fn of(h: &record::BlockHeader<'_>) -> Block {
+        Block {
+            host: h.host.to_owned(),
+            source: h.source.to_owned(),
+            agent: h.agent.to_owned(),
+            source_id: h.source_id,
+            fields: h.fields.to_vec(),
+        }
+    }
+
+    /// Whether `h` decodes to this.
+    pub fn is(&self, h: &record::BlockHeader<'_>) -> bool {
+        self.host == h.host
+            && self.source == h.source
+            && self.agent == h.agent
+            && self.source_id == h.source_id
+            && self.fields == h.fields
+    }
+}
+
+/// One stored record with its offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     pub offset: u64,
     pub timestamp_ms: i64,
-    pub host: Arc<str>,
-    pub source: Arc<str>,
-    /// The identity the collector authenticated for the sender (mutual TLS), or empty.
-    pub agent: Arc<str>,
-    pub source_id: u64,
+    /// Shared by the records of its block (one reference count per record, not
+    /// one per string).
+    pub block: Arc<Block>,
     pub source_offset: u64,
     /// `tributary_common::record::FLAG_*` bits.
     pub flags: u8,
-    /// The block's static fields (JSON object bytes) or empty.
-    pub block_fields: Arc<[u8]>,
-    /// The record's own fields (JSON object bytes) or empty.
-    pub fields: Vec<u8>,
-    pub message: Vec<u8>,
+    /// The record's own fields (JSON object bytes) or empty. Like `message`, a
+    /// slice of the expanded batch it was read from (no copy per record).
+    pub fields: Bytes,
+    pub message: Bytes,
+}
+
+impl StoredRecord {
+    /// A record a scan borrowed from its batch (see [`Partition::scan`](crate::Partition::scan)),
+    /// copied out.
+    pub fn copied(offset: u64, block: Arc<Block>, r: &record::RecordRef<'_>) -> StoredRecord {
+        StoredRecord {
+            offset,
+            timestamp_ms: r.timestamp_ms,
+            block,
+            source_offset: r.source_offset,
+            flags: r.flags,
+            fields: Bytes::copy_from_slice(r.fields),
+            message: Bytes::copy_from_slice(r.message),
+        }
+    }
 }
 
 /// The answer to [`Partition::read`](crate::Partition::read).
@@ -65,12 +113,17 @@ impl Take {
 /// Decode the records of one batch with offset `>= from` into `take`. The error is
 /// a description of how the payload disagrees with its header.
 pub(crate) fn collect(
-    payload: &[u8],
+    payload: &Bytes,
     h: &BatchHeader,
     from: u64,
     take: &mut Take,
 ) -> Result<Collected, String> {
     let mut off = h.base_offset;
+    // Room for what this batch can still add, at once rather than doubling.
+    let wanted = h.next_offset().saturating_sub(from.max(off));
+    let room = take.max_records.saturating_sub(take.records.len());
+    take.records
+        .reserve(usize::try_from(wanted).map_or(room, |w| w.min(room)));
     for block in record::blocks(payload, false) {
         let block = block.map_err(|e| format!("payload does not decode: {e}"))?;
         let n = u64::from(block.header.record_count);
@@ -87,10 +140,7 @@ pub(crate) fn collect(
             off = block_end;
             continue;
         }
-        let host: Arc<str> = Arc::from(block.header.host);
-        let source: Arc<str> = Arc::from(block.header.source);
-        let agent: Arc<str> = Arc::from(block.header.agent);
-        let block_fields: Arc<[u8]> = Arc::from(block.header.fields);
+        let shared = Arc::new(Block::of(&block.header));
         for r in block.records() {
             let r = r.map_err(|e| format!("record does not decode: {e}"))?;
             if off >= from {
@@ -102,15 +152,11 @@ pub(crate) fn collect(
                 take.records.push(StoredRecord {
                     offset: off,
                     timestamp_ms: r.timestamp_ms,
-                    host: host.clone(),
-                    source: source.clone(),
-                    agent: agent.clone(),
-                    source_id: block.header.source_id,
+                    block: shared.clone(),
                     source_offset: r.source_offset,
                     flags: r.flags,
-                    block_fields: block_fields.clone(),
-                    fields: r.fields.to_vec(),
-                    message: r.message.to_vec(),
+                    fields: slice_of(payload, r.fields),
+                    message: slice_of(payload, r.message),
                 });
             }
             off += 1;
@@ -130,6 +176,15 @@ pub(crate) fn collect(
         ));
     }
     Ok(Collected::Done)
+}
+
+/// `part` (borrowed from `payload`) as a `Bytes` sharing `payload`'s memory.
+fn slice_of(payload: &Bytes, part: &[u8]) -> Bytes {
+    if part.is_empty() {
+        Bytes::new()
+    } else {
+        payload.slice_ref(part)
+    }
 }
 
 /// The offset and timestamp of the first record of a batch whose timestamp is

@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::UNIX_EPOCH;
 
+use bytes::Bytes;
+
 use crate::batch::{BatchHeader, HEADER_LEN};
+use crate::batchcache::BatchKey;
 use crate::error::Error;
 use crate::handles::Handles;
 use crate::index::{self, IndexEntry};
@@ -203,6 +206,7 @@ impl Segment {
     pub(crate) fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);
         self.handles.forget(self.key);
+        self.handles.batches.forget_segment(self.key);
     }
 
     /// Whether retention deleted the segment.
@@ -379,6 +383,23 @@ impl SegmentReader<'_> {
         self.check_crc(position, h, &payload)?;
         h.expand(payload)
             .map_err(|e| self.undecodable(position, h, e))
+    }
+
+    /// [`read_payload`](Self::read_payload) through the store's cache of expanded
+    /// batches (see `batchcache.rs`): what a read hands out records of.
+    pub(crate) fn read_expanded(&self, position: u64, h: &BatchHeader) -> Result<Bytes, Error> {
+        let key = BatchKey {
+            segment: self.seg.key,
+            pos: position,
+            crc: h.crc,
+        };
+        let cache = &self.seg.handles.batches;
+        if let Some(b) = cache.get(&key) {
+            return Ok(b);
+        }
+        let b = Bytes::from(self.read_payload(position, h)?);
+        cache.insert(key, b.clone());
+        Ok(b)
     }
 
     /// [`read_payload`](Self::read_payload) into `buf`, which a scan keeps from

@@ -114,12 +114,12 @@ fn data_from_before_compression_reads_unchanged_and_mixes_with_new_batches() {
             assert!(got.records.len() >= mine.len());
             for (i, (r, w)) in got.records.iter().zip(&mine).enumerate() {
                 assert_eq!(r.offset, i as u64);
-                assert_eq!(r.source_id, w.1);
+                assert_eq!(r.block.source_id, w.1);
                 assert_eq!(r.source_offset, w.2);
                 assert_eq!(r.timestamp_ms, w.3);
                 assert_eq!(r.message, w.4.as_bytes());
-                assert_eq!(&*r.host, "old-host");
-                assert_eq!(&*r.source, "/var/log/old.log");
+                assert_eq!(&*r.block.host, "old-host");
+                assert_eq!(&*r.block.source, "/var/log/old.log");
             }
         }
     };
@@ -161,7 +161,7 @@ fn data_from_before_compression_reads_unchanged_and_mixes_with_new_batches() {
     let got = p.read(mine, 1000, 1 << 20).unwrap();
     assert_eq!(got.records.len(), 200);
     assert_eq!(
-        got.records[199].message,
+        &got.records[199].message[..],
         b"new line 199: GET /index.html 200 user=42 ok"
     );
     let last = std::fs::read(after.last().unwrap()).unwrap();

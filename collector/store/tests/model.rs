@@ -197,6 +197,8 @@ fn run(
         index_interval_bytes,
         // Tiny: handles are evicted and reopened all the time.
         budget: Budget::MIN,
+        // Small: batches come from the cache and from disk, and are evicted.
+        read_cache_bytes: 64 << 10,
     };
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts).unwrap();

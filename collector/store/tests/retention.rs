@@ -21,6 +21,7 @@ const OPTS: StoreOptions = StoreOptions {
     publish_on_sync: false,
     index_interval_bytes: 256,
     budget: tributary_store::Budget::MIN,
+    read_cache_bytes: 64 << 10,
 };
 const T0: i64 = 1_600_000_000_000;
 const HOUR: i64 = 3_600_000;

@@ -17,6 +17,7 @@ fn scan_sees_what_read_sees_from_any_offset() {
             publish_on_sync: false,
             index_interval_bytes: 256,
             budget: tributary_store::Budget::MIN,
+            read_cache_bytes: 64 << 10,
         },
     )
     .unwrap();
@@ -54,8 +55,8 @@ fn scan_sees_what_read_sees_from_any_offset() {
             .map(|r| {
                 (
                     r.offset,
-                    r.host.to_string(),
-                    r.message.clone(),
+                    r.block.host.to_string(),
+                    r.message.to_vec(),
                     r.source_offset,
                 )
             })

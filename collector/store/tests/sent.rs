@@ -65,8 +65,8 @@ fn check_records(p: &Partition, n: u64, agent: &str) {
     let r = p.read(0, 100_000, usize::MAX).unwrap();
     assert_eq!(r.records.len() as u64, n);
     for (i, rec) in r.records.iter().enumerate() {
-        assert_eq!(&*rec.agent, agent);
-        assert_eq!(&*rec.host, "web-01");
+        assert_eq!(&*rec.block.agent, agent);
+        assert_eq!(&*rec.block.host, "web-01");
         assert_eq!(rec.source_offset, i as u64 * 120);
         assert!(
             rec.message
@@ -133,13 +133,21 @@ fn stamped_batches_keep_the_senders_bytes_and_read_stamped() {
     assert_eq!((r.appended, r.duplicates), (0, 2_000));
     let all = p.read(0, 100_000, usize::MAX).unwrap().records;
     assert_eq!(all.len(), 3_010);
-    assert!(all[..2_000].iter().all(|r| &*r.agent == "web-01.example"));
+    assert!(
+        all[..2_000]
+            .iter()
+            .all(|r| &*r.block.agent == "web-01.example")
+    );
     assert!(
         all[2_000..2_010]
             .iter()
-            .all(|r| &*r.agent == "web-02.example")
+            .all(|r| &*r.block.agent == "web-02.example")
     );
-    assert!(all[2_010..].iter().all(|r| &*r.agent == "web-01.example"));
+    assert!(
+        all[2_010..]
+            .iter()
+            .all(|r| &*r.block.agent == "web-01.example")
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use tributary_common::record::{BlockHeader, RecordRef};
-use tributary_store::{Error as StoreError, StoredRecord};
+use tributary_store::{Block, Error as StoreError, StoredRecord};
 
 use crate::storage::PartitionReader;
 
@@ -31,19 +31,7 @@ pub struct Context {
 }
 
 fn owned(offset: u64, h: &BlockHeader<'_>, r: &RecordRef<'_>) -> StoredRecord {
-    StoredRecord {
-        offset,
-        timestamp_ms: r.timestamp_ms,
-        host: Arc::from(h.host),
-        source: Arc::from(h.source),
-        agent: Arc::from(h.agent),
-        source_id: h.source_id,
-        source_offset: r.source_offset,
-        flags: r.flags,
-        block_fields: Arc::from(h.fields),
-        fields: r.fields.to_vec(),
-        message: r.message.to_vec(),
-    }
+    StoredRecord::copied(offset, Arc::new(Block::of(h)), r)
 }
 
 /// The record at `offset` of `p` with up to `before` and `after` records of its
@@ -64,7 +52,7 @@ pub fn around(
         start: p.start_offset(),
         end: p.end_offset(),
     })?;
-    let same = |h: &BlockHeader<'_>| *h.host == *record.host && *h.source == *record.source;
+    let same = |h: &BlockHeader<'_>| h.host == record.block.host && h.source == record.block.source;
     let mut complete = true;
 
     // After: forwards until enough, the end, or the scan limit.

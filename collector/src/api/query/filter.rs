@@ -231,10 +231,10 @@ impl Filter {
     pub fn matches(&self, r: &StoredRecord) -> bool {
         self.matches_parts(
             r.timestamp_ms,
-            &r.host,
-            &r.source,
+            &r.block.host,
+            &r.block.source,
             &r.message,
-            &r.block_fields,
+            &r.block.fields,
             &r.fields,
         )
     }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinError;
 use tributary_common::record::{BlockHeader, RecordRef};
-use tributary_store::{Error as StoreError, StoredRecord};
+use tributary_store::{Block, Error as StoreError, StoredRecord};
 
 use crate::storage::{PartitionReader, TopicReader};
 
@@ -76,45 +76,20 @@ pub struct QueryResult {
 /// out of it.
 #[derive(Default)]
 struct SharedParts {
-    block: Option<BlockParts>,
+    block: Option<Arc<Block>>,
 }
-
-/// Host, source, agent and static fields of one block.
-type BlockParts = (Arc<str>, Arc<str>, Arc<str>, Arc<[u8]>);
 
 impl SharedParts {
     fn record(&mut self, offset: u64, h: &BlockHeader<'_>, r: &RecordRef<'_>) -> StoredRecord {
-        let same = self
-            .block
-            .as_ref()
-            .is_some_and(|(host, source, agent, fields)| {
-                **host == *h.host
-                    && **source == *h.source
-                    && **agent == *h.agent
-                    && **fields == *h.fields
-            });
-        if !same {
-            self.block = Some((
-                Arc::from(h.host),
-                Arc::from(h.source),
-                Arc::from(h.agent),
-                Arc::from(h.fields),
-            ));
-        }
-        let (host, source, agent, block_fields) = self.block.clone().unwrap_or_default();
-        StoredRecord {
-            offset,
-            timestamp_ms: r.timestamp_ms,
-            host,
-            source,
-            agent,
-            source_id: h.source_id,
-            source_offset: r.source_offset,
-            flags: r.flags,
-            block_fields,
-            fields: r.fields.to_vec(),
-            message: r.message.to_vec(),
-        }
+        let block = match &self.block {
+            Some(b) if b.is(h) => b.clone(),
+            _ => {
+                let b = Arc::new(Block::of(h));
+                self.block = Some(b.clone());
+                b
+            }
+        };
+        StoredRecord::copied(offset, block, r)
     }
 }
 

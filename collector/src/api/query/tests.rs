@@ -320,7 +320,7 @@ fn context_keeps_to_the_records_source() {
     let p = reader.partition(0).unwrap();
     // Partition 0: blocks of 50 offsets, even blocks web-01, odd web-02.
     let c = super::context::around(&p, 500, 5, 3).unwrap();
-    assert_eq!((c.record.offset, &*c.record.host), (500, "web-01"));
+    assert_eq!((c.record.offset, &*c.record.block.host), (500, "web-01"));
     let offs = |v: &[StoredRecord]| v.iter().map(|r| r.offset).collect::<Vec<_>>();
     assert_eq!(offs(&c.before), [445, 446, 447, 448, 449]);
     assert_eq!(offs(&c.after), [501, 502, 503]);

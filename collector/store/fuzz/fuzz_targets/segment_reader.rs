@@ -421,6 +421,8 @@ fuzz_target!(|data: &[u8]| {
         index_interval_bytes: [0, 38, 100, 4096][usize::from((flags >> 5) & 3)],
         // The smallest budget: handles are closed and reopened all the time.
         budget: tributary_store::Budget::MIN,
+        // Small: batches come from the cache and from disk, and are evicted.
+        read_cache_bytes: 64 << 10,
     };
     let segment_bytes: u64 = if flags & 128 != 0 { 256 } else { 1 << 20 };
     let max_records = 1 + data.len() % 7;

@@ -47,13 +47,14 @@ impl Partition {
             return Err(Error::OffsetOutOfRange { offset, start, end });
         }
         let mut take = Take {
-            records: Vec::new(),
+            // Room for what the limits let through, up to a point (records of
+            // 32 bytes and more), so that it does not grow by copying.
+            records: Vec::with_capacity(max_records.min(max_bytes / 32 + 1).min(1 << 16)),
             bytes: 0,
             max_records,
             max_bytes,
         };
         let mut next = offset;
-        let mut buf = PayloadBuf::default();
         for (i, seg) in segs.iter().enumerate() {
             if next >= end || take.records.len() >= max_records {
                 break;
@@ -62,7 +63,7 @@ impl Partition {
             if next >= upper {
                 continue;
             }
-            match read_segment(seg, next, upper, &mut take, &mut buf) {
+            match read_segment(seg, next, upper, &mut take) {
                 Ok(Collected::Done) => next = upper,
                 Ok(Collected::Full(at)) => {
                     next = at;
@@ -187,13 +188,7 @@ impl Partition {
 
 /// Collect records from `from` up to (not including) `upper` out of one segment.
 /// `Full(at)` when a limit stopped the read before offset `at`.
-fn read_segment(
-    seg: &Segment,
-    from: u64,
-    upper: u64,
-    take: &mut Take,
-    buf: &mut PayloadBuf,
-) -> Result<Collected, Error> {
+fn read_segment(seg: &Segment, from: u64, upper: u64, take: &mut Take) -> Result<Collected, Error> {
     let mut next = from;
     let (pos, at) = seg.position_for(next);
     let reader = seg.reader()?;
@@ -204,8 +199,8 @@ fn read_segment(
                     // Before the wanted offset: only its header was read.
                     continue;
                 }
-                let payload = reader.read_payload_into(pos, &h, buf)?;
-                match records::collect(payload, &h, next, take) {
+                let payload = reader.read_expanded(pos, &h)?;
+                match records::collect(&payload, &h, next, take) {
                     Ok(Collected::Done) => next = h.next_offset(),
                     Ok(Collected::Full(at)) => return Ok(Collected::Full(at)),
                     Err(reason) => return Err(Error::corrupt(&seg.log_path, pos, reason)),

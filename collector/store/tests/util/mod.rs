@@ -25,15 +25,15 @@ pub struct Rec {
 impl Rec {
     pub fn of(s: &StoredRecord) -> Rec {
         Rec {
-            host: s.host.to_string(),
-            source: s.source.to_string(),
-            source_id: s.source_id,
-            block_fields: s.block_fields.to_vec(),
+            host: s.block.host.clone(),
+            source: s.block.source.clone(),
+            source_id: s.block.source_id,
+            block_fields: s.block.fields.clone(),
             ts: s.timestamp_ms,
             source_offset: s.source_offset,
             flags: s.flags,
-            fields: s.fields.clone(),
-            message: s.message.clone(),
+            fields: s.fields.to_vec(),
+            message: s.message.to_vec(),
         }
     }
 }

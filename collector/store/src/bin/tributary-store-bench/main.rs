@@ -58,13 +58,14 @@ const SEGMENT_BYTES: u64 = 128 << 20;
 const READ_MAX_RECORDS: usize = 10_000;
 const READ_MAX_BYTES: usize = 8 << 20;
 
-const USAGE: &str = "usage: tributary-store-bench [--dir DIR] [--size-gb N] [--threads N] [--lines FILE] [--quick] [--keep]
+const USAGE: &str = "usage: tributary-store-bench [--dir DIR] [--size-gb N] [--threads N] [--lines FILE] [--quick] [--reads-only] [--keep]
   --dir DIR      directory on the disk to measure (default: the current directory);
                  the bench works in DIR/tributary-store-bench.<pid> and removes it
   --size-gb N    size of the partition for reads and lookups, in GB (default 2)
   --threads N    writers sharing group commits in the group-commit rows (default 8)
   --lines FILE   build payloads from the lines of FILE instead of generated lines
   --quick        smoke run: 64 MB per phase, dd of 64 MiB
+  --reads-only   skip dd and the write rows: fill the partition, then read and look up
   --keep         keep the work directory";
 
 struct Args {
@@ -73,6 +74,7 @@ struct Args {
     threads: usize,
     lines: Option<PathBuf>,
     quick: bool,
+    reads_only: bool,
     keep: bool,
 }
 
@@ -83,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         threads: 8,
         lines: None,
         quick: false,
+        reads_only: false,
         keep: false,
     };
     let mut size_given = false;
@@ -107,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--lines" => a.lines = Some(PathBuf::from(val()?)),
             "--quick" => a.quick = true,
+            "--reads-only" => a.reads_only = true,
             "--keep" => a.keep = true,
             "--bench" => {} // passed by `cargo bench`
             "-h" | "--help" => {
@@ -527,6 +531,136 @@ impl Drop for WorkDir {
     }
 }
 
+/// The read side: a partition of `--size-gb` filled with 1 MiB batches
+/// (`fsync: interval`), read sequentially and looked up, then removed.
+struct Reads {
+    fill: Outcome,
+    size: u64,
+    read_records: u64,
+    read_bytes: u64,
+    read_record_bytes: u64,
+    read_time: Duration,
+    read_capped: bool,
+    lookups: Vec<Duration>,
+    ts_lookups: Vec<Duration>,
+}
+
+fn reads(work_path: &Path, args: &Args, ctx: &Ctx) -> Res<Reads> {
+    let fill_dir = work_path.join("lookup");
+    let (store, p) = open_partition(&fill_dir, Fsync::Interval)?;
+    let fill = write_load(
+        &p,
+        &Load {
+            batch_bytes: MIB,
+            threads: 1,
+            fsync: Fsync::Interval,
+            target_bytes: args.size_bytes,
+            cap: Duration::from_secs(600),
+        },
+        ctx,
+    )?;
+    let size = p.size_bytes();
+    warm_cache(p.dir())?;
+    let (read_records, read_bytes, read_record_bytes, read_time, read_capped) =
+        sequential_read(&p, Duration::from_secs(120))?;
+    let mut rng = Rng(ctx.seed);
+    let lookups = offset_lookups(&p, 10_000, Duration::from_secs(30), &mut rng)?;
+    let ts_lookups =
+        timestamp_lookups(&p, ctx.start_ms, 10_000, Duration::from_secs(30), &mut rng)?;
+    drop(p);
+    drop(store);
+    fs::remove_dir_all(&fill_dir)?;
+    Ok(Reads {
+        fill,
+        size,
+        read_records,
+        read_bytes,
+        read_record_bytes,
+        read_time,
+        read_capped,
+        lookups,
+        ts_lookups,
+    })
+}
+
+impl Reads {
+    /// What is read, uncompressed, per second: the bar is on it, since with
+    /// compression at rest the segment bytes are a fraction of it.
+    fn records_mb_s(&self) -> f64 {
+        self.read_record_bytes as f64 / MB / self.read_time.as_secs_f64()
+    }
+
+    /// The fill as a write row (its ratio to dd when dd ran).
+    fn print_fill(&self, dd_best: Option<f64>) {
+        let fill = &self.fill;
+        println!(
+            "{:<50} {:>8.0} {:>10.0} {:>8.2} {:>8.2} {:>6}{}",
+            format!(
+                "fill {:.2} GB partition, fsync=interval 1 MiB",
+                self.size as f64 / 1e9
+            ),
+            fill.mb_s(),
+            fill.batches_s(),
+            ms(percentile(&fill.latencies, 50)),
+            ms(percentile(&fill.latencies, 99)),
+            dd_best.map_or("-".into(), |dd| format!("{:.2}", fill.mb_s() / dd)),
+            if fill.capped { "  (time cap)" } else { "" },
+        );
+    }
+
+    fn print_reads(&self) {
+        let gb = self.size as f64 / 1e9;
+        let secs = self.read_time.as_secs_f64();
+        println!(
+            "{:<50} {:>8} {:>10} {:>12}",
+            format!("read ({gb:.2} GB partition, 1 MiB batches)"),
+            "MB/s",
+            "records/s",
+            "records MB/s"
+        );
+        println!(
+            "{:<50} {:>8.0} {:>10.0} {:>12.0}{}",
+            format!("sequential from 0, warm cache, {READ_MAX_RECORDS} rec/read"),
+            self.read_bytes as f64 / MB / secs,
+            self.read_records as f64 / secs,
+            self.records_mb_s(),
+            if self.read_capped { "  (time cap)" } else { "" },
+        );
+        println!();
+        println!(
+            "{:<50} {:>8} {:>10} {:>8}",
+            format!("lookup ({gb:.2} GB partition, warm cache)"),
+            "p50 µs",
+            "p99 µs",
+            "n"
+        );
+        for (what, lat) in [
+            ("offset: read 1 record at a random offset", &self.lookups),
+            (
+                "timestamp: offset_for_timestamp(random time)",
+                &self.ts_lookups,
+            ),
+        ] {
+            println!(
+                "{what:<50} {:>8.0} {:>10.0} {:>8}",
+                us(percentile(lat, 50)),
+                us(percentile(lat, 99)),
+                lat.len()
+            );
+        }
+        println!();
+    }
+
+    fn print_read_bar(&self) {
+        let mb_s = self.records_mb_s();
+        println!(
+            "  sequential read of records    {:>6.2} GB/s  (bar >= 1 GB/s) {}",
+            mb_s / 1e3,
+            if mb_s >= 1e3 { "ok" } else { "BELOW BAR" }
+        );
+    }
+}
+
 fn run(args: &Args) -> Res<()> {
     let work = WorkDir {
         path: args
@@ -598,6 +732,15 @@ fn run(args: &Args) -> Res<()> {
     );
     println!();
 
+    if args.reads_only {
+        let r = reads(&work_path, args, &ctx)?;
+        r.print_fill(None);
+        println!();
+        r.print_reads();
+        println!("bars");
+        r.print_read_bar();
+        return Ok(());
+    }
     let dd_before = dd(&work_path, dd_count)?;
 
     // Write phases.
@@ -623,33 +766,9 @@ fn run(args: &Args) -> Res<()> {
         rows.push((mode, batch_bytes, threads, out));
     }
 
-    // The big partition: filled with 1 MiB batches, `fsync: interval`.
-    let fill_dir = work_path.join("lookup");
-    let (store, p) = open_partition(&fill_dir, Fsync::Interval)?;
-    let fill = write_load(
-        &p,
-        &Load {
-            batch_bytes: MIB,
-            threads: 1,
-            fsync: Fsync::Interval,
-            target_bytes: args.size_bytes,
-            cap: Duration::from_secs(600),
-        },
-        &ctx,
-    )?;
+    // The big partition: filled, read and looked up (see `reads`).
+    let r = reads(&work_path, args, &ctx)?;
     let dd_after = dd(&work_path, dd_count)?;
-    let size = p.size_bytes();
-
-    warm_cache(p.dir())?;
-    let (read_records, read_bytes, read_record_bytes, read_time, read_capped) =
-        sequential_read(&p, Duration::from_secs(120))?;
-    let mut rng = Rng(seed);
-    let lookups = offset_lookups(&p, 10_000, Duration::from_secs(30), &mut rng)?;
-    let ts_lookups =
-        timestamp_lookups(&p, ctx.start_ms, 10_000, Duration::from_secs(30), &mut rng)?;
-    drop(p);
-    drop(store);
-    fs::remove_dir_all(&fill_dir)?;
 
     // Report.
     let dd_mb = |(bytes, secs): (u64, f64)| bytes as f64 / MB / secs;
@@ -688,71 +807,14 @@ fn run(args: &Args) -> Res<()> {
             },
         );
     }
-    println!(
-        "{:<50} {:>8.0} {:>10.0} {:>8.2} {:>8.2} {:>6.2}{}",
-        format!(
-            "fill {:.2} GB partition, fsync=interval 1 MiB",
-            size as f64 / 1e9
-        ),
-        fill.mb_s(),
-        fill.batches_s(),
-        ms(percentile(&fill.latencies, 50)),
-        ms(percentile(&fill.latencies, 99)),
-        fill.mb_s() / dd_best,
-        if fill.capped { "  (time cap)" } else { "" },
-    );
+    r.print_fill(Some(dd_best));
     println!(
         "  dd runs: {:.0} MB/s before the appends, {:.0} MB/s after",
         dd_mb(dd_before),
         dd_mb(dd_after)
     );
     println!();
-
-    let read_mb_s = read_bytes as f64 / MB / read_time.as_secs_f64();
-    // The bar is on what is read, uncompressed: with compression at rest the
-    // segment bytes are a fraction of it.
-    let records_mb_s = read_record_bytes as f64 / MB / read_time.as_secs_f64();
-    println!(
-        "{:<50} {:>8} {:>10} {:>12}",
-        format!(
-            "read ({:.2} GB partition, 1 MiB batches)",
-            size as f64 / 1e9
-        ),
-        "MB/s",
-        "records/s",
-        "records MB/s"
-    );
-    println!(
-        "{:<50} {:>8.0} {:>10.0} {:>12.0}{}",
-        format!("sequential from 0, warm cache, {READ_MAX_RECORDS} rec/read"),
-        read_mb_s,
-        read_records as f64 / read_time.as_secs_f64(),
-        records_mb_s,
-        if read_capped { "  (time cap)" } else { "" },
-    );
-    println!();
-    println!(
-        "{:<50} {:>8} {:>10} {:>8}",
-        format!("lookup ({:.2} GB partition, warm cache)", size as f64 / 1e9),
-        "p50 µs",
-        "p99 µs",
-        "n"
-    );
-    println!(
-        "{:<50} {:>8.0} {:>10.0} {:>8}",
-        "offset: read 1 record at a random offset",
-        us(percentile(&lookups, 50)),
-        us(percentile(&lookups, 99)),
-        lookups.len()
-    );
-    println!(
-        "{:<50} {:>8.0} {:>10.0} {:>8}",
-        "timestamp: offset_for_timestamp(random time)",
-        us(percentile(&ts_lookups, 50)),
-        us(percentile(&ts_lookups, 99)),
-        ts_lookups.len()
-    );
-    println!();
+    r.print_reads();
 
     let ratio = |mb: f64| mb / dd_best;
     let verdict = |ok: bool| if ok { "ok" } else { "BELOW BAR" };
@@ -769,10 +831,6 @@ fn run(args: &Args) -> Res<()> {
         ratio(always_1m),
         verdict(ratio(always_1m) >= 0.5)
     );
-    println!(
-        "  sequential read of records    {:>6.2} GB/s  (bar >= 1 GB/s) {}",
-        records_mb_s / 1e3,
-        verdict(records_mb_s >= 1e3)
-    );
+    r.print_read_bar();
     Ok(())
 }
