@@ -385,7 +385,7 @@ fn read_all(p: &Partition, bases: &[u64], max_records: usize, max_bytes: usize) 
                         offset: r.offset,
                         timestamp_ms: r.timestamp_ms,
                         source_offset: r.source_offset,
-                        message: r.message,
+                        message: r.message.to_vec(),
                     })
                     .collect();
                 out.push((off, Ok(recs)));
@@ -516,7 +516,7 @@ fuzz_target!(|data: &[u8]| {
     p.sync().expect("sync");
     let got = p.read(end, 1, 1 << 20).expect("read the appended record");
     assert_eq!(got.records.len(), 1);
-    assert_eq!(got.records[0].message, b"after recovery");
+    assert_eq!(&got.records[0].message[..], b"after recovery");
     drop(p);
     drop(store);
     let store = open(root, opts);

@@ -1,7 +1,9 @@
 //! Reads by offset. Lock-free I/O: a read loads the visible end, clones the `Arc`s
 //! of the segments it needs and reads them with positional reads, one batch at a
 //! time (a header, then the payload of a batch holding wanted offsets), so memory
-//! is bounded by the read's limits plus one batch, never by a segment. A segment
+//! is bounded by the expanded batches its records come from (the read's limits
+//! plus one batch), never by a segment. Records are slices of those batches, which
+//! the store's cache keeps for the next read (`batchcache.rs`). A segment
 //! deleted by retention meanwhile stays readable through the handle its read
 //! holds; one deleted before its read opened it is out of range.
 
