@@ -49,6 +49,7 @@ pub struct Metrics {
     pub descriptors_open: Gauge,
     pub store_open_writers: Gauge,
     pub store_read_handles: Gauge,
+    pub store_read_cache_bytes: Gauge,
     /// The agents connected now (`/v1/agents`).
     pub agents: std::sync::Arc<crate::ingest::agents::Agents>,
     /// Kafka sources: records read, durably stored, dropped as already stored,
@@ -99,6 +100,7 @@ impl Metrics {
             descriptors_open: Gauge::default(),
             store_open_writers: Gauge::default(),
             store_read_handles: Gauge::default(),
+            store_read_cache_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -190,6 +192,11 @@ impl Metrics {
             "store_read_handles",
             "Segment files open in the store's read cache",
             m.store_read_handles.clone(),
+        );
+        registry.register(
+            "store_read_cache_bytes",
+            "Bytes of expanded batches kept for reads by offset (at most 64 MiB)",
+            m.store_read_cache_bytes.clone(),
         );
         registry.register(
             "source_records_consumed",

@@ -158,6 +158,16 @@ fn ship_many_files(compression: &str) {
             .any(|l| l == format!("tributary_ingest_records_total {expected_total}")),
         "metrics:\n{metrics}"
     );
+    // The reads above went through the store's cache of expanded batches.
+    let cached: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tributary_store_read_cache_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no read cache gauge in:\n{metrics}"));
+    assert!(
+        cached > 0 && cached <= 64 << 20,
+        "read cache holds {cached} bytes"
+    );
     drop(agent);
 }
 

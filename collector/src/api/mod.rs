@@ -175,6 +175,8 @@ async fn metrics_text(State(api): State<Api>) -> impl IntoResponse {
     let usage = api.store.descriptors();
     m.store_open_writers.set(gauge(Some(usage.open_writers)));
     m.store_read_handles.set(gauge(Some(usage.read_handles)));
+    m.store_read_cache_bytes
+        .set(gauge(Some(api.store.read_cache_bytes())));
     (
         [(
             header::CONTENT_TYPE,

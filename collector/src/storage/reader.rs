@@ -76,6 +76,11 @@ impl StoreReader {
         self.store.descriptors()
     }
 
+    /// Bytes of expanded batches the store's read cache keeps now.
+    pub fn read_cache_bytes(&self) -> usize {
+        self.store.read_cache_bytes()
+    }
+
     /// A receiver that changes whenever new records become visible or a start
     /// offset moves on.
     pub fn subscribe(&self) -> watch::Receiver<u64> {

@@ -118,7 +118,6 @@ impl BatchCache {
     }
 
     /// Bytes kept now.
-    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.lock().bytes
     }

@@ -393,6 +393,12 @@ impl Store {
         self.handles.usage()
     }
 
+    /// Bytes of expanded batches the read cache keeps now (at most
+    /// [`StoreOptions::read_cache_bytes`]).
+    pub fn read_cache_bytes(&self) -> usize {
+        self.handles.batches.bytes()
+    }
+
     /// Close the active segment files of partitions with no append since
     /// `idle_before` (epoch ms). Returns how many partitions closed them.
     pub fn release_idle(&self, idle_before: i64) -> usize {

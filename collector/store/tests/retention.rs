@@ -81,6 +81,9 @@ fn age_deletes_old_segments_then_the_expired_active_one() {
     assert_eq!(logs(p.dir()).len(), 6, "one segment per hour");
     let end = all.len() as u64;
     let before = p.size_bytes();
+    // Reading everything filled the read cache, within its budget.
+    let cached = store.read_cache_bytes();
+    assert!(cached > 0 && cached <= OPTS.read_cache_bytes, "{cached}");
 
     // At T0 + 7 h with a 4 h limit: the segments whose newest record is older
     // than T0 + 3 h go (hours 0..=2).
@@ -92,6 +95,10 @@ fn age_deletes_old_segments_then_the_expired_active_one() {
     );
     assert!(!d.rolled);
     assert!(text.contains("retention deleted old segments"), "{text}");
+    assert!(
+        store.read_cache_bytes() < cached,
+        "the deleted segments' batches left the read cache"
+    );
     assert_eq!(p.start_offset(), bases[3]);
     assert_eq!(p.size_bytes(), before - d.bytes);
     let names: Vec<String> = std::fs::read_dir(p.dir())
@@ -125,6 +132,7 @@ fn age_deletes_old_segments_then_the_expired_active_one() {
     assert_eq!((d.segments, d.start_offset), (3, end));
     assert_eq!((p.start_offset(), p.end_offset()), (end, end));
     assert_eq!(p.size_bytes(), 0);
+    assert_eq!(store.read_cache_bytes(), 0);
     assert_eq!(logs(p.dir()).len(), 1);
     assert!(p.read(end - 1, 1, usize::MAX).is_err());
     assert!(p.read(end, 1, usize::MAX).unwrap().records.is_empty());
