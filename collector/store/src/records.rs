@@ -119,11 +119,6 @@ pub(crate) fn collect(
     take: &mut Take,
 ) -> Result<Collected, String> {
     let mut off = h.base_offset;
-    // Room for what this batch can still add, at once rather than doubling.
-    let wanted = h.next_offset().saturating_sub(from.max(off));
-    let room = take.max_records.saturating_sub(take.records.len());
-    take.records
-        .reserve(usize::try_from(wanted).map_or(room, |w| w.min(room)));
     for block in record::blocks(payload, false) {
         let block = block.map_err(|e| format!("payload does not decode: {e}"))?;
         let n = u64::from(block.header.record_count);
